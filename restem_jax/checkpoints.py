@@ -1,0 +1,116 @@
+"""Model checkpoint directories: parameters (Orbax), the model config, and the vocabulary.
+
+A model checkpoint directory is self-describing, so `restem_jax.sample` and the loop can load it
+with nothing else:
+
+  DIR/model_config.json   the `ModelConfig` fields
+  DIR/vocab.model         the SentencePiece model (when the checkpoint has a vocabulary)
+  DIR/params/             Orbax StandardCheckpointer tree {"params": ...}
+  DIR/COMPLETE            written last: a directory without it is an interrupted save
+
+Training state checkpoints (optimizer state, step, data position) are the trainer's business;
+this module is for the models that runs start from and produce.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import flax.linen as nn
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from restem_jax import model as model_lib
+from restem_jax import partitioning
+
+CONFIG_FILE = "model_config.json"
+VOCAB_FILE = "vocab.model"
+PARAMS_DIR = "params"
+COMPLETE_FILE = "COMPLETE"
+
+
+def write_text_atomic(path: epath.PathLike, text: str) -> None:
+  """Writes `text` to a temporary name beside `path`, then renames it into place."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+  tmp.write_text(text)
+  tmp.rename(path)
+
+
+def is_complete(directory: epath.PathLike) -> bool:
+  return (epath.Path(directory) / COMPLETE_FILE).exists()
+
+
+def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
+         vocab_path: epath.PathLike | None = None) -> epath.Path:
+  """Saves a model checkpoint directory (see the module docstring). Overwrites an incomplete one.
+
+  Args:
+    directory: where to write (local or gs://).
+    params: the parameter pytree (the contents of the Flax "params" collection).
+    config: the architecture.
+    vocab_path: a SentencePiece model file to carry along, if any.
+
+  Returns:
+    The directory.
+  """
+  directory = epath.Path(directory)
+  if is_complete(directory):
+    raise FileExistsError(f"{directory} already holds a complete checkpoint")
+  if directory.exists():
+    directory.rmtree()
+  directory.mkdir(parents=True)
+  write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+  if vocab_path is not None:
+    epath.Path(vocab_path).copy(directory / VOCAB_FILE)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(directory / PARAMS_DIR, {"params": params})
+  checkpointer.wait_until_finished()
+  if jax.process_index() == 0:
+    write_text_atomic(directory / COMPLETE_FILE, "")
+  return directory
+
+
+def load_config(directory: epath.PathLike) -> model_lib.ModelConfig:
+  path = epath.Path(directory) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{directory} is not a model checkpoint: {CONFIG_FILE} is missing")
+  return model_lib.ModelConfig.from_dict(json.loads(path.read_text()))
+
+
+def vocab_path(directory: epath.PathLike) -> epath.Path | None:
+  path = epath.Path(directory) / VOCAB_FILE
+  return path if path.exists() else None
+
+
+def load(directory: epath.PathLike, mesh: jax.sharding.Mesh | None = None,
+         rules: partitioning.Rules = partitioning.DEFAULT_RULES,
+         config: model_lib.ModelConfig | None = None):
+  """Restores parameters straight into their shardings on `mesh` (one device if None).
+
+  Args:
+    directory: a complete model checkpoint directory.
+    mesh: where to place the parameters; each device reads only its own shard.
+    rules: logical-axis rules for the shardings.
+    config: overrides the saved config (e.g. a different compute dtype); shapes must match.
+
+  Returns:
+    (params, model config).
+  """
+  directory = epath.Path(directory)
+  if not is_complete(directory):
+    raise FileNotFoundError(f"{directory} is not a complete model checkpoint "
+                            f"({COMPLETE_FILE} is missing: interrupted save or wrong path)")
+  config = config or load_config(directory)
+  mesh = mesh or partitioning.make_mesh((1, 1, 1), jax.devices()[:1])
+  abstract, shardings = partitioning.abstract_and_shardings(
+      lambda key: model_lib.Decoder(config).init(key, jax.numpy.zeros((1, 1), "int32")),
+      mesh, rules, jax.random.key(0))
+  target = jax.tree_util.tree_map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      nn.unbox(abstract), shardings)
+  restored = ocp.StandardCheckpointer().restore(directory / PARAMS_DIR, target)
+  return restored["params"], config
