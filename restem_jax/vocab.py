@@ -23,7 +23,9 @@ def train_sentencepiece(texts: Iterable[str], out_path: epath.PathLike, vocab_si
   Args:
     texts: training sentences (e.g. a task's questions and solutions).
     out_path: the `.model` file to write.
-    vocab_size: number of pieces, including the 3 special ids.
+    vocab_size: number of pieces, including the 3 special ids and the 256 byte-fallback
+      pieces (so that no text is ever unknown): at least ~300. A soft limit: a small corpus
+      may give fewer pieces; the model's vocab_size only has to be at least the result's.
     model_type: "bpe" or "unigram".
     seed_sentencepiece_size: SentencePiece's seed vocabulary size.
     user_defined_symbols: pieces that must exist whole.
@@ -39,7 +41,7 @@ def train_sentencepiece(texts: Iterable[str], out_path: epath.PathLike, vocab_si
       remove_extra_whitespaces=False, normalization_rule_name="identity",
       user_defined_symbols=["\n", *user_defined_symbols],
       seed_sentencepiece_size=seed_sentencepiece_size, num_threads=1,
-      hard_vocab_limit=True, minloglevel=2)
+      hard_vocab_limit=False, minloglevel=2)
   out_path = epath.Path(out_path)
   out_path.parent.mkdir(parents=True, exist_ok=True)
   out_path.write_bytes(model.getvalue())
