@@ -1,0 +1,282 @@
+"""`prog`: the embedded code task, small list and string transforms with unit tests.
+
+A problem is a pipeline of one to a few stages applied to a list of integers (map, filter, sort,
+reverse) or a string (replace, remove, reverse, repeat, upper case), and a final step (return the
+result, its sum, length, largest element, a character count). Each problem comes with
+
+  - a HumanEval-style prompt: the signature and a docstring with one example;
+  - a reference solution (the function body) that passes the tests;
+  - unit tests as a HumanEval `check(candidate)` function and as APPS call-based `input_output`.
+
+The prompt is ~40-70 SentencePiece tokens and the body ~15-40, so a from-scratch model on a CPU
+can learn the format; the knobs in `ProgConfig` (stages, value ranges) set how often it gets the
+semantics right. Splits are disjoint by the pipeline (not just the text), filled test, valid,
+train from one random stream as in `arith`. Everything is deterministic in (sizes, seed, config).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+ENTRY_POINT = "transform"
+SPLITS = ("test", "valid", "train")
+
+# Stages: name -> (docstring phrase, line of code). Phrases and code take the stage parameters
+# {k} (an integer) or {a}/{b} (characters) by name.
+_LIST_STAGES = {
+    "add": ("add {k} to each element", "xs = [x + {k} for x in xs]"),
+    "mul": ("multiply each element by {k}", "xs = [x * {k} for x in xs]"),
+    "gt": ("keep the elements greater than {k}", "xs = [x for x in xs if x > {k}]"),
+    "lt": ("keep the elements less than {k}", "xs = [x for x in xs if x < {k}]"),
+    "ne": ("remove every element equal to {k}", "xs = [x for x in xs if x != {k}]"),
+    "even": ("keep the even elements", "xs = [x for x in xs if x % 2 == 0]"),
+    "odd": ("keep the odd elements", "xs = [x for x in xs if x % 2 == 1]"),
+    "sort": ("sort them in increasing order", "xs = sorted(xs)"),
+    "rev": ("reverse their order", "xs = xs[::-1]"),
+}
+_LIST_FINALS = {
+    "list": ("return the resulting list", "return xs"),
+    "sum": ("return their sum", "return sum(xs)"),
+    "count": ("return how many elements are left", "return len(xs)"),
+    "max": ("return the largest element, or 0 if there is none", "return max(xs, default=0)"),
+}
+_STR_STAGES = {
+    "replace": ("replace every '{a}' with '{b}'", "s = s.replace('{a}', '{b}')"),
+    "remove": ("remove every '{a}'", "s = s.replace('{a}', '')"),
+    "reverse": ("reverse it", "s = s[::-1]"),
+    "repeat": ("repeat it {k} times", "s = s * {k}"),
+    "upper": ("convert it to upper case", "s = s.upper()"),
+}
+_STR_FINALS = {
+    "str": ("return the result", "return s"),
+    "len": ("return its length", "return len(s)"),
+    "count": ("return how many times '{a}' occurs in it", "return s.count('{a}')"),
+}
+_LETTERS = "abcde"  # a small alphabet, so replacements and counts hit often in short tests
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgConfig:
+  """Difficulty knobs of the generator.
+
+  Attributes:
+    min_stages: fewest transform stages before the final step.
+    max_stages: most transform stages before the final step.
+    kinds: problem kinds to draw from: "list" (list of ints) and/or "str".
+    max_param: largest integer parameter of add/gt/lt/ne stages (mul and repeat use 2..3).
+    max_elem: test list elements are drawn from 0..max_elem.
+    max_len: longest test list or string.
+    num_tests: unit tests per problem (the first one is the docstring example).
+  """
+  min_stages: int = 1
+  max_stages: int = 2
+  kinds: tuple[str, ...] = ("list", "str")
+  max_param: int = 9
+  max_elem: int = 9
+  max_len: int = 6
+  num_tests: int = 6
+
+  def validate(self) -> None:
+    """Raises ValueError for knob values the generator cannot honour."""
+    if not 1 <= self.min_stages <= self.max_stages:
+      raise ValueError(f"need 1 <= min_stages <= max_stages, got {self.min_stages}, "
+                       f"{self.max_stages}")
+    if not self.kinds or set(self.kinds) - {"list", "str"}:
+      raise ValueError(f"kinds must be a non-empty subset of ('list', 'str'), got {self.kinds}")
+    if self.max_param < 1 or self.max_elem < 1 or self.max_len < 1 or self.num_tests < 2:
+      raise ValueError("max_param, max_elem, max_len must be >= 1 and num_tests >= 2")
+
+  @classmethod
+  def from_dict(cls, d: dict) -> ProgConfig:
+    """A ProgConfig from a config dict (unknown keys are an error)."""
+    d = dict(d)
+    if "kinds" in d:
+      d["kinds"] = tuple(d["kinds"].split(",")) if isinstance(d["kinds"], str) else tuple(
+          d["kinds"])
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise ValueError(f"unknown prog knobs {sorted(unknown)}")
+    return cls(**d)
+
+
+def _params(rng: random.Random, name: str, config: ProgConfig) -> dict:
+  if name in ("mul", "repeat"):
+    return {"k": rng.randint(2, 3)}
+  if name in ("add", "gt", "lt", "ne"):
+    return {"k": rng.randint(1 if name != "gt" else 0, config.max_param)}
+  if name in ("replace", "remove", "count"):
+    a = rng.choice(_LETTERS)
+    b = rng.choice(_LETTERS.replace(a, "") + "xyz")
+    return {"a": a, "b": b}
+  return {}
+
+
+def _draw_pipeline(rng: random.Random, config: ProgConfig) -> tuple[str, list, tuple]:
+  kind = rng.choice(config.kinds)
+  stages_table = _LIST_STAGES if kind == "list" else _STR_STAGES
+  finals_table = _LIST_FINALS if kind == "list" else _STR_FINALS
+  stages: list[tuple[str, dict]] = []
+  for _ in range(rng.randint(config.min_stages, config.max_stages)):
+    used = [s for s, _ in stages]
+    if "upper" in used:
+      break  # upper case only last: later lower-case replacements would silently do nothing
+    names = [n for n in stages_table if n not in used]
+    if not names:
+      break
+    name = rng.choice(names)
+    stages.append((name, _params(rng, name, config)))
+  final = rng.choice(list(finals_table))
+  final_params = _params(rng, final, config)
+  if kind == "str" and final == "count" and any(s == "upper" for s, _ in stages):
+    final_params["a"] = final_params["a"].upper()
+  return kind, stages, (final, final_params)
+
+
+def _render(kind: str, stages: list, final: tuple) -> tuple[str, str]:
+  """(docstring sentence, function body) of a pipeline."""
+  stages_table = _LIST_STAGES if kind == "list" else _STR_STAGES
+  finals_table = _LIST_FINALS if kind == "list" else _STR_FINALS
+  phrases = [stages_table[n][0].format(**p) for n, p in stages]
+  phrases.append(finals_table[final[0]][0].format(**final[1]))
+  subject = "Given a list of integers xs" if kind == "list" else "Given a string s"
+  sentence = f"{subject}, {', then '.join(phrases[:-1])}, and {phrases[-1]}."
+  code = [stages_table[n][1].format(**p) for n, p in stages]
+  code.append(finals_table[final[0]][1].format(**final[1]))
+  return sentence, "".join(f"    {line}\n" for line in code)
+
+
+def _test_inputs(rng: random.Random, kind: str, stages: list, config: ProgConfig) -> list:
+  # Values near the pipeline's parameters (k - 1, k, k + 1, its characters) make the tests tell a
+  # threshold of k from k + 1, or '>' from '>=', which uniform draws often would not.
+  params = [p for _, p in stages]
+  near_k = sorted({v for p in params if "k" in p for v in (p["k"] - 1, p["k"], p["k"] + 1)
+                   if 0 <= v <= config.max_elem})
+  chars = sorted({p["a"] for p in params if "a" in p} | set(_LETTERS))
+  inputs = []
+  while len(inputs) < config.num_tests:
+    # The docstring example (the first input) is at least 3 long; later ones may be empty.
+    n = rng.randint(0 if inputs else min(3, config.max_len), config.max_len)
+    if kind == "list":
+      x = [rng.choice(near_k) if near_k and rng.random() < 0.4 else
+           rng.randint(0, config.max_elem) for _ in range(n)]
+    else:
+      x = "".join(rng.choice(chars) for _ in range(n))
+    if x not in inputs:
+      inputs.append(x)
+  return inputs
+
+
+def _run_reference(body: str, arg: str, inputs: list) -> list:
+  # The reference is code this module wrote from its own templates (never model output), so
+  # running it in-process to compute the expected outputs is safe.
+  namespace: dict = {}
+  exec(f"def {ENTRY_POINT}({arg}):\n{body}", namespace)  # pylint: disable=exec-used
+  return [namespace[ENTRY_POINT](x) for x in inputs]
+
+
+def make_problem(rng: random.Random, config: ProgConfig) -> dict:
+  """Draws one problem (without an id).
+
+  Args:
+    rng: the random stream to draw from.
+    config: difficulty knobs.
+
+  Returns:
+    {"key" (the pipeline, for de-duplication), "prompt", "canonical_solution", "test",
+    "entry_point", "description", "arg", "inputs", "outputs"}.
+  """
+  # Tests whose outputs are nearly all the same (e.g. every list filtered to empty) would pass
+  # wrong programs, so a draw is kept only when its outputs take enough distinct values.
+  min_distinct = min(4, config.num_tests)
+  while True:
+    kind, stages, final = _draw_pipeline(rng, config)
+    arg = "xs" if kind == "list" else "s"
+    sentence, body = _render(kind, stages, final)
+    for _ in range(5):
+      inputs = _test_inputs(rng, kind, stages, config)
+      outputs = _run_reference(body, arg, inputs)
+      if len({repr(y) for y in outputs}) >= min_distinct:
+        break
+    else:
+      continue
+    break
+  prompt = (f"def {ENTRY_POINT}({arg}):\n    \"\"\"{sentence}\n"
+            f"    >>> {ENTRY_POINT}({inputs[0]!r})\n    {outputs[0]!r}\n    \"\"\"\n")
+  test = "def check(candidate):\n" + "".join(
+      f"    assert candidate({x!r}) == {y!r}\n" for x, y in zip(inputs, outputs))
+  return {"key": json.dumps([kind, stages, final], sort_keys=True), "prompt": prompt,
+          "canonical_solution": body, "test": test, "entry_point": ENTRY_POINT,
+          "description": sentence, "arg": arg, "inputs": inputs, "outputs": outputs}
+
+
+def generate(sizes: dict[str, int], seed: int = 0,
+             config: ProgConfig = ProgConfig()) -> dict[str, list[dict]]:
+  """Generates disjoint splits of `prog` problems.
+
+  Args:
+    sizes: number of problems per split name, filled test, valid, train, then others sorted.
+    seed: the random seed; the output is a pure function of (sizes, seed, config).
+    config: difficulty knobs.
+
+  Returns:
+    split -> problems as `make_problem` returns them plus "task_id": "prog/SPLIT/I".
+
+  Raises:
+    ValueError: if the knobs admit fewer distinct problems than requested.
+  """
+  config.validate()
+  order = [s for s in SPLITS if s in sizes] + sorted(set(sizes) - set(SPLITS))
+  rng = random.Random(f"prog-{seed}")
+  seen: set[str] = set()
+  out: dict[str, list[dict]] = {}
+  for split in order:
+    problems, misses = [], 0
+    while len(problems) < sizes[split]:
+      problem = make_problem(rng, config)
+      if problem["key"] in seen:
+        misses += 1
+        if misses > 10_000:
+          raise ValueError(f"prog knobs {config} admit too few distinct problems for {sizes}")
+        continue
+      misses = 0
+      seen.add(problem["key"])
+      problems.append({"task_id": f"prog/{split}/{len(problems)}", **problem})
+    out[split] = problems
+  return out
+
+
+def to_humaneval(problem: dict) -> dict[str, str]:
+  """The HumanEval jsonl record of a generated problem.
+
+  Args:
+    problem: one problem from `generate`.
+
+  Returns:
+    {"task_id", "prompt", "canonical_solution", "test", "entry_point"}.
+  """
+  return {k: problem[k] for k in ("task_id", "prompt", "canonical_solution", "test",
+                                   "entry_point")}
+
+
+def to_apps(problem: dict) -> dict[str, str]:
+  """The APPS jsonl record (call-based format) of a generated problem.
+
+  Args:
+    problem: one problem from `generate`.
+
+  Returns:
+    {"problem_id", "question", "solutions", "input_output", "difficulty", "url",
+    "starter_code"}, with `solutions` and `input_output` JSON-encoded strings as APPS has them.
+  """
+  starter = f"def {ENTRY_POINT}({problem['arg']}):\n"
+  example = f"{ENTRY_POINT}({problem['inputs'][0]!r}) == {problem['outputs'][0]!r}"
+  question = (f"Write a function {ENTRY_POINT}({problem['arg']}). {problem['description']}"
+              f"\n\nExample: {example}\n")
+  io = {"fn_name": ENTRY_POINT, "inputs": [[x] for x in problem["inputs"]],
+        "outputs": list(problem["outputs"])}
+  return {"problem_id": problem["task_id"], "question": question,
+          "solutions": json.dumps([starter + problem["canonical_solution"]]),
+          "input_output": json.dumps(io), "difficulty": "introductory", "url": "",
+          "starter_code": starter}
