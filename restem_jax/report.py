@@ -1,0 +1,166 @@
+"""The run summary (`summary.json`) and the human-readable report (`report.md` + PNG plots).
+
+`summary.json` is the contract of ../shared/DESIGN.md: a list of evaluations (one per model,
+split and task) and a list of iterations. It is rewritten atomically after every evaluation, so
+a reader (a notebook, a test) never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from etils import epath
+
+from restem_jax.checkpoints import write_text_atomic
+
+SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.md"
+
+
+def empty_summary() -> dict[str, Any]:
+  return {"evaluations": [], "iterations": []}
+
+
+def load_summary(workdir: epath.PathLike) -> dict[str, Any]:
+  path = epath.Path(workdir) / SUMMARY_FILE
+  return json.loads(path.read_text()) if path.exists() else empty_summary()
+
+
+def write_summary(workdir: epath.PathLike, summary: dict[str, Any]) -> None:
+  write_text_atomic(epath.Path(workdir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+
+def upsert(records: list[dict[str, Any]], record: dict[str, Any], keys: tuple[str, ...]) -> None:
+  """Replaces the record with the same `keys` values, or appends it (resume-safe)."""
+  for i, old in enumerate(records):
+    if all(old.get(k) == record.get(k) for k in keys):
+      records[i] = record
+      return
+  records.append(record)
+
+
+def model_order(summary: dict[str, Any]) -> list[str]:
+  """Models in run order: base, sft_human, iter1, iter2, ..."""
+  names = {e["model"] for e in summary["evaluations"]}
+  fixed = [m for m in ("base", "sft_human") if m in names]
+  iters = sorted((m for m in names if m.startswith("iter")), key=lambda m: int(m[4:]))
+  rest = sorted(names - set(fixed) - set(iters))
+  return fixed + iters + rest
+
+
+def table(summary: dict[str, Any], split: str = "test") -> str:
+  """A plain-text table of greedy accuracy, pass@k and maj@k per model and task."""
+  rows = [e for e in summary["evaluations"] if e["split"] == split]
+  if not rows:
+    return f"(no {split} evaluations yet)"
+  ks = sorted({k for e in rows for k in e.get("pass_at_k", {})}, key=int)
+  mks = sorted({k for e in rows for k in e.get("maj_at_k", {})}, key=int)
+  header = (["model", "task", "n", "greedy acc"] + [f"pass@{k}" for k in ks]
+            + [f"maj@{k}" for k in mks])
+  lines = [header]
+  order = {m: i for i, m in enumerate(model_order(summary))}
+  for e in sorted(rows, key=lambda e: (e["task"], order[e["model"]])):
+    lines.append([e["model"], e["task"], str(e["num_problems"]), f"{100 * e['accuracy']:.1f}"]
+                 + [f"{100 * e['pass_at_k'][k]:.1f}" if k in e.get("pass_at_k", {}) else "-"
+                    for k in ks]
+                 + [f"{100 * e['maj_at_k'][k]:.1f}" if k in e.get("maj_at_k", {}) else "-"
+                    for k in mks])
+  widths = [max(len(r[i]) for r in lines) for i in range(len(header))]
+  out = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in lines]
+  out.insert(1, "  ".join("-" * w for w in widths))
+  return "\n".join(out)
+
+
+def _plot_accuracy(summary, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  models = model_order(summary)
+  for task in sorted({e["task"] for e in summary["evaluations"]}):
+    for split in ("test", "valid"):
+      pts = [(models.index(e["model"]), 100 * e["accuracy"]) for e in summary["evaluations"]
+             if e["task"] == task and e["split"] == split]
+      if pts:
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                linestyle="-" if split == "test" else "--", label=f"{task} {split}")
+  ax.set_xticks(range(len(models)), models)
+  ax.set_ylabel("greedy accuracy (%)")
+  ax.set_title("Accuracy per model")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _plot_pass_at_k(summary, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for e in summary["evaluations"]:
+    if e["split"] != "test" or not e.get("pass_at_k"):
+      continue
+    ks = sorted(e["pass_at_k"], key=int)
+    ax.plot([int(k) for k in ks], [100 * e["pass_at_k"][k] for k in ks], marker="o",
+            label=f"{e['model']} ({e['task']})")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("k")
+  ax.set_ylabel("pass@k (%)")
+  ax.set_title("pass@k on test")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _plot_kept(summary, path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for it in summary["iterations"]:
+    hist = it.get("kept_per_problem_histogram")
+    if hist:
+      xs = sorted(hist, key=int)
+      ax.plot([int(x) for x in xs], [hist[x] for x in xs], marker="o",
+              label=f"iteration {it['iteration']}")
+  ax.set_xlabel("kept solutions per problem")
+  ax.set_ylabel("problems")
+  ax.set_title("Kept solutions per training problem")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path:
+  """Writes report.md with the tables and PNG plots beside it; returns its path."""
+  workdir = epath.Path(workdir)
+  plots = {"accuracy.png": _plot_accuracy, "pass_at_k.png": _plot_pass_at_k,
+           "kept_per_problem.png": _plot_kept}
+  for name, fn in plots.items():
+    tmp = workdir / f".tmp-{name}"
+    fn(summary, str(tmp))
+    tmp.rename(workdir / name)
+  lines = ["# ReST^EM run report", "", "## Test", "", "```", table(summary, "test"), "```", ""]
+  if any(e["split"] == "valid" for e in summary["evaluations"]):
+    lines += ["## Validation", "", "```", table(summary, "valid"), "```", ""]
+  if summary["iterations"]:
+    lines += ["## Iterations", "",
+              "| iteration | samples | correct | kept | train solve rate |",
+              "| --- | --- | --- | --- | --- |"]
+    for it in summary["iterations"]:
+      lines.append(f"| {it['iteration']} | {it['num_samples']} | {it['num_correct']} | "
+                   f"{it['num_kept']} | {100 * it['train_solve_rate']:.1f}% |")
+    lines.append("")
+  lines += ["## Plots", "", "![accuracy](accuracy.png)", "", "![pass@k](pass_at_k.png)", "",
+            "![kept solutions per problem](kept_per_problem.png)", ""]
+  path = workdir / REPORT_FILE
+  write_text_atomic(path, "\n".join(lines))
+  return path
