@@ -1,0 +1,156 @@
+"""Launch a restem_jax run on a Cloud TPU VM slice with gcloud.
+
+  python launch/tpu.py --config=configs/math_palm.py --workdir=gs://BUCKET/runs/math \
+      --tpu=restem-v4 --accelerator=v4-32 --zone=us-central2-b [--spot] [--dry-run]
+
+Steps: create the TPU VM slice (unless it exists and --reuse is given), copy this checkout to
+every worker, install it, run the same `python -m restem_jax.main` command on every worker
+(`--worker=all`; multi-host slices initialise with `jax.distributed.initialize()`), stream the
+logs, and delete the slice at the end unless --keep. Because the run resumes from its workdir,
+a preempted spot slice is handled by recreating it and running the same command again
+(`--max_restarts`). `--dry-run` prints every gcloud command, one a line, and runs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REMOTE_DIR = "restem_jax"
+# TPU VM images by generation; the runtime must match the accelerator family.
+RUNTIMES = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base",
+            "v4": "tpu-ubuntu2204-base", "v5litepod": "v2-alpha-tpuv5-lite",
+            "v5p": "v2-alpha-tpuv5", "v6e": "v2-alpha-tpuv6e"}
+INSTALL = ("python3 -m pip install --upgrade pip && python3 -m pip install -e . "
+           "'jax[tpu]==0.10.2'")
+
+
+def parse_args(argv):
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--config", required=True, help="configs/NAME.py[:ARG]")
+  p.add_argument("--workdir", required=True, help="run directory, gs://... for TPU runs")
+  p.add_argument("--tpu", required=True, help="TPU VM name")
+  p.add_argument("--accelerator", required=True, help="e.g. v4-8, v4-32, v5litepod-8")
+  p.add_argument("--zone", required=True)
+  p.add_argument("--project", default=None)
+  p.add_argument("--runtime", default=None, help="TPU VM runtime version (default by family)")
+  p.add_argument("--spot", action="store_true", help="spot (preemptible) capacity")
+  p.add_argument("--reuse", action="store_true", help="use an existing slice of that name")
+  p.add_argument("--keep", action="store_true", help="do not delete the slice at the end")
+  p.add_argument("--max_restarts", type=int, default=0,
+                 help="recreate a preempted slice and resume up to this many times")
+  p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
+                 help="print the gcloud commands, one a line, and run nothing")
+  args, extra = p.parse_known_args(argv)
+  bad = [a for a in extra if not a.startswith("--config.")]
+  if bad:
+    p.error(f"unrecognized arguments: {' '.join(bad)} (only --config.KEY=VALUE passes through)")
+  args.overrides = extra  # --config.KEY=VALUE flags for the run
+  family = args.accelerator.rsplit("-", 1)[0]
+  if args.runtime is None:
+    if family not in RUNTIMES:
+      p.error(f"unknown accelerator family {family!r}; pass --runtime")
+    args.runtime = RUNTIMES[family]
+  if not args.workdir.startswith("gs://") and not args.dry_run:
+    print(f"warning: --workdir={args.workdir} is not on GCS: each worker writes its own disk "
+          "and a new slice cannot resume it", file=sys.stderr)
+  return args
+
+
+def num_hosts(accelerator: str) -> int:
+  """Hosts (TPU VM workers) in a slice."""
+  family, size = accelerator.rsplit("-", 1)
+  size = int(size)
+  if family in ("v5litepod", "v6e"):  # sizes count chips; up to 8 on one host, else 4 a host
+    return 1 if size <= 8 else size // 4
+  return max(1, size // 8)  # v2-v5p sizes count TensorCores: 2 a chip, 4 chips a host
+
+
+def gcloud(args, *words) -> list[str]:
+  cmd = ["gcloud", "compute", "tpus", "tpu-vm", *words, f"--zone={args.zone}"]
+  if args.project:
+    cmd.append(f"--project={args.project}")
+  return cmd
+
+
+def run_command(args) -> str:
+  multi = num_hosts(args.accelerator) > 1
+  flags = [f"--config={args.config}", f"--workdir={args.workdir}"]
+  if multi:
+    flags.append("--config.distributed=True")
+  flags += args.overrides
+  return f"cd {REMOTE_DIR} && python3 -m restem_jax.main " + " ".join(map(shlex.quote, flags))
+
+
+def commands(args, archive: str) -> dict[str, list[list[str]]]:
+  """The gcloud commands of each phase."""
+  create = gcloud(args, "create", args.tpu, f"--accelerator-type={args.accelerator}",
+                  f"--version={args.runtime}") + (["--spot"] if args.spot else [])
+  ssh = lambda command: gcloud(args, "ssh", args.tpu, "--worker=all", f"--command={command}")
+  return {
+      "create": [] if args.reuse else [create],
+      "copy": [gcloud(args, "scp", archive, f"{args.tpu}:~/restem_jax.tar.gz", "--worker=all"),
+               ssh(f"rm -rf {REMOTE_DIR} && mkdir -p {REMOTE_DIR} && "
+                   f"tar -xzf restem_jax.tar.gz -C {REMOTE_DIR}")],
+      "install": [ssh(f"cd {REMOTE_DIR} && {INSTALL}")],
+      "run": [ssh(run_command(args))],
+      "delete": [] if args.keep else [gcloud(args, "delete", args.tpu, "--quiet")],
+      "describe": [gcloud(args, "describe", args.tpu, "--format=value(state)")],
+  }
+
+
+def _archive(path: str) -> None:
+  """This checkout's tracked files (what `git archive` sees) as a tarball."""
+  subprocess.run(["git", "-C", REPO, "archive", "--format=tar.gz", "-o", path, "HEAD"],
+                 check=True)
+
+
+def _call(cmd, dry_run: bool) -> int:
+  print(shlex.join(cmd), flush=True)
+  return 0 if dry_run else subprocess.call(cmd)
+
+
+def main(argv=None) -> int:
+  args = parse_args(sys.argv[1:] if argv is None else argv)
+  archive = os.path.join(tempfile.gettempdir(), "restem_jax.tar.gz")
+  cmds = commands(args, archive)
+  if args.dry_run:
+    for phase in ("create", "copy", "install", "run", "delete"):
+      for cmd in cmds[phase]:
+        _call(cmd, True)
+    return 0
+  _archive(archive)
+  restarts = 0
+  fresh = not args.reuse
+  while True:
+    for phase in (["create"] if fresh else []) + ["copy", "install"]:
+      for cmd in cmds[phase]:
+        if _call(cmd, False):
+          print(f"launch: {phase} failed", file=sys.stderr)
+          return 1
+    rc = _call(cmds["run"][0], False)
+    if rc == 0:
+      break
+    state = subprocess.run(cmds["describe"][0], capture_output=True, text=True).stdout.strip()
+    if state in ("PREEMPTED", "TERMINATED") and restarts < args.max_restarts:
+      restarts += 1
+      print(f"launch: slice {state}; recreating and resuming from {args.workdir} "
+            f"(restart {restarts}/{args.max_restarts})", file=sys.stderr)
+      _call(gcloud(args, "delete", args.tpu, "--quiet"), False)
+      fresh = True
+      continue
+    print(f"launch: run failed with exit code {rc} (slice state {state or 'unknown'})",
+          file=sys.stderr)
+    break
+  for cmd in cmds["delete"]:
+    _call(cmd, False)
+  return rc
+
+
+if __name__ == "__main__":
+  sys.exit(main())
