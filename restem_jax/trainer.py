@@ -194,7 +194,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
     zero_stats = {k: jnp.zeros((), jnp.float32) for k in ("nll", "z_loss", "weight", "correct")}
     (grads, stats), _ = jax.lax.scan(
         accumulate, (zero_grads, zero_stats), (micro, jnp.arange(num_microbatches)))
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
@@ -431,8 +431,9 @@ def train(config: ml_collections.ConfigDict, *, base_checkpoint: epath.PathLike,
   if result_path.exists():
     return TrainResult.from_json(result_path.read_text())
   workdir.mkdir(parents=True, exist_ok=True)
-  if jax.process_index() == 0:
-    checkpoints.write_text_atomic(workdir / "trainer_config.json", config.to_json(indent=2))
+  config_path = workdir / "trainer_config.json"
+  if jax.process_index() == 0 and not config_path.exists():  # a restart keeps the first one
+    checkpoints.write_text_atomic(config_path, config.to_json(indent=2))
   mesh = mesh or partitioning.make_mesh(tuple(config.mesh_shape))
   model_cfg = model_config or checkpoints.load_config(base_checkpoint)
   fns = make_train_fns(model_cfg, config, mesh, rules)
