@@ -1,0 +1,521 @@
+"""Sampling: each prompt is prefilled once, then its N samples decode together in a jitted loop.
+
+The Generate step of ReST^EM draws N samples for every training problem. `Sampler.generate` does
+it in batches of P prompts x n samples (B = P * n rows):
+
+  prefill   the P prompts (right-padded to a length bucket) in one forward pass; their keys and
+            values are repeated n times into a [layers, B, S, K, H] cache, so a few-shot prompt is
+            computed once and not N times;
+  decode    one token per row per step inside `lax.while_loop`, which exits as soon as every row
+            has finished (EOS, a stop string, or `max_new_tokens`). The cache is a loop-carried
+            buffer that each step writes in place with one scatter.
+
+Determinism: row r of a batch samples its t-th token with the key
+  fold_in(fold_in(fold_in(fold_in(key(seed), iteration), hash(problem id)), sample index), t),
+and every op in the loop is row-wise, so a sample depends only on (params, prompt, seed,
+iteration, problem id, sample index): not on the batch it landed in, its neighbours' prompt
+lengths, or the number of devices. (With the model axis sharded, reductions may be split across
+devices, which can change the last bits of the logits.)
+
+Stop strings are matched on device, exactly, by a byte-level automaton (`stop_strings.py`): a
+row stops at the token that completes a stop string, however the tokenizer split it, and no
+compute is spent after it; the host then cuts the text before the stop string.
+
+What a sample holds: `tokens` are the generated ids up to and including the token that ended the
+sample (the EOS, or the token that completed a stop string); `logprob` is the sum of the model's
+log-probabilities of those tokens under the unmodified softmax (temperature 1, no top-k/top-p
+truncation: the likelihood the trainer would assign); `text` is the decoded tokens without EOS and
+cut before the first stop string; `finish_reason` is "eos", "stop" or "length".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from restem_jax import model as model_lib
+from restem_jax import partitioning
+from restem_jax.stop_strings import StopTable, cut_at_stop, piece_bytes
+
+Array = jax.Array
+
+FINISH_REASONS = ("length", "eos", "stop")  # index = the code the decode loop records
+_LENGTH, _EOS, _STOP = 0, 1, 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Strategies: tiny frozen dataclasses, hashable, so they are static arguments of the jitted loop.
+# Each maps (logits [B, V] float32, one PRNG key per row [B]) -> token ids [B] int32.
+
+
+def _categorical(keys_B: Array, logits_BX: Array) -> Array:
+  # vmap over per-row keys: row b's draw depends on its own key only, not on the batch.
+  return jax.vmap(jax.random.categorical)(keys_B, logits_BX).astype(jnp.int32)
+
+
+def _check_temperature(temperature: float) -> None:
+  if not temperature > 0:
+    raise ValueError(f"temperature must be > 0 (use Greedy() for 0), got {temperature}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Greedy:
+  """The most likely token (test-time decoding in the paper)."""
+
+  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
+    del keys_B
+    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Temperature:
+  """Ancestral sampling from softmax(logits / temperature)."""
+
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+
+  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
+    return _categorical(keys_B, logits_BV / self.temperature)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopK:
+  """Sampling among the k most likely tokens (the paper's Generate step: k=40, T=0.7)."""
+
+  k: int = 40
+  temperature: float = 1.0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+    if self.k < 1:
+      raise ValueError(f"top-k needs k >= 1, got {self.k}")
+
+  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
+    # lax.top_k is a partial selection, far cheaper than sorting the vocabulary.
+    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, min(self.k, logits_BV.shape[-1]))
+    choice_B = _categorical(keys_B, vals_Bk / self.temperature)
+    return jnp.take_along_axis(idx_Bk, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TopP:
+  """Nucleus sampling: the smallest set of tokens whose probability reaches p.
+
+  `top_k` > 0 first keeps the k best tokens (and sorts only those); 0 sorts the whole vocabulary.
+  """
+
+  p: float = 0.95
+  temperature: float = 1.0
+  top_k: int = 0
+
+  def __post_init__(self):
+    _check_temperature(self.temperature)
+    if not 0 < self.p <= 1:
+      raise ValueError(f"top-p needs 0 < p <= 1, got {self.p}")
+    if self.top_k < 0:
+      raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
+    V = logits_BV.shape[-1]
+    k = min(self.top_k, V) if self.top_k else V
+    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, k)  # sorted, best first
+    scaled_Bk = vals_Bk / self.temperature
+    probs_Bk = jax.nn.softmax(scaled_Bk, axis=-1)
+    # Keep a token if the mass before it is < p: the best token is always kept.
+    keep_Bk = (jnp.cumsum(probs_Bk, axis=-1) - probs_Bk) < self.p
+    choice_B = _categorical(keys_B, jnp.where(keep_Bk, scaled_Bk, -jnp.inf))
+    return jnp.take_along_axis(idx_Bk, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+Strategy = Greedy | Temperature | TopK | TopP
+
+
+def make_strategy(temperature: float, top_k: int = 0, top_p: float = 1.0) -> Strategy:
+  """The strategy for the usual knobs: temperature 0 is greedy; top_k 0 and top_p 1 are off.
+
+  Args:
+    temperature: 0 for greedy, else the softmax temperature.
+    top_k: keep the k most likely tokens (0: all).
+    top_p: nucleus mass (1: off); combines with top_k (top-k first).
+
+  Returns:
+    A strategy dataclass.
+  """
+  if temperature < 0:
+    raise ValueError(f"temperature must be >= 0, got {temperature}")
+  if temperature == 0:
+    return Greedy()
+  if top_p < 1:
+    return TopP(p=top_p, temperature=temperature, top_k=top_k)
+  if top_k:
+    return TopK(k=top_k, temperature=temperature)
+  return Temperature(temperature)
+
+
+# ---------------------------------------------------------------------------------------------
+# The jitted prefill + decode loop.
+
+
+@flax.struct.dataclass
+class _LoopState:
+  step: Array  # scalar: index (0-based) of the next token to emit
+  token_B: Array  # last emitted token: the next step's input
+  cache: model_lib.Cache
+  tokens_BT: Array
+  logprobs_BT: Array
+  num_tokens_B: Array
+  done_B: Array
+  reason_B: Array
+  stop_state_BS: Array
+
+
+def _row_keys(seed: Array, iteration: Array, problem_hash_B: Array, sample_index_B: Array):
+  base = jax.random.fold_in(jax.random.key(seed), iteration)
+  return jax.vmap(lambda h, i: jax.random.fold_in(jax.random.fold_in(base, h), i))(
+      problem_hash_B, sample_index_B)
+
+
+def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: Array):
+  """Runs the prompts; returns (logits of each prompt's last token [P, V], new keys/values).
+
+  Only the last real token's logits are needed, so the final norm's input is narrowed to that
+  token before the output projection: for a 256k vocabulary the full [P, L, V] logits would be
+  the largest tensor of the step. If the model's layout ever changes so that the interception
+  does not apply, the full logits come back and are sliced instead (same numbers, more work).
+  """
+  last_P = lengths_P - 1
+
+  def narrow_final_norm(next_fun, args, kwargs, context):
+    if context.method_name == "__call__" and context.module.name == "final_norm":
+      x_PLD = args[0]
+      args = (jnp.take_along_axis(x_PLD, last_P[:, None, None], axis=1),) + tuple(args[1:])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(narrow_final_norm):
+    logits_PXV, kv = model_lib.Decoder(cfg).apply({"params": params}, prompts_PL)
+  if logits_PXV.shape[1] != 1:
+    logits_PXV = jnp.take_along_axis(logits_PXV, last_P[:, None, None], axis=1)
+  return logits_PXV[:, 0], kv
+
+
+def _write_step_kv(cache: model_lib.Cache, new_kv: model_lib.Cache, position_B: Array):
+  """Writes one new token's keys/values per row at slot position_B[b] (in place in the loop).
+
+  Same result as `model.update_cache` for one token, but as a single scatter on the cache's
+  own layout: the vmapped dynamic_update_slice there makes XLA transpose and copy the whole
+  cache around the scatter every step.
+  """
+  rows_B = jnp.arange(position_B.shape[0])
+  return {name: c_LyrBSKH.at[:, rows_B, position_B].set(
+              new_kv[name][:, :, 0].astype(c_LyrBSKH.dtype), mode="promise_in_bounds",
+              unique_indices=True)
+          for name, c_LyrBSKH in cache.items()}
+
+
+def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B, seed,
+              iteration, stop_next_SQV, stop_len_S, *, cfg: model_lib.ModelConfig,
+              strategy: Strategy, samples_per_prompt: int, max_new_tokens: int,
+              eos_id: int | None, pad_id: int):
+  """Samples `samples_per_prompt` continuations of each of P prompts (rows p*n .. p*n+n-1).
+
+  Returns:
+    (tokens [B, T] (pad after the end), their log-probs [B, T] (0 after the end), number of
+    tokens [B], finish reason codes [B]).
+  """
+  n, T = samples_per_prompt, max_new_tokens
+  decoder = model_lib.Decoder(cfg)
+  last_logits_PV, prompt_kv = _prefill(cfg, params, prompts_PL, lengths_P)
+
+  def rows(x, axis):  # prompt p's values for its n sample rows
+    return jnp.repeat(x, n, axis=axis)
+
+  # Slots [0, L) hold the prompt (pad slots are overwritten before anything reads them), then T
+  # slots for the new tokens. The cache is built once here and then only written in place.
+  cache = {name: jnp.pad(rows(kv_LyrPLKH, 1), ((0, 0), (0, 0), (0, T), (0, 0), (0, 0)))
+           for name, kv_LyrPLKH in prompt_kv.items()}
+  cache = nn.with_logical_constraint(cache, {"k": model_lib.CACHE_AXES,
+                                             "v": model_lib.CACHE_AXES})
+  lengths_B = rows(lengths_P, 0)
+  keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
+  B = lengths_B.shape[0]
+  num_stops = stop_len_S.shape[0]
+
+  def emit(state: _LoopState, logits_BV: Array) -> _LoopState:
+    t = state.step
+    logits_BV = nn.with_logical_constraint(logits_BV, ("activation_batch", "activation_vocab"))
+    token_B = strategy(logits_BV, jax.vmap(jax.random.fold_in, (0, None))(keys_B, t))
+    logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
+                 - jax.nn.logsumexp(logits_BV, axis=-1))
+    live_B = ~state.done_B
+    hit_eos_B = (token_B == eos_id) if eos_id is not None else jnp.zeros_like(live_B)
+    stop_state_BS = state.stop_state_BS
+    hit_stop_B = jnp.zeros_like(live_B)
+    if num_stops:
+      stop_state_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stop_state_BS,
+                                    token_B[:, None]].astype(jnp.int32)
+      hit_stop_B = jnp.any(stop_state_BS == stop_len_S[None, :], axis=-1)
+    reason_B = jnp.where(live_B & hit_eos_B, _EOS,
+                         jnp.where(live_B & hit_stop_B, _STOP, state.reason_B))
+    return state.replace(
+        step=t + 1,
+        token_B=token_B,
+        tokens_BT=jax.lax.dynamic_update_slice_in_dim(
+            state.tokens_BT, jnp.where(live_B, token_B, pad_id)[:, None], t, axis=1),
+        logprobs_BT=jax.lax.dynamic_update_slice_in_dim(
+            state.logprobs_BT, jnp.where(live_B, logprob_B, 0.0)[:, None], t, axis=1),
+        num_tokens_B=state.num_tokens_B + live_B.astype(jnp.int32),
+        done_B=state.done_B | hit_eos_B | hit_stop_B,
+        reason_B=reason_B.astype(jnp.int32),
+        stop_state_BS=stop_state_BS)
+
+  def step(state: _LoopState) -> _LoopState:
+    # The input token sits right after the prompt and the t - 1 tokens before it.
+    position_B = lengths_B + state.step - 1
+    logits_B1V, new_kv = decoder.apply({"params": params}, state.token_B[:, None],
+                                       position_B[:, None], cache=state.cache)
+    cache = _write_step_kv(state.cache, new_kv, position_B)
+    return emit(state.replace(cache=cache), logits_B1V[:, 0])
+
+  def running(state: _LoopState) -> Array:
+    return (state.step < T) & ~jnp.all(state.done_B)
+
+  state = _LoopState(
+      step=jnp.zeros((), jnp.int32),
+      token_B=jnp.zeros((B,), jnp.int32),
+      cache=cache,
+      tokens_BT=jnp.full((B, T), pad_id, jnp.int32),
+      logprobs_BT=jnp.zeros((B, T), jnp.float32),
+      num_tokens_B=jnp.zeros((B,), jnp.int32),
+      done_B=~live_B,  # padding rows count as finished, so they never hold up the early exit
+      reason_B=jnp.zeros((B,), jnp.int32),
+      stop_state_BS=jnp.zeros((B, num_stops), jnp.int32))
+  state = emit(state, rows(last_logits_PV, 0))
+  state = jax.lax.while_loop(running, step, state)
+  return state.tokens_BT, state.logprobs_BT, state.num_tokens_B, state.reason_B
+
+
+# ---------------------------------------------------------------------------------------------
+# Host side: batching, keys, placement, results.
+
+
+@dataclasses.dataclass
+class Sample:
+  """One sampled continuation (see the module docstring for what each field holds)."""
+
+  tokens: list[int]
+  logprob: float
+  finish_reason: str
+  text: str | None = None
+
+
+def problem_hash(problem_id: Any) -> int:
+  """A stable 32-bit hash of a problem id (Python's hash() changes between processes)."""
+  return int.from_bytes(hashlib.sha256(str(problem_id).encode("utf-8")).digest()[:4], "little")
+
+
+def _bucket(length: int, cap: int) -> int:
+  """Prompt lengths are padded to a few buckets (16, 32, 64, ...) to bound recompilation."""
+  return min(max(16, 1 << (length - 1).bit_length()), cap)
+
+
+def _largest_divisor_at_most(n: int, limit: int) -> int:
+  return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+class Sampler:
+  """Samples continuations of token prompts from a decoder's parameters on a device mesh.
+
+  One Sampler compiles one program per (prompt bucket, strategy, sample counts) and reuses it.
+  """
+
+  def __init__(self, params, cfg: model_lib.ModelConfig, *,
+               mesh: jax.sharding.Mesh | None = None,
+               rules: partitioning.Rules = partitioning.DEFAULT_RULES, vocab=None,
+               eos_id: int | None = 1, pad_id: int = 0):
+    """Places `params` on `mesh` as `rules` say.
+
+    Args:
+      params: the decoder's "params" collection.
+      cfg: its architecture.
+      mesh: defaults to all of this process's devices, data parallel. On several hosts, give
+        each host a mesh of its own devices: sampling needs no communication between hosts.
+      rules: logical-axis rules.
+      vocab: a seqio vocabulary, needed for `text` and stop strings.
+      eos_id: ends a sample (None: never).
+      pad_id: written after a sample's end and into prompt padding.
+    """
+    self.cfg = cfg
+    self.mesh = mesh or partitioning.make_mesh((-1, 1, 1), jax.local_devices())
+    self.rules = tuple(rules)
+    self.vocab = vocab
+    self.eos_id = eos_id
+    self.pad_id = pad_id
+    _, shardings = partitioning.abstract_and_shardings(
+        lambda key: model_lib.Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32)),
+        self.mesh, self.rules, jax.random.key(0))
+    # Boxed (LogicallyPartitioned) leaves, as `Decoder.init` returns them, are unboxed once here:
+    # applying the model to boxed parameters inside the loop makes every step slower.
+    self.params = jax.device_put(nn.unbox(params), shardings["params"])
+    self.row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    self._stop_tables: dict[tuple[str, ...], StopTable] = {}
+    # One jitted function per Sampler: the rules are read at trace time, and a jit cache shared
+    # between samplers with different rules would reuse the wrong trace.
+    self._generate = jax.jit(
+        functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
+        static_argnames=("strategy", "samples_per_prompt", "max_new_tokens"))
+
+  def stop_table(self, stop_strings: Sequence[str]) -> StopTable:
+    key = tuple(stop_strings)
+    if key not in self._stop_tables:
+      if not key:
+        self._stop_tables[key] = StopTable.empty(self.cfg.vocab_size)
+      elif self.vocab is None:
+        raise ValueError("stop strings need a vocabulary: pass vocab= to the Sampler")
+      else:
+        self._stop_tables[key] = StopTable.build(key, piece_bytes(self.vocab))
+    return self._stop_tables[key]
+
+  def max_prompt_len(self, max_new_tokens: int) -> int:
+    return self.cfg.max_len - max_new_tokens
+
+  def check_prompts(self, ids: Sequence[Any], prompts: Sequence[Sequence[int]],
+                    max_new_tokens: int) -> None:
+    """Raises ValueError naming the first problem whose prompt is empty or too long."""
+    limit = self.max_prompt_len(max_new_tokens)
+    if limit < 1:
+      raise ValueError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in the "
+                       f"model's max_len={self.cfg.max_len}")
+    for pid, prompt in zip(ids, prompts, strict=True):
+      if len(prompt) == 0:
+        raise ValueError(f"problem {pid!r}: the prompt is empty")
+      if len(prompt) > limit:
+        raise ValueError(
+            f"problem {pid!r}: the prompt has {len(prompt)} tokens, longer than the maximum "
+            f"prompt length {limit} (model max_len {self.cfg.max_len} - max_new_tokens "
+            f"{max_new_tokens}); nothing is truncated silently")
+
+  def generate(self, ids: Sequence[Any], prompts: Sequence[Sequence[int]], *, num_samples: int,
+               strategy: Strategy, max_new_tokens: int, seed: int = 0, iteration: int = 0,
+               stop_strings: Sequence[str] = (), batch_size: int = 64,
+               on_batch: Callable[[int, int], None] | None = None) -> list[list[Sample]]:
+    """Samples `num_samples` continuations of every prompt.
+
+    Args:
+      ids: problem ids (any str()-able values; they seed the samples, so must be unique).
+      prompts: token ids of each prompt (no EOS at the end).
+      num_samples: N samples per problem.
+      strategy: Greedy(), Temperature(t), TopK(k, t) or TopP(p, t); see `make_strategy`.
+      max_new_tokens: the most tokens a sample may have.
+      seed: run seed.
+      iteration: ReST^EM iteration (so each iteration draws fresh samples).
+      stop_strings: a sample ends at the first of these in its text (needs a vocab).
+      batch_size: rows decoded together (P prompts x n samples, n = the largest divisor of N
+        that fits).
+      on_batch: called after each batch with (problems finished, tokens generated in it).
+
+    Returns:
+      For each prompt in order, its N samples in sample-index order.
+    """
+    ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
+    if len(set(map(str, ids))) != len(ids):
+      raise ValueError("problem ids must be unique: they seed each problem's samples")
+    if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
+      raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and "
+                       f"max_new_tokens={max_new_tokens} must all be >= 1")
+    self.check_prompts(ids, prompts, max_new_tokens)
+    stop = self.stop_table(stop_strings)
+    n = _largest_divisor_at_most(num_samples, batch_size)
+    # Rows are split over the (data, fsdp) devices, so B = num_prompts * n must be a multiple
+    # of their number; padding prompts fill the gap.
+    num_prompts = math.lcm(max(1, batch_size // n),
+                           self.row_shards // math.gcd(n, self.row_shards))
+    # A unit is n samples of one problem. Units of similar length share a batch (less padding);
+    # the layout does not change any sample.
+    units = [(i, start) for i in range(len(prompts)) for start in range(0, num_samples, n)]
+    units.sort(key=lambda u: len(prompts[u[0]]))
+    results: list[list[Sample | None]] = [[None] * num_samples for _ in prompts]
+    units_left = [num_samples // n] * len(prompts)
+    pending = None
+    for first in range(0, len(units), num_prompts):
+      batch = units[first:first + num_prompts]
+      outputs = self._dispatch(batch, ids, prompts, num_prompts, n, strategy, max_new_tokens,
+                               seed, iteration, stop)
+      # Dispatch batch k before reading batch k-1, so the host's decoding of results overlaps
+      # with the device's work.
+      if pending is not None:
+        self._collect(*pending, results, units_left, stop_strings, on_batch)
+      pending = (batch, n, outputs)
+    if pending is not None:
+      self._collect(*pending, results, units_left, stop_strings, on_batch)
+    return results
+
+  def _dispatch(self, batch, ids, prompts, num_prompts, n, strategy, max_new_tokens, seed,
+                iteration, stop):
+    L = _bucket(max(len(prompts[i]) for i, _ in batch), self.max_prompt_len(max_new_tokens))
+    B = num_prompts * n
+    prompts_PL = np.full((num_prompts, L), self.pad_id, np.int32)
+    lengths_P = np.ones((num_prompts,), np.int32)  # padding prompts: 1 pad token, rows finished
+    live_B = np.zeros((B,), bool)
+    hash_B = np.zeros((B,), np.uint32)
+    sample_B = np.zeros((B,), np.int32)
+    for p, (i, start) in enumerate(batch):
+      prompts_PL[p, :len(prompts[i])] = prompts[i]
+      lengths_P[p] = len(prompts[i])
+      live_B[p * n:(p + 1) * n] = True
+      hash_B[p * n:(p + 1) * n] = problem_hash(ids[i])
+      sample_B[p * n:(p + 1) * n] = np.arange(start, start + n)
+    rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
+    replicated = partitioning.replicated(self.mesh)
+    args = [jax.device_put(prompts_PL, replicated), jax.device_put(lengths_P, replicated),
+            jax.device_put(live_B, rows), jax.device_put(hash_B, rows),
+            jax.device_put(sample_B, rows), np.uint32(seed), np.uint32(iteration),
+            jax.device_put(stop.next_state_SQV, replicated),
+            jax.device_put(stop.lengths_S, replicated)]
+    with partitioning.activate(self.mesh, self.rules):
+      return self._generate(self.params, *args, strategy=strategy, samples_per_prompt=n,
+                            max_new_tokens=max_new_tokens)
+
+  def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
+    tokens_BT, logprobs_BT, num_B, reason_B = (np.asarray(x) for x in outputs)
+    finished, generated = 0, 0
+    for p, (i, start) in enumerate(batch):
+      for j in range(n):
+        r = p * n + j
+        sample = Sample(tokens=tokens_BT[r, :num_B[r]].tolist(), logprob=0.0,
+                        finish_reason=FINISH_REASONS[reason_B[r]])
+        generated += len(sample.tokens)
+        if self.vocab is not None:
+          self._finish_text(sample, stop_strings)
+        # Summed on the host in float64, over exactly the tokens kept.
+        sample.logprob = float(np.sum(logprobs_BT[r, :len(sample.tokens)], dtype=np.float64))
+        results[i][start + j] = sample
+      units_left[i] -= 1
+      finished += units_left[i] == 0
+    if on_batch is not None:
+      on_batch(finished, generated)
+
+  def _finish_text(self, sample: Sample, stop_strings: Sequence[str]) -> None:
+    body = sample.tokens[:-1] if sample.finish_reason == "eos" else sample.tokens
+    text, stopped = cut_at_stop(self.vocab.decode(body), stop_strings)
+    if stopped and sample.finish_reason != "stop":
+      # Defensive: the device matcher reads every byte the text has, so it flags each stop the
+      # text holds; should decoding ever differ, cut the tokens to agree with the text.
+      cut = next(t for t in range(1, len(body) + 1)
+                 if cut_at_stop(self.vocab.decode(body[:t]), stop_strings)[1])
+      sample.tokens = body[:cut]
+      sample.finish_reason = "stop"
+    sample.text = text
+
