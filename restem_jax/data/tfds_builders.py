@@ -1,0 +1,142 @@
+"""TFDS builders that read the published data set files from a manual directory.
+
+T5X users keep data sets as prepared TFDS directories (local or gs://) and read them with
+`seqio.TfdsDataSource`. Nothing here downloads: each builder reads the files the data set's
+authors publish, from `--manual_dir`, validates them (`records`) and writes TFRecords under
+`--data_dir`:
+
+  restem_math       MATH (Hendrycks et al. 2021): split/subject/N.json
+  restem_apps       APPS (Hendrycks et al. 2021): train.jsonl, test.jsonl
+  restem_humaneval  HumanEval (Chen et al. 2021): HumanEval.jsonl.gz
+  gsm8k             TFDS's own catalog builder, with its download step replaced by the local
+                    train.jsonl / test.jsonl, so the result is the catalog's `gsm8k` data set and
+                    is read through the catalog builder.
+
+Our builders store the flat record layout of `records.FIELDS`, so a prepared data set and the
+same files read directly give identical examples. The builders are not added to TFDS's global
+registry (that would make a second import of this module an error); prepared data sets are read
+back from their files with `tfds.builder(name, data_dir=...)`.
+"""
+
+from __future__ import annotations
+
+import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.text.gsm8k import gsm8k as tfds_gsm8k
+
+from restem_jax.data import records
+
+VERSION = "1.0.0"
+
+
+class _RecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """A builder whose examples are `records.read(KIND, manual_dir, split)`."""
+
+  KIND = ""
+  VERSION = tfds.core.Version(VERSION)
+  RELEASE_NOTES = {VERSION: "Flat restem_jax record layout (records.FIELDS)."}
+
+  @classmethod
+  def _manual_instructions(cls) -> str:
+    return records.missing_message(cls.KIND, "<manual_dir>")
+
+  @property
+  def MANUAL_DOWNLOAD_INSTRUCTIONS(self) -> str:  # pylint: disable=invalid-name
+    return self._manual_instructions()
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return self.dataset_info_from_configs(
+        features=tfds.features.FeaturesDict(
+            {f: tfds.features.Text() for f in records.FIELDS}),
+        homepage=records.SOURCES[self.KIND].url,
+        description=records.SOURCES[self.KIND].description)
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = epath.Path(dl_manager.manual_dir)
+    return {split: self._generate_examples(manual_dir, split)
+            for split in records.SOURCES[self.KIND].splits}
+
+  def _generate_examples(self, manual_dir: epath.Path, split: str):
+    for record in records.read(self.KIND, manual_dir, split):
+      yield record["id"], record
+
+
+class RestemMath(_RecordsBuilder, skip_registration=True):
+  """MATH from its published directory layout."""
+  name = "restem_math"
+  KIND = "math"
+
+
+class RestemApps(_RecordsBuilder, skip_registration=True):
+  """APPS from its published JSONL files (all difficulties; tasks filter)."""
+  name = "restem_apps"
+  KIND = "apps"
+
+
+class RestemHumaneval(_RecordsBuilder, skip_registration=True):
+  """HumanEval from its published HumanEval.jsonl.gz."""
+  name = "restem_humaneval"
+  KIND = "humaneval"
+
+
+class Gsm8kFromFiles(tfds_gsm8k.Gsm8k, skip_registration=True):
+  """TFDS's catalog `gsm8k`, built from local copies of the files it would download."""
+  name = "gsm8k"
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    manual_dir = epath.Path(dl_manager.manual_dir)
+    records.check_present("gsm8k", manual_dir)
+    # The catalog also has the *_socratic splits; they are built when their files are there.
+    return {split: self._generate_examples(manual_dir / f"{split}.jsonl")
+            for split in tfds_gsm8k._URLS  # pylint: disable=protected-access
+            if (manual_dir / f"{split}.jsonl").exists()}
+
+  def _generate_examples(self, path: epath.PathLike):
+    # Validate with our reader first, so a malformed file fails with file:line before TFDS
+    # writes anything; then build the catalog's own examples.
+    records.read_gsm8k_file(epath.Path(path))
+    yield from super()._generate_examples(path)
+
+
+BUILDERS = {"math": RestemMath, "apps": RestemApps, "humaneval": RestemHumaneval,
+            "gsm8k": Gsm8kFromFiles}
+
+
+def tfds_name(kind: str) -> str:
+  """The TFDS name (with version) that `prepare` writes for a data set kind."""
+  return f"{BUILDERS[kind].name}:{BUILDERS[kind].VERSION}"
+
+
+def is_prepared(kind: str, data_dir: epath.PathLike | None) -> bool:
+  """Whether `prepare` has written the data set `kind` under `data_dir`."""
+  if data_dir is None or kind not in BUILDERS:
+    return False
+  version_dir = epath.Path(data_dir) / BUILDERS[kind].name / str(BUILDERS[kind].VERSION)
+  return (version_dir / "dataset_info.json").exists()
+
+
+def prepare(kind: str, manual_dir: epath.PathLike, data_dir: epath.PathLike) -> epath.Path:
+  """Builds the TFDS data set `kind` from the published files in `manual_dir`.
+
+  Args:
+    kind: "math", "apps", "humaneval" or "gsm8k".
+    manual_dir: the directory holding the published files (see `records.SOURCES`).
+    data_dir: the TFDS data directory to write (local or gs://).
+
+  Returns:
+    The prepared dataset's version directory.
+
+  Raises:
+    FileNotFoundError: the published files are not in `manual_dir` (names the files and where
+      they are published).
+    ValueError: a file is malformed (names file and line).
+  """
+  if kind not in BUILDERS:
+    raise ValueError(f"no TFDS builder for {kind!r}; known: {sorted(BUILDERS)} (the generic "
+                     f"JSONL and the embedded tasks need no prepare step)")
+  manual_dir = epath.Path(manual_dir)
+  records.check_present(kind, manual_dir)
+  builder = BUILDERS[kind](data_dir=str(data_dir))
+  builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  return epath.Path(builder.data_dir)
