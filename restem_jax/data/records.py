@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 
 from etils import epath
 
+from restem_jax import formats
+
 FIELDS = ("id", "question", "answer", "solution", "tests", "level", "subject", "starter_code",
           "format_line")
 # GSM8K solutions carry calculator annotations "<<48/2=24>>" that are not part of the prose.
@@ -140,9 +142,10 @@ def read(kind: str, manual_dir: epath.PathLike, split: str) -> list[dict[str, st
   if split not in SOURCES[kind].splits:
     raise ValueError(f"{kind} has splits {SOURCES[kind].splits}, not {split!r}")
   path = _manual_path(kind, manual_dir, SOURCES[kind].files[SOURCES[kind].splits.index(split)])
-  from restem_jax import formats  # pylint: disable=g-import-not-at-top
   if kind == "math":
-    return [from_math(p) for p in formats.read_math(path)]
+    # Read from the data set root, so ids are "train/algebra/1" as the scoring CLI has them.
+    return [from_math(p) for p in formats.read_math(path.parent) if p["id"].startswith(
+        f"{split}/")]
   if kind == "gsm8k":
     return read_gsm8k_file(path)
   if kind == "apps":
@@ -152,13 +155,11 @@ def read(kind: str, manual_dir: epath.PathLike, split: str) -> list[dict[str, st
 
 def read_gsm8k_file(path: epath.PathLike) -> list[dict[str, str]]:
   """Reads and validates a GSM8K JSONL file (ids: 0-based line numbers) into records."""
-  from restem_jax import formats  # pylint: disable=g-import-not-at-top
   return [from_gsm8k(p) for p in formats.read_gsm8k(path)]
 
 
 def read_jsonl(path: epath.PathLike) -> list[dict[str, str]]:
   """Reads and validates a generic JSONL math file ({"id","question","answer"[,"solution"]})."""
-  from restem_jax import formats  # pylint: disable=g-import-not-at-top
   return [from_generic(p) for p in formats.read_jsonl(path)]
 
 
@@ -178,8 +179,13 @@ def from_generic(p: Mapping) -> dict[str, str]:
 
 
 def from_apps(p: Mapping) -> dict[str, str]:
-  io = json.loads(p["input_output"])
-  solutions = json.loads(p["solutions"]) if p.get("solutions") else []
+  io = json.loads(p["input_output"])  # formats.read_apps checked it
+  try:
+    solutions = json.loads(p["solutions"]) if p.get("solutions") else []
+  except ValueError:
+    solutions = None
+  if not isinstance(solutions, list) or not all(isinstance(x, str) for x in solutions):
+    raise ValueError(f"APPS problem {p['id']}: 'solutions' is not a JSON list of strings")
   return _record(id=p["id"], question=p["question"], solution=solutions[0] if solutions else "",
                  tests=p["input_output"], level=p.get("difficulty", ""),
                  starter_code=p.get("starter_code") or "",

@@ -244,9 +244,10 @@ def _hold_out(train: list[dict], valid_size: int | None) -> tuple[list[dict], li
 
 
 def _valid_count(num_train: int, valid_size: int | None) -> int:
-  n = min(_MAX_VALID, num_train // 10) if valid_size is None else int(valid_size)
-  if not 0 <= n < num_train:
-    raise ValueError(f"valid_size {n} must be in [0, {num_train}) for {num_train} train problems")
+  n = min(_MAX_VALID, max(1, num_train // 10)) if valid_size is None else int(valid_size)
+  if not 1 <= n < num_train:
+    raise ValueError(f"valid_size {n} must be in [1, {num_train}) for {num_train} train "
+                     f"problems: the run selects checkpoints on the validation split")
   return n
 
 

@@ -22,27 +22,34 @@ from __future__ import annotations
 
 import tensorflow_datasets as tfds
 from etils import epath
+from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.text.gsm8k import gsm8k as tfds_gsm8k
 
 from restem_jax.data import records
 
-VERSION = "1.0.0"
+_VERSION = "1.0.0"
 
 
-class _RecordsBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class _NoDownloads:
+  """Mixin for builders that read only `manual_dir`.
+
+  TFDS looks for URL checksums beside a builder's code, and locating the code imports
+  `importlib_resources`, which TFDS 4.9.10 imports unconditionally but only installs on
+  Python < 3.9. Builders that download nothing have no checksums, so they report no code path.
+  """
+
+  @tfds_utils.classproperty
+  @classmethod
+  def code_path(cls):  # pylint: disable=invalid-overridden-method
+    return None
+
+
+class _RecordsBuilder(_NoDownloads, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder whose examples are `records.read(KIND, manual_dir, split)`."""
 
   KIND = ""
-  VERSION = tfds.core.Version(VERSION)
-  RELEASE_NOTES = {VERSION: "Flat restem_jax record layout (records.FIELDS)."}
-
-  @classmethod
-  def _manual_instructions(cls) -> str:
-    return records.missing_message(cls.KIND, "<manual_dir>")
-
-  @property
-  def MANUAL_DOWNLOAD_INSTRUCTIONS(self) -> str:  # pylint: disable=invalid-name
-    return self._manual_instructions()
+  VERSION = tfds.core.Version(_VERSION)
+  RELEASE_NOTES = {_VERSION: "Flat restem_jax record layout (records.FIELDS)."}
 
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
@@ -65,23 +72,27 @@ class RestemMath(_RecordsBuilder, skip_registration=True):
   """MATH from its published directory layout."""
   name = "restem_math"
   KIND = "math"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message(KIND, "--manual_dir")
 
 
 class RestemApps(_RecordsBuilder, skip_registration=True):
   """APPS from its published JSONL files (all difficulties; tasks filter)."""
   name = "restem_apps"
   KIND = "apps"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message(KIND, "--manual_dir")
 
 
 class RestemHumaneval(_RecordsBuilder, skip_registration=True):
   """HumanEval from its published HumanEval.jsonl.gz."""
   name = "restem_humaneval"
   KIND = "humaneval"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message(KIND, "--manual_dir")
 
 
-class Gsm8kFromFiles(tfds_gsm8k.Gsm8k, skip_registration=True):
+class Gsm8kFromFiles(_NoDownloads, tfds_gsm8k.Gsm8k, skip_registration=True):
   """TFDS's catalog `gsm8k`, built from local copies of the files it would download."""
   name = "gsm8k"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message("gsm8k", "--manual_dir")
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = epath.Path(dl_manager.manual_dir)
