@@ -4,12 +4,13 @@ math-verify's own time limits use SIGALRM, which works only in the main thread a
 C code (sympy's big-integer arithmetic on `10^{10^{10}}` holds the interpreter for minutes). So
 the parent sends each comparison here and kills this process when it runs out of time: that works
 from any thread or process and stops anything. One request per line on stdin, JSON
-`[gold, pred]`; one answer per line on stdout, `1` (equal), `0` (not equal or unparsable), after a
+`[gold, pred]` (or `"clear"`: forget cached parses); one answer per line on stdout, `1` (equal), `0` (not equal or unparsable), after a
 first line `ready` once the imports are done.
 
 This file is passed to `python -I -c`, so it imports nothing from restem_jax.
 """
 
+import functools
 import json
 import logging
 import resource
@@ -68,32 +69,71 @@ def numbers_agree(gold, pred) -> bool:
   return False
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse(text: str):
+  """math-verify's parse of an answer; cached: a gold answer is compared with many samples."""
+  from math_verify import parse
+  return tuple(parse(f"${text}$", parsing_timeout=None))
+
+
+def _quick_compare(gold, pred):
+  """A verdict without math-verify's `verify` (whose simplify() costs tens of ms), or None.
+
+  Only for shapes where the answer is plain: two closed-form numbers (compared as in
+  `numbers_agree`), two intervals (same open/closed ends, agreeing endpoints) and two tuples of
+  numbers (agreeing element by element, in order).
+  """
+  import sympy
+  if _numeric_value(gold) is not None and _numeric_value(pred) is not None:
+    return numbers_agree(gold, pred)
+  if isinstance(gold, sympy.Interval) and isinstance(pred, sympy.Interval):
+    ends = (gold.start, gold.end, pred.start, pred.end)
+    if all(_numeric_value(e) is not None for e in ends):
+      return (gold.left_open == pred.left_open and gold.right_open == pred.right_open
+              and numbers_agree(gold.start, pred.start) and numbers_agree(gold.end, pred.end))
+  if type(gold) is sympy.Tuple and type(pred) is sympy.Tuple:
+    items = gold.args + pred.args
+    if all(_numeric_value(e) is not None for e in items):
+      return len(gold) == len(pred) and all(map(numbers_agree, gold.args, pred.args))
+  return None
+
+
 def compare(gold_text: str, pred_text: str) -> bool:
   """math-verify's verdict on two extracted answers, with our numeric veto."""
-  from math_verify import parse, verify
-  gold = parse(f"${gold_text}$", parsing_timeout=None)
-  pred = parse(f"${pred_text}$", parsing_timeout=None)
+  from math_verify import verify
+  gold, pred = _parse(gold_text), _parse(pred_text)
   if not gold or not pred:
     return False
-  if not verify(gold, pred, timeout_seconds=None):
+  # parse() returns [sympy value, source string] (or strings only when sympy failed).
+  if isinstance(gold[0], str) or isinstance(pred[0], str):
+    return verify(list(gold), list(pred), timeout_seconds=None)
+  quick = _quick_compare(gold[0], pred[0])
+  if quick is not None:
+    return quick
+  if not verify(list(gold), list(pred), timeout_seconds=None):
     return False
-  # parse() returns [sympy value, source string]; veto on the parsed values.
-  return numbers_agree(gold[0], pred[0]) if not isinstance(gold[0], str) and \
-      not isinstance(pred[0], str) else True
+  return numbers_agree(gold[0], pred[0])
 
 
 def main() -> None:
   resource.setrlimit(resource.RLIMIT_AS, (_MEMORY_BYTES, _MEMORY_BYTES))
   # Our parent owns the time limit; math-verify would warn once that it does not.
   logging.disable(logging.CRITICAL)
-  import math_verify  # noqa: F401  (imported before "ready", so no check pays for it)
+  import math_verify.parser  # imported before "ready", so no check pays for it
   out = sys.stdout
   out.write("ready\n")
   out.flush()
   for line in sys.stdin:
     try:
-      gold_text, pred_text = json.loads(line)
-      verdict = compare(str(gold_text), str(pred_text))
+      request = json.loads(line)
+      if request == "clear":  # benchmarks measure cold parses
+        _parse.cache_clear()
+        math_verify.parser.parse_latex_cached.cache_clear()
+        math_verify.parser.parse_expr_cached.cache_clear()
+        verdict = True
+      else:
+        gold_text, pred_text = request
+        verdict = compare(str(gold_text), str(pred_text))
     except Exception:  # garbage in any form (incl. MemoryError, RecursionError) is "not equal"
       verdict = False
     out.write("1\n" if verdict else "0\n")
