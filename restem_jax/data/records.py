@@ -160,6 +160,11 @@ def read_gsm8k_file(path: epath.PathLike) -> list[dict[str, str]]:
 
 def read_jsonl(path: epath.PathLike) -> list[dict[str, str]]:
   """Reads and validates a generic JSONL math file ({"id","question","answer"[,"solution"]})."""
+  if not epath.Path(path).exists():
+    raise FileNotFoundError(
+        f"generic JSONL file not found: {path}. Expected one JSON object a line: {{\"id\": str, "
+        f"\"question\": str, \"answer\": str, \"solution\": str (optional)}}; `python -m "
+        f"restem_jax.data generate --task=arith --out_dir=DIR` writes an example")
   return [from_generic(p) for p in formats.read_jsonl(path)]
 
 
