@@ -1,4 +1,4 @@
-"""The embedded tasks: determinism, disjoint splits, knobs, and that reference solutions are right."""
+"""The embedded tasks: determinism, disjoint splits, knobs, reference solutions that are right."""
 
 import ast
 import json

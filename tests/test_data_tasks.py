@@ -115,3 +115,10 @@ def test_training_texts_cover_prompt_and_problems():
   assert texts[0].startswith("Question: ") and "The final answer is" in texts[0]
   assert len(texts) == 1 + 2 * SIZES["train"]
   assert json.dumps(texts) == json.dumps(tasks.training_texts("arith", sizes=SIZES, seed=1))
+
+
+def test_embedded_sizes_not_given_take_the_defaults(vocab):
+  from restem_jax.data import sources
+  name = tasks.register_task("arith", vocab, name="arith_partial", sizes={"train": 7})
+  assert len(tasks.load_problems(name, "train")) == 7
+  assert len(tasks.load_problems(name, "valid")) == sources.DEFAULT_SIZES["valid"]

@@ -1,4 +1,4 @@
-"""`python -m restem_jax.data COMMAND`: prepare data sets, train a vocabulary, write the embedded tasks.
+"""`python -m restem_jax.data COMMAND`: prepare data sets, train a vocabulary, write embedded tasks.
 
   prepare      --dataset={math,apps,humaneval,gsm8k} --manual_dir=DIR --data_dir=DIR
                Builds the TFDS data set from the published files (nothing is downloaded).

@@ -108,7 +108,7 @@ def register_finetune_task(name: str, samples_dir: epath.PathLike, vocab) -> str
       name,
       source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
                                       num_input_examples={"train": len(samples)}),
-      output_features=tasks.output_features(tasks._as_vocab(vocab)),  # pylint: disable=protected-access
+      output_features=tasks.output_features(tasks.as_vocab(vocab)),
       preprocessors=[to_features, seqio.preprocessors.tokenize, tasks.trim_inputs_left,
                      seqio.preprocessors.append_eos_after_trim])
   return name

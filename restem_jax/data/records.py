@@ -169,21 +169,25 @@ def read_jsonl(path: epath.PathLike) -> list[dict[str, str]]:
 
 
 def from_math(p: Mapping) -> dict[str, str]:
+  """A `formats.read_math` problem as a record (answer: the solution's last boxed)."""
   return _record(id=p["id"], question=p["problem"], answer=p["answer"], solution=p["solution"],
                  level=p["level"], subject=p["type"])
 
 
 def from_gsm8k(p: Mapping) -> dict[str, str]:
+  """A `formats.read_gsm8k` problem as a record (calculator annotations removed)."""
   return _record(id=p["id"], question=p["question"], answer=p["answer"],
                  solution=re.sub(GSM8K_CALC_RE, "", p["solution"]))
 
 
 def from_generic(p: Mapping) -> dict[str, str]:
+  """A generic JSONL problem (or a generated `arith` one) as a record."""
   return _record(id=p["id"], question=p["question"], answer=p["answer"],
                  solution=p.get("solution") or "")
 
 
 def from_apps(p: Mapping) -> dict[str, str]:
+  """A `formats.read_apps` problem as a record: first solution, prompt format line."""
   io = json.loads(p["input_output"])  # formats.read_apps checked it
   try:
     solutions = json.loads(p["solutions"]) if p.get("solutions") else []
@@ -198,6 +202,7 @@ def from_apps(p: Mapping) -> dict[str, str]:
 
 
 def from_humaneval(p: Mapping) -> dict[str, str]:
+  """A HumanEval problem as a record; tests: {"test", "entry_point"} as JSON."""
   return _record(id=p["task_id"], question=p["prompt"], solution=p["canonical_solution"],
                  tests=json.dumps({"test": p["test"], "entry_point": p["entry_point"]}))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import string
 from collections.abc import Mapping, Sequence
@@ -31,15 +30,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import seqio
 import tensorflow as tf
-from etils import epath
 
 from restem_jax import metrics, rewards
 from restem_jax import vocab as vocab_lib
-from restem_jax.data import arith as arith_lib
 from restem_jax.data import fewshot
-from restem_jax.data import prog as prog_lib
 from restem_jax.data import records
-from restem_jax.data import tfds_builders
+from restem_jax.data import sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +66,6 @@ KINDS = {
     "arith": Kind("math", "arith_3shot", 0, ("seed", "sizes", "knobs")),
     "prog": Kind("humaneval", "prog_2shot", 0, ("seed", "sizes", "knobs")),
 }
-DEFAULT_SIZES = {"train": 1000, "valid": 100, "test": 200}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +83,6 @@ class TaskInfo:
 
 
 _INFO: dict[str, TaskInfo] = {}  # filled by register_task
-_MAX_VALID = 500  # default held-out slice: 10% of train, at most this many
 
 
 def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -97,7 +91,8 @@ def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
           "targets": seqio.Feature(vocab, add_eos=True, required=False)}
 
 
-def _as_vocab(vocab) -> seqio.Vocabulary:
+def as_vocab(vocab) -> seqio.Vocabulary:
+  """A seqio vocabulary, given one or the path of a SentencePiece model."""
   return vocab if isinstance(vocab, seqio.Vocabulary) else vocab_lib.load_vocab(vocab)
 
 
@@ -128,35 +123,12 @@ def build_prompt(dataset: tf.data.Dataset, prefix: str, template: str) -> tf.dat
   return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def keep_levels(dataset: tf.data.Dataset, levels: Sequence[str]) -> tf.data.Dataset:
-  """Keeps records whose "level" is one of `levels` (e.g. APPS "introductory")."""
-  allowed = tf.constant(list(levels))
-  return dataset.filter(lambda ex: tf.reduce_any(tf.equal(ex["level"], allowed)))
-
-
 def trim_inputs_left(dataset: tf.data.Dataset, sequence_length=None) -> tf.data.Dataset:
   """Keeps the last `sequence_length["inputs"]` prompt tokens: the question is at the end."""
   if not sequence_length or sequence_length.get("inputs") is None:
     return dataset
   n = sequence_length["inputs"]
   return dataset.map(lambda ex: {**ex, "inputs": ex["inputs"][-n:]})
-
-
-def gsm8k_catalog_to_records(dataset: tf.data.Dataset) -> tf.data.Dataset:
-  """Maps TFDS catalog `gsm8k` examples to `records.FIELDS`.
-
-  The catalog examples carry no id or line number, so the id is a fingerprint of the question:
-  stable for a given data set, though not the line-number id the JSONL files get.
-  """
-  def fn(ex):
-    fingerprint = tf.strings.to_hash_bucket_fast(ex["question"], 2**62)
-    record = {f: tf.constant("") for f in records.FIELDS}
-    record.update(
-        id=tf.strings.join(["gsm8k/", tf.strings.as_string(fingerprint)]),
-        question=ex["question"], answer=tf.strings.strip(ex["short_answer"]),
-        solution=tf.strings.regex_replace(ex["answer"], records.GSM8K_CALC_RE, ""))
-    return record
-  return dataset.map(fn)
 
 
 # ----------------------------------------------------------------------------- postprocess, metrics
@@ -216,96 +188,6 @@ def reward_accuracy(targets: Sequence[Mapping[str, str]], predictions: Sequence[
   return {"accuracy": metrics.accuracy([v.passed for v in verdicts])}
 
 
-# ----------------------------------------------------------------------------- sources
-
-
-def _memory_source(by_split: Mapping[str, list[dict[str, str]]]) -> seqio.FunctionDataSource:
-  columns = {split: {f: [r[f] for r in recs] for f in records.FIELDS}
-             for split, recs in by_split.items()}
-
-  def dataset_fn(split, shuffle_files, seed=None):
-    del shuffle_files, seed  # in memory: seqio's shuffle buffer does the shuffling
-    cols = columns[split]
-    if not cols["id"]:
-      return tf.data.Dataset.from_tensor_slices(
-          {f: tf.constant([], tf.string) for f in records.FIELDS})
-    return tf.data.Dataset.from_tensor_slices(cols)
-
-  return seqio.FunctionDataSource(
-      dataset_fn, splits=list(by_split),
-      num_input_examples={s: len(r) for s, r in by_split.items()})
-
-
-def _hold_out(train: list[dict], valid_size: int | None) -> tuple[list[dict], list[dict]]:
-  """Splits off a validation slice from train: the last `valid_size` in id-hash order."""
-  n = _valid_count(len(train), valid_size)
-  ordered = sorted(train, key=lambda r: hashlib.sha1(r["id"].encode()).hexdigest())
-  return ordered[:len(ordered) - n], ordered[len(ordered) - n:]
-
-
-def _valid_count(num_train: int, valid_size: int | None) -> int:
-  n = min(_MAX_VALID, max(1, num_train // 10)) if valid_size is None else int(valid_size)
-  if not 1 <= n < num_train:
-    raise ValueError(f"valid_size {n} must be in [1, {num_train}) for {num_train} train "
-                     f"problems: the run selects checkpoints on the validation split")
-  return n
-
-
-def _tfds_source(kind: str, data_dir, valid_size: int | None) -> seqio.TfdsDataSource:
-  name = tfds_builders.tfds_name(kind)
-  splits = {"test": "test"}
-  if kind != "humaneval":
-    loader = seqio.utils.LazyTfdsLoader(name, data_dir=str(data_dir))
-    n = _valid_count(loader.size("train"), valid_size)
-    # A TFDS slice of the prepared train split (whose order TFDS fixes when preparing).
-    splits.update(train=f"train[:{loader.size('train') - n}]",
-                  valid=f"train[{loader.size('train') - n}:]")
-  return seqio.TfdsDataSource(tfds_name=name, tfds_data_dir=str(data_dir), splits=splits,
-                              read_only=True)
-
-
-def _source_and_preprocessors(kind: str, opts: dict):
-  """(seqio source, preprocessors that produce records.FIELDS) for a kind and its options."""
-  if kind in ("math", "apps", "humaneval"):
-    if not tfds_builders.is_prepared(kind, opts.get("data_dir")):
-      raise FileNotFoundError(records.not_prepared_message(kind, opts.get("data_dir")))
-    pre = [functools.partial(keep_levels, levels=tuple(opts.get("difficulties") or
-                                                      ("introductory",)))] \
-        if kind == "apps" else []
-    return _tfds_source(kind, opts["data_dir"], opts.get("valid_size")), pre
-  if kind == "gsm8k":
-    if tfds_builders.is_prepared("gsm8k", opts.get("data_dir")):
-      return _tfds_source("gsm8k", opts["data_dir"], opts.get("valid_size")), [
-          gsm8k_catalog_to_records]
-    if opts.get("manual_dir") is None:
-      raise FileNotFoundError(records.not_prepared_message("gsm8k", opts.get("data_dir")))
-    manual_dir = epath.Path(opts["manual_dir"])
-    train, valid = _hold_out(records.read("gsm8k", manual_dir, "train"), opts.get("valid_size"))
-    return _memory_source({"train": train, "valid": valid,
-                           "test": records.read("gsm8k", manual_dir, "test")}), []
-  if kind == "jsonl":
-    if opts.get("train_path") is None or opts.get("test_path") is None:
-      raise ValueError("the jsonl task needs train_path and test_path (valid_path optional)")
-    train = records.read_jsonl(opts["train_path"])
-    if opts.get("valid_path"):
-      valid = records.read_jsonl(opts["valid_path"])
-    else:
-      train, valid = _hold_out(train, opts.get("valid_size"))
-    by_split = {"train": train, "valid": valid, "test": records.read_jsonl(opts["test_path"])}
-    records.check_disjoint(by_split)
-    return _memory_source(by_split), []
-  sizes = dict(opts.get("sizes") or DEFAULT_SIZES)
-  knobs = dict(opts.get("knobs") or {})
-  if kind == "arith":
-    problems = arith_lib.generate(sizes, opts.get("seed", 0),
-                                  arith_lib.ArithConfig.from_dict(knobs))
-    by_split = {s: [records.from_generic(p) for p in ps] for s, ps in problems.items()}
-  else:
-    problems = prog_lib.generate(sizes, opts.get("seed", 0), prog_lib.ProgConfig.from_dict(knobs))
-    by_split = {s: [records.from_prog(p) for p in ps] for s, ps in problems.items()}
-  return _memory_source(by_split), []
-
-
 # ----------------------------------------------------------------------------- registration
 
 
@@ -326,7 +208,8 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
       train_path, valid_path, test_path   jsonl: generic JSONL files (valid optional)
       valid_size   problems held out of train for validation (default 10%, at most 500)
       difficulties apps: difficulty levels kept (default ("introductory",))
-      seed, sizes, knobs   arith/prog: generator seed, {split: count}, difficulty knobs
+      seed, sizes, knobs   arith/prog: generator seed, {split: count} (splits not given take
+                   `sources.DEFAULT_SIZES`), difficulty knobs (`ArithConfig` / `ProgConfig`)
 
   Returns:
     The registered Task name.
@@ -345,12 +228,12 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
                      f"{list(spec.options)}")
   prompt_set = fewshot.load(prompt or spec.prompt)
   num_shots = spec.num_shots if num_shots is None else num_shots
-  source, source_preprocessors = _source_and_preprocessors(kind, options)
+  source, source_preprocessors = sources.source_and_preprocessors(kind, options)
   name = name or f"restem_{kind}"
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
-      name, source=source, output_features=output_features(_as_vocab(vocab)),
+      name, source=source, output_features=output_features(as_vocab(vocab)),
       preprocessors=[
           *source_preprocessors,
           functools.partial(build_prompt, prefix=prompt_set.prefix(num_shots),
@@ -400,13 +283,6 @@ def load_problems(name: str, split: str) -> list[dict]:
   return out
 
 
-def dump_problems(problems: Sequence[Mapping], path: epath.PathLike) -> epath.Path:
-  """Writes problems from `load_problems` as the Sampling CLI's prompts JSONL ({"id","prompt"})."""
-  return arith_lib.write_jsonl(
-      [{"id": p["id"], "prompt": p["prompt"]} for p in problems], path)
-
-
-
 def training_texts(kind: str, prompt: str | None = None, **options) -> list[str]:
   """Text to train a from-scratch vocabulary on: the task's prompt and its train problems.
 
@@ -424,7 +300,7 @@ def training_texts(kind: str, prompt: str | None = None, **options) -> list[str]
   prompt_set = fewshot.load(prompt or KINDS[kind].prompt)
   texts = [prompt_set.prefix(len(prompt_set.examples)) +
            prompt_set.template.format(**{f: "" for f in prompt_set.fields})]
-  source, preprocessors = _source_and_preprocessors(kind, options)
+  source, preprocessors = sources.source_and_preprocessors(kind, options)
   ds = source.get_dataset("test" if kind == "humaneval" else "train", shuffle=False)
   for preprocessor in preprocessors:
     ds = preprocessor(ds)
