@@ -7,6 +7,7 @@ and prompts load without TensorFlow):
   fewshot         few-shot prompt files (restem_jax/data/*.json) and prompt assembly
   records         every data set's problems as one flat record layout, read and validated
   tfds_builders   TFDS builders that read the published files from a manual directory
+  sources         where problems come from: prepared TFDS, JSONL files, the generators
   tasks           seqio Task registration for a config's paths, preprocessors, metrics
   finetune        a directory of kept samples -> a seqio Task -> decoder batches
   __main__        `python -m restem_jax.data {prepare,train_vocab,generate}`
