@@ -80,7 +80,8 @@ def get(name: str, **options: Any) -> Reward:
   canonical = ALIASES.get(name, name)
   if canonical not in _FACTORIES:
     raise KeyError(f"unknown reward {name!r}; known: {', '.join(NAMES)}")
-  return _cached(canonical, tuple(sorted(options.items())))
+  hashable = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+  return _cached(canonical, tuple(sorted(hashable.items())))
 
 
 @functools.lru_cache(maxsize=None)

@@ -6,10 +6,12 @@ where BOOTSTRAP executes CODE (hex of marshal data). This part takes CONFIG (hex
 dict) off argv and then, in this order:
   - for the `unshare` backend (we are root in fresh user, mount, pid, net, ipc and uts
     namespaces): builds a new root from read-only binds of the system directories, a size-limited
-    tmpfs at /tmp (the only writable place) and /dev/{null,zero,random,urandom}, chroots into it
-    and drops every capability for good (bounding set, securebits, no_new_privs);
+    tmpfs at /tmp (the only writable place) and /dev/{null,zero,random,urandom}, chroots into
+    it, drops every capability for good (bounding set, securebits, no_new_privs) and makes the
+    process non-dumpable (the program's processes, same uid, cannot ptrace it);
   - sets the resource limits (memory, processes, file size, open files, CPU time, no core dumps).
-bwrap builds the same file system view itself, so for it only the limits are set here.
+bwrap builds the same file system view itself and `sandbox.py` gives it a seccomp filter that
+denies ptrace, so for bwrap only the limits are set here.
 
 Stdlib only, and no syntax newer than Python 3.8: it runs under whichever system interpreter the
 sandbox uses. Names start with `_sbx_` so the program that follows does not clash with them.
@@ -22,7 +24,7 @@ import sys as _sbx_sys
 
 _SBX_MS_RDONLY, _SBX_MS_NOSUID, _SBX_MS_NODEV = 1, 2, 4
 _SBX_MS_REMOUNT, _SBX_MS_BIND, _SBX_MS_REC, _SBX_MS_PRIVATE = 32, 4096, 16384, 1 << 18
-_SBX_PR_CAPBSET_DROP, _SBX_PR_SET_SECUREBITS = 24, 28
+_SBX_PR_SET_DUMPABLE, _SBX_PR_CAPBSET_DROP, _SBX_PR_SET_SECUREBITS = 4, 24, 28
 _SBX_PR_SET_NO_NEW_PRIVS, _SBX_PR_CAP_AMBIENT, _SBX_PR_CAP_AMBIENT_CLEAR_ALL = 38, 47, 4
 # SECBIT_NOROOT, NO_SETUID_FIXUP, KEEP_CAPS_LOCKED, NO_CAP_AMBIENT_RAISE and their locks: uid 0
 # in the namespace never regains capabilities, not even by exec'ing a program.
@@ -98,6 +100,9 @@ def _sbx_drop_capabilities(libc):
   data = (Data * 2)()
   _sbx_check(libc.capset(_sbx_ctypes.byref(header), data), "capset")
   _sbx_check(libc.prctl(_SBX_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+  # Not dumpable: the program's processes (same uid) cannot ptrace this one or read its memory.
+  # Forked children inherit it but may turn it back on for themselves only.
+  _sbx_check(libc.prctl(_SBX_PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
 
 
 def _sbx_set_limits(limits):
@@ -111,6 +116,8 @@ def _sbx_init():
     libc = _sbx_libc()
     _sbx_build_root(libc, config["ro_paths"], config["tmpfs_bytes"])
     _sbx_drop_capabilities(libc)
+  elif config.get("undumpable"):  # bwrap without a seccomp filter for this architecture
+    _sbx_check(_sbx_libc().prctl(_SBX_PR_SET_DUMPABLE, 0, 0, 0, 0), "dumpable")
   _sbx_set_limits(config["rlimits"])
 
 

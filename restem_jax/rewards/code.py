@@ -302,7 +302,8 @@ class CodeJudge:
                max_output_bytes=cfg.max_output_bytes)
     # Each test may take its time limit plus a process start; the sandbox adds a few seconds.
     deadline = time.monotonic() + len(inputs) * (cfg.test_timeout_s + 0.5) + 10
-    max_stdout = len(inputs) * (6 * cfg.max_output_bytes + 4096) + (1 << 20)
+    # The harness cuts each test's output at max_output_bytes; reports add a little framing.
+    max_stdout = len(inputs) * (cfg.max_output_bytes + 65536) + (1 << 20)
     index, passed, failure = 0, 0, None
     for kind, record in self._records(job, tests, deadline, max_stdout):
       if kind == "end":

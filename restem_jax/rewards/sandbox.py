@@ -25,12 +25,15 @@ import functools
 import logging
 import marshal
 import os
+import platform
 import selectors
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 
@@ -139,16 +142,53 @@ def _ro_paths(prefix: str) -> list[str]:
   return paths
 
 
+# Syscalls the seccomp filter denies (EPERM) under bwrap: the program's processes run as the same
+# uid as the harness and must not read or write its memory. Numbers per architecture.
+_DENIED_SYSCALLS = {
+    "x86_64": (0xC000003E, {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311}),
+    "aarch64": (0xC00000B7, {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271}),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def seccomp_program() -> bytes | None:
+  """A classic-BPF seccomp filter for bwrap's --seccomp, or None on other architectures.
+
+  Kills a process that makes a system call of another ABI (e.g. 32-bit int 0x80 calls, whose
+  numbers differ) and denies the x32 ABI on x86_64, so the denied calls cannot be reached by
+  another number.
+  """
+  machine = platform.machine()
+  if machine not in _DENIED_SYSCALLS:
+    return None
+  audit_arch, denied = _DENIED_SYSCALLS[machine]
+  load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
+  allow, eperm, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000
+  program = [(load, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (load, 0, 0, 0)]
+  if machine == "x86_64":
+    program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]
+  for number in denied.values():
+    program += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
+  program.append((ret, 0, 0, allow))
+  return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
 def _drop_privileges() -> bool:
   return os.geteuid() == 0
 
 
-def _command(backend: str, source: str, args: list[str], limits: Limits) -> list[str]:
-  """The argv that runs `source` (Python code) with args under the backend's isolation."""
+def _command(backend: str, source: str, args: list[str], limits: Limits,
+             seccomp_fd: int | None = None) -> list[str]:
+  """The argv that runs `source` (Python code) with args under the backend's isolation.
+
+  seccomp_fd: bwrap only, a readable fd holding `seccomp_program()`; without one the harness
+  makes itself non-dumpable instead.
+  """
   drop = _drop_privileges()
   python, prefix = sandbox_python(drop and backend != "none")
   ro_paths = _ro_paths(prefix)
   config = {"rlimits": limits.rlimits(), "unshare": backend == "unshare",
+            "undumpable": backend == "bwrap" and seccomp_fd is None,
             "ro_paths": ro_paths, "tmpfs_bytes": limits.tmpfs_bytes}
   inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP, _compiled(python, source),
            marshal.dumps(config).hex(), *args]
@@ -156,6 +196,8 @@ def _command(backend: str, source: str, args: list[str], limits: Limits) -> list
     argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--hostname", "sandbox", "--clearenv",
             "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
+    if seccomp_fd is not None:
+      argv += ["--seccomp", str(seccomp_fd)]
     for path in ro_paths:
       if os.path.islink(path):
         argv += ["--symlink", os.readlink(path), path]
@@ -179,7 +221,8 @@ class SandboxRun:
   Use as a context manager; leaving the block kills the whole process tree.
   """
 
-  def __init__(self, argv: list[str], isolation: str, max_stdout_bytes: int):
+  def __init__(self, argv: list[str], isolation: str, max_stdout_bytes: int,
+               pass_fds: tuple[int, ...] = ()):
     self.isolation = isolation
     self.timed_out = False
     self.overflowed = False
@@ -194,9 +237,15 @@ class SandboxRun:
       # setpriv changes uid in the new process, so Popen can use vfork (Popen(user=...) must
       # fork, copying the page tables of a judge process that may hold gigabytes of JAX).
       argv = [setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"] + argv
+    # Without isolation there is no private /tmp: the program at least gets its own directory.
+    self._workdir = tempfile.mkdtemp(prefix="restem-unsandboxed-") if isolation == "none" \
+        else None
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
+    if self._workdir:
+      env.update(HOME=self._workdir, TMPDIR=self._workdir)
     self._proc = subprocess.Popen(
         argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, cwd="/", close_fds=True,
+        env=env, cwd=self._workdir or "/", close_fds=True, pass_fds=pass_fds,
         start_new_session=True, user=_NOBODY if drop and not setpriv else None,
         group=_NOBODY if drop and not setpriv else None,
         extra_groups=[] if drop and not setpriv else None)
@@ -305,6 +354,9 @@ class SandboxRun:
       except (ProcessLookupError, PermissionError):
         self._proc.kill()
     self._proc.wait()
+    if self._workdir:
+      shutil.rmtree(self._workdir, ignore_errors=True)
+      self._workdir = None
     self._selector.close()
     for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
       try:
@@ -327,7 +379,20 @@ def start(backend: str, source: str, args: list[str], limits: Limits,
   Returns:
     The running sandbox; use it as a context manager so it is always killed.
   """
-  return SandboxRun(_command(backend, source, args, limits), backend, max_stdout_bytes)
+  program = seccomp_program() if backend == "bwrap" else None
+  if program is None:
+    return SandboxRun(_command(backend, source, args, limits), backend, max_stdout_bytes)
+  read_fd, write_fd = os.pipe()
+  try:
+    os.write(write_fd, program)  # a few hundred bytes: fits in the pipe buffer
+    os.close(write_fd)
+    write_fd = None
+    return SandboxRun(_command(backend, source, args, limits, seccomp_fd=read_fd), backend,
+                      max_stdout_bytes, pass_fds=(read_fd,))
+  finally:
+    os.close(read_fd)
+    if write_fd is not None:
+      os.close(write_fd)
 
 
 _PROBE_SOURCE = """
