@@ -3,6 +3,7 @@ corpus under every isolation backend, and all 164 HumanEval canonical solutions 
 deliberately wrong variant of each fails)."""
 
 import os
+import select
 import socket
 import textwrap
 import threading
@@ -366,6 +367,42 @@ def test_adversarial_corpus(backend, tmp_path, listener):
 def dataclass_replace(config, **changes):
   import dataclasses
   return dataclasses.replace(config, **changes)
+
+
+def test_spares_survive_short_lived_caller_threads(judge):
+  # bwrap's --die-with-parent fires when the thread that started it exits: spares must be
+  # started by the judge's own thread, or the next sample meets a dead sandbox.
+  verdicts = []
+  for _ in range(3):
+    thread = threading.Thread(
+        target=lambda: verdicts.append(judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n")))
+    thread.start()
+    thread.join()
+    time.sleep(0.2)
+  verdicts.append(judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n"))
+  assert [v.passed for v in verdicts] == [True] * 4, [v.reason for v in verdicts]
+
+
+def _wait_for_eof(fd, timeout_s=10.0):
+  deadline = time.monotonic() + timeout_s
+  while time.monotonic() < deadline:
+    if select.select([fd], [], [], 0.05)[0] and not os.read(fd, 1 << 16):
+      return
+  raise AssertionError("the sandbox's stdout stayed open")
+
+
+def test_a_spare_killed_from_outside_is_replaced(judge, monkeypatch):
+  judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n")  # leaves a spare
+  with judge._lock:
+    spares = list(judge._spares)
+  for run in spares:
+    os.killpg(run._proc.pid, 9)
+    run._proc.wait()
+    _wait_for_eof(run._proc.stdout.fileno())  # the harness dies with its pid namespace
+  # Even when the death is only noticed once the job is sent (a race the liveness check cannot
+  # close), the sample gets a second sandbox: nothing of it had run yet.
+  monkeypatch.setattr(sandbox.SandboxRun, "alive", lambda self: True)
+  assert judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n").passed
 
 
 def test_timeouts_are_bounded(judge):

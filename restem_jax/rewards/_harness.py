@@ -18,8 +18,9 @@ stdin (from the judge, trusted, `marshal` payloads):
   1. the job {"mode": "stdio"|"call"|"humaneval", "program": str, ...}
   2. the tests: stdio {"inputs": [str]}, call {"inputs": [[arg, ...]]}, humaneval
      {"prompt": str, "test": str} (read only after the candidate is forked).
-stdout (to the judge, `encode_value` payloads): {"test": i, "status": ..., ...} per test in
-order, then {"done": True}; or {"error": str} if the program cannot be run at all.
+stdout (to the judge, `encode_value` payloads): {"accepted": True} once the job is read, then
+{"test": i, "status": ..., ...} per test in order, then {"done": True}; or {"error": str} if the
+program cannot be run at all.
 """
 
 import builtins
@@ -546,6 +547,7 @@ def main():
   signal.signal(signal.SIGPIPE, signal.SIG_IGN)
   try:
     job = marshal.loads(_read_frame(0))
+    _emit({"accepted": True})  # before any candidate code runs (see code.py `_records`)
     if job["mode"] == "humaneval":
       _humaneval_mode(job)
     else:

@@ -205,6 +205,10 @@ class CodeJudge:
   sample) off the critical path, each call starts the sandbox for a later call before it runs
   its own. A started sandbox is used for exactly one sample; spares are killed by `close()`, when
   the judge is garbage-collected, or at exit.
+
+  Sandboxes are started from one long-lived thread of the judge: bwrap's --die-with-parent
+  (PR_SET_PDEATHSIG) fires when the *thread* that started it exits, which would kill a spare
+  started by a caller's short-lived worker thread.
   """
 
   _MAX_SPARES = 8
@@ -216,7 +220,8 @@ class CodeJudge:
     self.tag = f"restem-judge-{os.getpid()}-{next(_JUDGE_IDS)}"
     self._lock = threading.Lock()
     self._spares: list[sandbox.SandboxRun] = []
-    self._finalizer = weakref.finalize(self, _kill_all, self._spares, self._lock)
+    self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
+    self._finalizer = weakref.finalize(self, _shut_down, self._spares, self._lock, self._starter)
 
   def close(self) -> None:
     """Kills the spare sandboxes (the judge stays usable: it starts new ones when called)."""
@@ -229,7 +234,8 @@ class CodeJudge:
     self.close()
 
   def _start(self) -> sandbox.SandboxRun:
-    return sandbox.start(self.isolation, _harness_source(), [self.tag], self.config.limits)
+    return self._starter.submit(sandbox.start, self.isolation, _harness_source(), [self.tag],
+                                self.config.limits).result()
 
   def _take_run(self) -> sandbox.SandboxRun:
     """A started sandbox for this sample, and a spare started for the next one."""
@@ -253,27 +259,41 @@ class CodeJudge:
                    tests_total=total)
 
   def _records(self, job: dict, tests: dict, deadline: float, max_stdout: int):
-    """Runs the harness; yields its report records, then a final ("end", why) tuple."""
-    with self._take_run() as run:
-      run.max_stdout_bytes = max_stdout
-      run.send(_frame(job) + _frame(tests), close=True)
-      for frame in run.frames(deadline):
-        try:
-          record = _harness.decode_value(frame)
-        except ValueError:
-          yield "end", "the sandbox wrote malformed output"
+    """Runs the harness; yields its report records, then a final ("end", why) tuple.
+
+    A sandbox that dies before the harness confirms it has the job (nothing of the sample has
+    run yet: a spare killed from outside, a failed start) is replaced once, so that such
+    failures do not cost a correct sample its reward.
+    """
+    for attempt in range(2):
+      accepted = False
+      with self._take_run() as run:
+        run.max_stdout_bytes = max_stdout
+        run.send(_frame(job) + _frame(tests), close=True)
+        for frame in run.frames(deadline):
+          try:
+            record = _harness.decode_value(frame)
+          except ValueError:
+            record = None
+          if not isinstance(record, dict):
+            yield "end", "the sandbox wrote malformed output"
+            return
+          if not accepted:
+            accepted = record == {"accepted": True}
+            if not accepted:
+              yield "end", "the sandbox wrote malformed output"
+              return
+            continue
+          yield "record", record
+        if accepted or attempt == 1 or run.timed_out or run.overflowed:
+          if run.timed_out:
+            yield "end", "timed out"
+          elif run.overflowed:
+            yield "end", "too much output"
+          else:
+            tail = run.stderr_tail.strip().splitlines()
+            yield "end", "the sandbox exited early" + (f": {tail[-1][:200]}" if tail else "")
           return
-        if not isinstance(record, dict):
-          yield "end", "the sandbox wrote malformed output"
-          return
-        yield "record", record
-      if run.timed_out:
-        yield "end", "timed out"
-      elif run.overflowed:
-        yield "end", "too much output"
-      else:
-        tail = run.stderr_tail.strip().splitlines()
-        yield "end", "the sandbox exited early" + (f": {tail[-1][:200]}" if tail else "")
 
   def judge_apps(self, problem: Mapping, completion: str) -> Verdict:
     """Judges an APPS-style problem (stdin/stdout or call-based).
@@ -390,6 +410,11 @@ def _kill_all(runs: list, lock: threading.Lock) -> None:
     doomed, runs[:] = list(runs), []
   for run in doomed:
     run.kill()
+
+
+def _shut_down(runs: list, lock: threading.Lock, starter: ThreadPoolExecutor) -> None:
+  _kill_all(runs, lock)
+  starter.shutdown(wait=False)
 
 
 # ----------------------------------------------------------------------------- rewards
