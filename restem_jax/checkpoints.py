@@ -37,7 +37,7 @@ def write_text_atomic(path: epath.PathLike, text: str) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
   tmp.write_text(text)
-  tmp.rename(path)
+  tmp.replace(path)
 
 
 def is_complete(directory: epath.PathLike) -> bool:

@@ -147,7 +147,7 @@ def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path
   for name, fn in plots.items():
     tmp = workdir / f".tmp-{name}"
     fn(summary, str(tmp))
-    tmp.rename(workdir / name)
+    tmp.replace(workdir / name)
   lines = ["# ReST^EM run report", "", "## Test", "", "```", table(summary, "test"), "```", ""]
   if any(e["split"] == "valid" for e in summary["evaluations"]):
     lines += ["## Validation", "", "```", table(summary, "valid"), "```", ""]

@@ -1,0 +1,445 @@
+"""The ReST^EM loop as a state machine on disk: generate -> score -> filter -> improve -> evaluate.
+
+Every stage writes its outputs atomically and then a marker `DIR/stages/NAME.json` holding its
+result; a stage whose marker exists is not run again, and the long stages (generation, scoring,
+training) also resume inside themselves (sample shards, score shards, the trainer's Orbax
+checkpoints). So `kill -9` at any moment and re-running the same command continues the run, and
+with the same seed the final summary equals an uninterrupted run's.
+
+Run directory:
+  config.json                the resolved config (a resume with a different one is refused)
+  vocab.model                the SentencePiece vocabulary used
+  models/init/               from-scratch runs: the random initial model
+  train/{base,sft_human,iterN}/   trainer directories (best_model/ inside is the model)
+  iterN/samples/samples-*.jsonl   the Generate step's samples (sample_shards), scored
+                                  shard by shard into iterN/scores/
+  iterN/kept/kept.jsonl      the filtered fine-tuning data (a seqio Task reads it)
+  eval/MODEL/TASK-SPLIT-{greedy,sampled}.jsonl   evaluation samples with verdicts
+  summary.json, report.md, *.png, log.txt
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import tqdm
+from etils import epath
+
+from restem_jax import checkpoints
+from restem_jax import evaluation
+from restem_jax import model as model_lib
+from restem_jax import partitioning
+from restem_jax import report
+from restem_jax import rewards as rewards_lib
+from restem_jax import sample_shards
+from restem_jax import sampling
+from restem_jax import trainer as trainer_lib
+from restem_jax import train_data
+from restem_jax import vocab as vocab_lib
+from restem_jax.checkpoints import write_text_atomic
+from restem_jax.data import finetune
+from restem_jax.data import tasks
+
+# Keys a resumed run may change: they extend or re-run later stages without touching earlier
+# ones' results.
+RESUMABLE_CHANGES = ("restem.num_iterations",)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_and_save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
+  """Saves the resolved config; on resume, refuses a config that would change finished work."""
+  path = workdir / "config.json"
+  new = json.loads(config.to_json_best_effort())
+  if path.exists():
+    old = json.loads(path.read_text())
+    old_flat, new_flat = _flatten(old), _flatten(new)
+    changed = sorted(k for k in set(old_flat) | set(new_flat)
+                     if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
+    if changed:
+      detail = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
+      raise ValueError(f"{workdir} holds a run with a different config ({detail}); use a new "
+                       f"--workdir or the same flags to resume")
+  if jax.process_index() == 0:
+    write_text_atomic(path, json.dumps(new, indent=2) + "\n")
+
+
+@dataclasses.dataclass
+class EvalTask:
+  """A registered task with its problems, reward and stop strings."""
+
+  kind: str
+  name: str
+  problems: dict[str, list[dict[str, Any]]]
+  reward: Any
+  stop_strings: tuple[str, ...]
+
+
+class Run:
+  """One ReST^EM run in a directory. `run()` below drives it."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: epath.PathLike):
+    self.config = config
+    self.workdir = epath.Path(workdir)
+    self.mesh = partitioning.make_mesh(tuple(config.mesh_shape))
+    self.summary = report.load_summary(self.workdir)
+    self._samplers: dict[str, sampling.Sampler] = {}
+
+  # --- stage bookkeeping -------------------------------------------------------------------
+
+  def stage(self, name: str, fn):
+    """Runs `fn()` once: its JSON-able result is stored in stages/NAME.json and reused."""
+    marker = self.workdir / "stages" / f"{name}.json"
+    if marker.exists():
+      return json.loads(marker.read_text())
+    start = time.time()
+    logging.info("stage %s: start", name)
+    result = fn()
+    if jax.process_index() == 0:
+      write_text_atomic(marker, json.dumps(result, indent=2))
+    logging.info("stage %s: done in %.1fs", name, time.time() - start)
+    return result
+
+  # --- data --------------------------------------------------------------------------------
+
+  @staticmethod
+  def _task_options(kind: str, options) -> dict[str, Any]:
+    """The options of `options` (a ConfigDict) that data set `kind` takes and that are set."""
+    opts = {}
+    for key in tasks.KINDS[kind].options:
+      if key in options and options[key] not in (None, ""):
+        value = options[key]
+        opts[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+    return opts
+
+  def _eval_task(self, kind: str, name: str, options, prompt: str = "", num_shots: int = -1,
+                 splits=("train", "valid", "test")) -> EvalTask:
+    task_name = tasks.register_task(kind, self.vocab, name=name, prompt=prompt or None,
+                                    num_shots=None if num_shots < 0 else num_shots,
+                                    **self._task_options(kind, options))
+    reward = rewards_lib.get(tasks.reward_name(kind), **self.config.reward.to_dict())
+    # A base model runs on into a new few-shot example: the prompt's own stop strings end it.
+    stops = (tuple(self.config.sampling.stop_strings)
+             or tuple(tasks.task_info(task_name).stop))
+    problems = {split: tasks.load_problems(task_name, split) for split in splits}
+    return EvalTask(kind, task_name, problems, reward, stops)
+
+  def prepare_data(self) -> None:
+    """Trains (or copies) the vocabulary, registers the tasks, loads their problems."""
+    data = self.config.data
+
+    def make_vocab():
+      out = self.workdir / "vocab.model"
+      source = self.config.vocab.path or (
+          self.config.base_checkpoint and checkpoints.vocab_path(self.config.base_checkpoint))
+      if source:
+        epath.Path(source).copy(out, overwrite=True)
+      else:
+        texts = tasks.training_texts(data.kind, prompt=data.prompt or None,
+                                     **self._task_options(data.kind, data))
+        vocab_lib.train_sentencepiece(texts, out, self.config.vocab.size)
+      return {"path": str(out)}
+
+    self.vocab_path = self.stage("vocab", make_vocab)["path"]
+    self.vocab = vocab_lib.load_vocab(self.vocab_path)
+    self.main = self._eval_task(data.kind, f"restem_run_{data.kind}", data, data.prompt,
+                                data.num_shots)
+    self.task_name, self.problems = self.main.name, self.main.problems
+    self.reward, self.stop_strings = self.main.reward, self.main.stop_strings
+    # Transfer evaluations (the paper: MATH -> GSM8K, APPS -> HumanEval): test split only.
+    self.transfer = [
+        self._eval_task(kind, f"restem_run_transfer_{kind}", self.config.transfer[kind],
+                        self.config.transfer[kind].get("prompt", ""),
+                        self.config.transfer[kind].get("num_shots", -1), splits=("test",))
+        for kind in self.config.eval.transfer_tasks]
+    logging.info("task %s: %s%s", data.kind,
+                 ", ".join(f"{len(v)} {k}" for k, v in self.problems.items()),
+                 "".join(f"; transfer {t.kind}: {len(t.problems['test'])} test"
+                         for t in self.transfer))
+
+  def _decoder_rows(self, task_name: str, split: str):
+    seq = {"inputs": self.config.data.inputs_length, "targets": self.config.data.targets_length}
+    return finetune.decoder_examples(task_name, seq, split=split, pack=self.config.data.pack)
+
+  # --- models ------------------------------------------------------------------------------
+
+  def model_config(self) -> model_lib.ModelConfig:
+    return model_lib.ModelConfig.from_dict(self.config.model.to_dict())
+
+  def sampler(self, model_dir: str) -> sampling.Sampler:
+    """A sampler holding the model in `model_dir` (one live at a time: memory)."""
+    if model_dir not in self._samplers:
+      self._samplers.clear()
+      params, cfg = checkpoints.load(model_dir, self.mesh)
+      self._samplers[model_dir] = sampling.Sampler(params, cfg, mesh=self.mesh,
+                                                   vocab=self.vocab)
+    return self._samplers[model_dir]
+
+  def _valid_reward_fn(self, model_dir_for_shape: str):
+    """params -> greedy accuracy on the validation problems (the trainer's selection signal)."""
+    problems = self.problems["valid"][:self.config.trainer_valid_problems]
+    if not problems:
+      return None
+    params, cfg = checkpoints.load(model_dir_for_shape, self.mesh)
+    sampler = sampling.Sampler(params, cfg, mesh=self.mesh, vocab=self.vocab)
+    s = self.config.sampling
+
+    def reward_fn(new_params) -> float:
+      sampler.set_params(new_params)
+      records = evaluation.sample_and_score(
+          sampler, problems, self.reward, num_samples=1, strategy=sampling.Greedy(),
+          max_new_tokens=s.max_new_tokens, seed=self.config.seed, iteration=0,
+          stop_strings=self.stop_strings, batch_size=s.batch_size)
+      return float(np.mean([r["passed"] for r in records]))
+    return reward_fn
+
+  def train_model(self, name: str, base_dir: str, rows, trainer_config) -> str:
+    """Fine-tunes `base_dir` on decoder `rows` into train/NAME; returns the best model dir."""
+    def fn():
+      data = train_data.ShuffledExamples(rows, trainer_config.batch_size,
+                                         seed=self.config.seed)
+      valid_rows = None
+      try:
+        valid_rows = self._decoder_rows(self.task_name, "valid")
+      except ValueError:  # no human solutions in valid: select by reward only
+        pass
+      valid_batches = (train_data.eval_batches(valid_rows, trainer_config.batch_size)
+                       if valid_rows is not None else None)
+      result = trainer_lib.train(
+          trainer_config, base_checkpoint=base_dir, workdir=self.workdir / "train" / name,
+          train_data=data, valid_batches=valid_batches,
+          valid_reward_fn=self._valid_reward_fn(base_dir), mesh=self.mesh)
+      return {"model_dir": result.model_dir, "best_step": result.best_step,
+              "best_score": result.best_score, "steps": result.steps,
+              "examples": int(next(iter(rows.values())).shape[0])}
+    return self.stage(f"train_{name}", fn)["model_dir"]
+
+  def base_model(self) -> str:
+    """The base checkpoint: given, or trained from scratch on the human solutions."""
+    if self.config.base_checkpoint:
+      return str(self.config.base_checkpoint)
+
+    def init():
+      cfg = self.model_config()
+      if cfg.vocab_size < self.vocab.vocab_size:
+        raise ValueError(f"model vocab_size {cfg.vocab_size} < vocabulary size "
+                         f"{self.vocab.vocab_size}")
+      params, _ = partitioning.init_sharded(
+          lambda key: model_lib.Decoder(cfg).init(key, np.zeros((1, 1), np.int32)),
+          self.mesh, partitioning.DEFAULT_RULES, jax.random.key(self.config.seed))
+      out = self.workdir / "models" / "init"
+      if out.exists() and not checkpoints.is_complete(out):
+        out.rmtree()
+      if not checkpoints.is_complete(out):
+        checkpoints.save(out, params["params"], cfg, vocab_path=self.vocab_path)
+      return {"model_dir": str(out)}
+    init_dir = self.stage("init", init)["model_dir"]
+    return self.train_model("base", init_dir, self.human_rows(), self.config.base_trainer)
+
+  def human_rows(self):
+    """Decoder rows of the train problems' human solutions (the first `human_solutions`)."""
+    rows = self._decoder_rows(self.task_name, "train")
+    n = self.config.data.human_solutions
+    return {k: v[:n] for k, v in rows.items()} if n > 0 else rows
+
+  # --- evaluation --------------------------------------------------------------------------
+
+  def evaluate(self, model: str, model_dir: str) -> None:
+    """Greedy accuracy per split and pass@k / maj@k on test, for the task and transfer tasks.
+
+    Every sample and its verdict is kept in eval/MODEL/TASK-SPLIT-{greedy,sampled}.jsonl;
+    summary.json and the report are rewritten.
+    """
+    def fn():
+      entries = []
+      for task in [self.main] + self.transfer:
+        for split in self.config.eval.splits:
+          if split in task.problems:
+            entries.append(self._evaluate_split(model, model_dir, task, split))
+      return {"entries": entries}
+    for entry in self.stage(f"eval_{model}", fn)["entries"]:
+      report.upsert(self.summary["evaluations"], entry, ("model", "split", "task"))
+    self.save_summary()
+
+  def _evaluate_split(self, model: str, model_dir: str, task: EvalTask, split: str):
+    e, s = self.config.eval, self.config.sampling
+    sampler = self.sampler(model_dir)
+    out_dir = self.workdir / "eval" / model
+    problems = task.problems[split][:e.max_problems or None]
+    common = dict(max_new_tokens=s.max_new_tokens, iteration=0, stop_strings=task.stop_strings,
+                  batch_size=s.batch_size)
+    greedy = evaluation.sample_and_score(sampler, problems, task.reward, num_samples=1,
+                                         strategy=sampling.Greedy(), seed=self.config.seed,
+                                         **common)
+    evaluation.write_jsonl(greedy, out_dir / f"{task.kind}-{split}-greedy.jsonl")
+    sampled = []
+    if split == "test" and e.num_samples > 0:
+      sampled = evaluation.sample_and_score(
+          sampler, problems[:e.sampled_problems or None], task.reward,
+          num_samples=e.num_samples, seed=self.config.seed + 1,
+          strategy=sampling.make_strategy(e.temperature, e.top_k, e.top_p), **common)
+      evaluation.write_jsonl(sampled, out_dir / f"{task.kind}-{split}-sampled.jsonl")
+    entry = evaluation.summarize(model, split, task.kind, greedy, sampled, tuple(e.ks))
+    if not any(r["key"] is not None for r in sampled):
+      entry["maj_at_k"] = {}  # no extracted answers (code): majority vote is undefined
+    logging.info("eval %s %s %s: greedy accuracy %.1f%% on %d problems%s", model, task.kind,
+                 split, 100 * entry["accuracy"], entry["num_problems"],
+                 "".join(f", pass@{k} {100 * v:.1f}%" for k, v in entry["pass_at_k"].items()))
+    return entry
+
+  def save_summary(self) -> None:
+    if jax.process_index() == 0:
+      report.write_summary(self.workdir, self.summary)
+      report.write_report(self.workdir, self.summary)
+
+  # --- one ReST^EM iteration ---------------------------------------------------------------
+
+  def generate(self, it: int, generator_dir: str) -> None:
+    """E-step: N samples per training problem from the seqio Task, in resumable shards."""
+    r, s = self.config.restem, self.config.sampling
+    out = self.workdir / f"iter{it}" / "samples"
+    if sample_shards.is_complete(out):
+      return
+    sample_shards.write_samples(
+        out, self.sampler(generator_dir), self.task_name, split="train",
+        num_samples=r.num_samples, strategy=sampling.make_strategy(r.temperature, r.top_k,
+                                                                    r.top_p),
+        max_new_tokens=s.max_new_tokens, seed=self.config.seed, iteration=it,
+        stop_strings=self.stop_strings, batch_size=s.batch_size,
+        problems_per_shard=r.shard_problems, progress=self.config.progress_bar,
+        extra_spec={"generator": generator_dir})
+    _sync_hosts(f"generate_iter{it}")
+
+  def score(self, it: int) -> list[str]:
+    """Rewards of every sample, shard by shard into iterN/scores/ (resumable)."""
+    sample_dir = self.workdir / f"iter{it}" / "samples"
+    score_dir = self.workdir / f"iter{it}" / "scores"
+    shards = sorted(sample_dir.glob("samples-*.jsonl"))
+    mine = partitioning.host_shard(shards)
+    todo = [p for p in mine if not (score_dir / p.name).exists()]
+    bar = tqdm.tqdm(total=len(mine), initial=len(mine) - len(todo), unit="shard",
+                    desc=f"iter{it} score", disable=not self.config.progress_bar)
+    for path in todo:
+      records = evaluation.read_jsonl(path)
+      for rec in records:
+        rec.pop("tokens", None)  # the text is what is scored and trained on
+      evaluation.write_jsonl(evaluation.score(records, self.problems["train"], self.reward),
+                             score_dir / path.name)
+      bar.update(1)
+    bar.close()
+    _sync_hosts(f"score_iter{it}")
+    return [str(score_dir / p.name) for p in shards]
+
+  def filter(self, it: int, shard_paths: list[str]) -> dict[str, Any]:
+    """Keeps reward-1 samples, at most K per problem (the first K by sample index)."""
+    def fn():
+      K = self.config.restem.max_per_problem
+      by_id = {p["id"]: p for p in self.problems["train"]}
+      kept, counts = [], collections.Counter()
+      correct_per_problem = collections.Counter()
+      num_samples = num_correct = 0
+      for path in shard_paths:
+        for rec in evaluation.read_jsonl(path):
+          num_samples += 1
+          if not rec["passed"]:
+            continue
+          num_correct += 1
+          correct_per_problem[rec["id"]] += 1
+          if counts[rec["id"]] < K:
+            counts[rec["id"]] += 1
+            kept.append({"id": rec["id"], "sample_index": rec["sample_index"],
+                         "prompt": by_id[rec["id"]]["prompt"], "text": rec["text"]})
+      hist = collections.Counter(counts[p["id"]] for p in self.problems["train"])
+      solved_hist = collections.Counter(correct_per_problem[p["id"]]
+                                        for p in self.problems["train"])
+      kept_dir = self.workdir / f"iter{it}" / "kept"
+      evaluation.write_jsonl(kept, kept_dir / "kept.jsonl")
+      stats = {"iteration": it, "num_samples": num_samples, "num_correct": num_correct,
+               "num_kept": len(kept),
+               "train_solve_rate": sum(1 for p in self.problems["train"]
+                                       if correct_per_problem[p["id"]]) /
+                                   max(1, len(self.problems["train"])),
+               "kept_per_problem_histogram": {str(k): v for k, v in sorted(hist.items())},
+               "correct_per_problem_histogram": {str(k): v
+                                                 for k, v in sorted(solved_hist.items())},
+               "kept_dir": str(kept_dir)}
+      logging.info("iter%d: %d samples, %d correct (%.1f%%), %d kept; problems solved: %.1f%%; "
+                   "correct samples per problem: %s", it, num_samples, num_correct,
+                   100 * num_correct / max(1, num_samples), len(kept),
+                   100 * stats["train_solve_rate"], stats["correct_per_problem_histogram"])
+      return stats
+    return self.stage(f"filter_iter{it}", fn)
+
+  def improve(self, it: int, base_dir: str, kept_dir: str) -> str:
+    """M-step: fine-tune the BASE model on the kept samples."""
+    name = finetune.register_finetune_task(f"restem_run_kept_iter{it}", kept_dir, self.vocab)
+    rows = self._decoder_rows(name, "train")
+    return self.train_model(f"iter{it}", base_dir, rows, self.config.finetune)
+
+
+def _sync_hosts(name: str) -> None:
+  """Waits until every host got here (their shards are all on the shared workdir)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(name)
+
+
+def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:
+  """Runs (or resumes) a ReST^EM run; returns the summary."""
+  partitioning.maybe_initialize_distributed(config.distributed)
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  check_and_save_config(config, workdir)
+  r = Run(config, workdir)
+  r.prepare_data()
+  base_dir = r.base_model()
+  if config.baselines.base:
+    r.evaluate("base", base_dir)
+  if config.baselines.sft_human:
+    sft_dir = r.train_model("sft_human", base_dir, r.human_rows(), config.finetune)
+    r.evaluate("sft_human", sft_dir)
+
+  generator = config.restem.generator_checkpoint or base_dir
+  best_valid = None
+  for it in range(1, config.restem.num_iterations + 1):
+    r.generate(it, generator)
+    stats = r.filter(it, r.score(it))
+    report.upsert(r.summary["iterations"], {k: v for k, v in stats.items() if k != "kept_dir"},
+                  ("iteration",))
+    if stats["num_kept"] == 0:
+      logging.warning("iter%d: no correct sample to train on; stopping", it)
+      r.save_summary()
+      break
+    model_dir = r.improve(it, base_dir, stats["kept_dir"])
+    r.evaluate(f"iter{it}", model_dir)
+    valid = [e["accuracy"] for e in r.summary["evaluations"]
+             if e["model"] == f"iter{it}" and e["split"] == "valid"]
+    if config.restem.stop_when_valid_drops and valid:
+      if best_valid is not None and valid[0] < best_valid:
+        logging.info("iter%d: validation accuracy fell (%.3f < %.3f): stopping (the paper's "
+                     "APPS overfitting)", it, valid[0], best_valid)
+        break
+      best_valid = valid[0] if best_valid is None else max(best_valid, valid[0])
+    if not config.restem.generator_checkpoint:
+      generator = model_dir  # the improved model generates in the next iteration
+  r.save_summary()
+  print(report.table(r.summary, "test"), flush=True)
+  print(f"\nsummary: {workdir / report.SUMMARY_FILE}\nreport:  {workdir / report.REPORT_FILE}",
+        flush=True)
+  return r.summary

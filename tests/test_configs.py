@@ -1,0 +1,54 @@
+"""Every config file loads, is locked, and describes a model that builds (abstractly)."""
+
+import glob
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from restem_jax import model as model_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = sorted(glob.glob(os.path.join(REPO, "configs", "*.py")))
+
+
+def _load(path, arg=None):
+  spec = importlib.util.spec_from_file_location(os.path.basename(path)[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_locked_with_paper_sampling(path):
+  c = _load(path)
+  with pytest.raises(AttributeError):
+    c.restem.num_sampels = 3  # a typo is an error, not a new key
+  assert c.restem.top_k == 40 and c.restem.temperature == 0.7  # the paper's sampling
+  assert c.restem.max_per_problem == 10
+  cfg = model_lib.ModelConfig.from_dict(c.model.to_dict())
+  abstract = jax.eval_shape(lambda k: model_lib.Decoder(cfg).init(k, jnp.zeros((1, 1),
+                                                                               jnp.int32)),
+                            jax.random.key(0))
+  assert model_lib.count_params(nn.unbox(abstract)) > 0
+  # A full prompt and a full sample fit in the model's length.
+  assert cfg.max_len >= c.data.inputs_length + c.sampling.max_new_tokens
+
+
+def test_paper_settings():
+  math = _load(os.path.join(REPO, "configs", "math_palm.py"))
+  apps = _load(os.path.join(REPO, "configs", "apps_palm.py"))
+  assert math.restem.num_samples == 32 and math.restem.num_iterations == 3
+  assert apps.restem.num_samples == 64 and apps.restem.stop_when_valid_drops
+  assert math.eval.transfer_tasks == ("gsm8k",) and apps.eval.transfer_tasks == ("humaneval",)
+  demo = _load(os.path.join(REPO, "configs", "demo.py"))
+  assert demo.restem.num_samples == 32 and demo.restem.num_iterations == 3
+  assert demo.data.sizes["test"] >= 500
+
+
+def test_unknown_variant_is_an_error():
+  with pytest.raises(ValueError, match="unknown variant"):
+    _load(os.path.join(REPO, "configs", "demo.py"), "smok")
