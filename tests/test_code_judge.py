@@ -3,6 +3,7 @@ corpus under every isolation backend, and all 164 HumanEval canonical solutions 
 deliberately wrong variant of each fails)."""
 
 import dataclasses
+import multiprocessing
 import os
 import select
 import socket
@@ -400,6 +401,23 @@ def test_a_spare_killed_from_outside_is_replaced(judge, monkeypatch):
   # close), the sample gets a second sandbox: nothing of it had run yet.
   monkeypatch.setattr(sandbox.SandboxRun, "alive", lambda self: True)
   assert judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n").passed
+
+
+def _judge_in_child(judge, queue):
+  queue.put([judge.judge_humaneval(ADD_HUMANEVAL, body).passed
+             for body in ("    return a + b\n", "    return a - b\n")])
+
+
+def test_judge_works_in_a_forked_process(judge):
+  # E.g. a fork-based process pool scoring samples with a judge made in the parent.
+  judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n")  # the parent has a spare now
+  ctx = multiprocessing.get_context("fork")
+  queue = ctx.Queue()
+  child = ctx.Process(target=_judge_in_child, args=(judge, queue))
+  child.start()
+  assert queue.get(timeout=60) == [True, False]
+  child.join(timeout=30)
+  assert judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n").passed  # parent's spare ok
 
 
 def test_timeouts_are_bounded(judge):

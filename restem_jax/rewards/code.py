@@ -233,6 +233,17 @@ class CodeJudge:
     self._spares: list[sandbox.SandboxRun] = []
     self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
     self._finalizer = weakref.finalize(self, _shut_down, self._spares, self._lock, self._starter)
+    this = weakref.ref(self)
+    os.register_at_fork(after_in_child=lambda: this() and this()._forget_after_fork())
+
+  def _forget_after_fork(self) -> None:
+    """In a forked child: the spares are the parent's processes (not ours to use or kill), the
+    starter thread does not exist here, and a lock may have been held at the fork."""
+    self._lock = threading.Lock()
+    self._spares = []
+    self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
+    self._finalizer.detach()
+    self._finalizer = weakref.finalize(self, _shut_down, self._spares, self._lock, self._starter)
 
   def close(self) -> None:
     """Kills the spare sandboxes (the judge stays usable: it starts new ones when called)."""

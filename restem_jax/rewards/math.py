@@ -407,8 +407,9 @@ class _Worker:
 class _WorkerPool:
   """Thread-safe pool of symbolic workers: one per concurrent caller, reused while idle.
 
-  After a fork the child starts an empty pool of its own: the pipes of the parent's workers must
-  not be shared between processes.
+  After a fork the child starts an empty pool of its own (with a new lock, in case a thread held
+  the old one at the fork): the pipes of the parent's workers must not be shared between
+  processes.
   """
 
   def __init__(self, max_idle: int = 8):
@@ -416,6 +417,11 @@ class _WorkerPool:
     self._idle: list[_Worker] = []
     self._pid = os.getpid()
     self._max_idle = max_idle
+    os.register_at_fork(after_in_child=self._forget_after_fork)
+
+  def _forget_after_fork(self) -> None:
+    self._lock = threading.Lock()
+    self._idle, self._pid = [], os.getpid()
 
   def equal(self, gold: str, pred: str, timeout_s: float) -> bool | None:
     worker = self._take()
