@@ -1,0 +1,196 @@
+"""`python -m restem_jax.bench training`: train-step throughput against PyTorch eager.
+
+Ours: `trainer.make_train_fns` (the jitted, donated train step the trainer runs) with AdamW.
+Peer: Hugging Face `LlamaForCausalLM` (random init) + `torch.optim.AdamW`, eager, on the same
+shapes: our model in the Llama layout (`model.LLAMA_STYLE`: sequential block, RMSNorm) with
+the `tiny` and `small` sizes, multi-query attention and tied embeddings as in the presets. Both
+run in float32 on the CPU with the same number of threads, one step of each in turn, and the
+figure is the median over the timed steps after warm-up. Same work on both sides: next-token
+cross-entropy on every position, no z-loss, no gradient clipping, plain AdamW.
+
+GFLOP/s use the trainer's `flops_per_token` (PaLM's 6N + 12 L H Q T) for both, and are
+compared with a float32 matmul ceiling measured in this run: the faster of a JAX and a torch
+2048 x 2048 x 2048 matmul.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from restem_jax import model as model_lib
+from restem_jax import partitioning
+from restem_jax import trainer
+
+BATCH = 16
+LENGTH = 256
+LR = 1e-4
+
+
+def _model_config(name: str) -> model_lib.ModelConfig:
+  return model_lib.preset(name, dtype="float32", param_dtype="float32", remat=False,
+                          **model_lib.LLAMA_STYLE)
+
+
+def _batch(cfg: model_lib.ModelConfig, seed: int) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, cfg.vocab_size, (BATCH, LENGTH + 1),
+                                              dtype=np.int32)
+
+
+class Ours:
+  """One jitted, state-donating train step of the trainer on one CPU device."""
+
+  def __init__(self, cfg: model_lib.ModelConfig):
+    config = trainer.default_config()
+    config.update(optimizer="adamw", learning_rate=LR, adam_b1=0.9, adam_b2=0.999,
+                  adam_eps=1e-8, weight_decay=0.01, clip_grad_norm=0.0, z_loss=0.0,
+                  batch_size=BATCH, num_microbatches=1)
+    mesh = partitioning.make_mesh((1, 1, 1), jax.devices()[:1])
+    self.fns = trainer.make_train_fns(cfg, config, mesh)
+    boxed = jax.jit(lambda k: model_lib.Decoder(cfg).init(k, jnp.zeros((1, 1), jnp.int32)))(
+        jax.random.key(0))
+    self.state = self.fns.init_state(jax.tree.map(lambda x: x, trainer.nn.unbox(boxed)["params"]))
+    self.rng = jax.random.key(1)
+
+  def step(self, tokens_BL1: np.ndarray) -> float:
+    batch = self.fns.put_batch({
+        "decoder_input_tokens": tokens_BL1[:, :-1],
+        "decoder_target_tokens": tokens_BL1[:, 1:],
+        "decoder_loss_weights": np.ones((BATCH, LENGTH), np.float32),
+    })
+    start = time.perf_counter()
+    self.state, metrics = self.fns.train_step(self.state, batch, self.rng)
+    loss = float(metrics["loss"])  # blocks until the step is done
+    jax.block_until_ready(self.state)
+    self.seconds = time.perf_counter() - start
+    return loss
+
+
+class Peer:
+  """Hugging Face LlamaForCausalLM + torch AdamW, eager, float32."""
+
+  def __init__(self, cfg: model_lib.ModelConfig):
+    import torch  # pylint: disable=g-import-not-at-top: the peer is optional (extras "bench")
+    import transformers  # pylint: disable=g-import-not-at-top
+    self.torch = torch
+    torch.manual_seed(0)
+    hf_cfg = transformers.LlamaConfig(
+        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
+        max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps,
+        rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tied_embeddings,
+        attention_bias=False, mlp_bias=False, hidden_act="silu", torch_dtype="float32")
+    self.model = transformers.LlamaForCausalLM(hf_cfg).float().train()
+    self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8,
+                                 weight_decay=0.01)
+    self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
+
+  def step(self, tokens_BL1: np.ndarray) -> float:
+    torch = self.torch
+    tokens = torch.from_numpy(tokens_BL1.astype(np.int64))
+    start = time.perf_counter()
+    self.opt.zero_grad(set_to_none=True)
+    # labels = inputs shifted inside HF: pass the L + 1 row so both sides predict L tokens.
+    out = self.model(input_ids=tokens[:, :-1], labels=None)
+    loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
+                                             tokens[:, 1:].reshape(-1))
+    loss.backward()
+    self.opt.step()
+    value = float(loss)
+    self.seconds = time.perf_counter() - start
+    return value
+
+
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+  """Best float32 n x n x n matmul rate of JAX and of torch on this machine (GFLOP/s)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  flops = 2.0 * n ** 3
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  mm = jax.jit(jnp.matmul)
+  mm(a, b).block_until_ready()
+  jax_best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    mm(a, b).block_until_ready()
+    jax_best = min(jax_best, time.perf_counter() - start)
+  ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+  torch.mm(ta, tb)
+  torch_best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    torch.mm(ta, tb)
+    torch_best = min(torch_best, time.perf_counter() - start)
+  return {"jax": flops / jax_best / 1e9, "torch": flops / torch_best / 1e9}
+
+
+def run_shape(name: str, steps: int, warmup: int) -> dict[str, float]:
+  """Alternates ours and the peer on one shape; returns tokens/s, GFLOP/s and losses."""
+  cfg = _model_config(name)
+  ours, peer = Ours(cfg), Peer(cfg)
+  ours_s, peer_s = [], []
+  for i in range(warmup + steps):
+    tokens = _batch(cfg, seed=i)
+    ours_loss = ours.step(tokens)
+    peer_loss = peer.step(tokens)
+    if i >= warmup:
+      ours_s.append(ours.seconds)
+      peer_s.append(peer.seconds)
+  tokens_per_step = BATCH * LENGTH
+  flops_token = trainer.flops_per_token(cfg, LENGTH)
+  ours_tok = tokens_per_step / statistics.median(ours_s)
+  peer_tok = tokens_per_step / statistics.median(peer_s)
+  return {
+      "ours_tok_s": ours_tok, "peer_tok_s": peer_tok, "ratio": ours_tok / peer_tok,
+      "ours_gflops": ours_tok * flops_token / 1e9, "peer_gflops": peer_tok * flops_token / 1e9,
+      "ours_loss": ours_loss, "peer_loss": peer_loss, "peer_attn": peer.attn,
+      "params": model_lib.count_params(ours.state.params),
+  }
+
+
+def main(argv: list[str]) -> int:
+  """Runs the benchmark; prints a table and, last, one JSON line."""
+  parser = argparse.ArgumentParser(prog="python -m restem_jax.bench training")
+  parser.add_argument("--shapes", default="tiny,small")
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per side (median)")
+  parser.add_argument("--warmup", type=int, default=2)
+  args = parser.parse_args(argv)
+
+  import torch  # pylint: disable=g-import-not-at-top
+  threads = os.cpu_count() or 1
+  torch.set_num_threads(threads)  # XLA's CPU client also uses one thread per core
+  ceiling = matmul_ceiling_gflops()
+  best_ceiling = max(ceiling.values())
+  results = {name: run_shape(name, args.steps, args.warmup) for name in args.shapes.split(",")}
+
+  print(f"train step, float32 CPU, batch {BATCH} x {LENGTH} tokens, {threads} threads, "
+        f"median of {args.steps} steps after {args.warmup} warm-up, AdamW")
+  print(f"float32 matmul ceiling: jax {ceiling['jax']:.1f} GFLOP/s, "
+        f"torch {ceiling['torch']:.1f} GFLOP/s")
+  print(f"{'shape':6} {'params':>10} {'ours tok/s':>11} {'peer tok/s':>11} {'ratio':>6} "
+        f"{'ours GFLOP/s':>13} {'peer GFLOP/s':>13} {'ours/ceil':>9} {'peer/ceil':>9}")
+  for name, r in results.items():
+    print(f"{name:6} {r['params']:>10,} {r['ours_tok_s']:>11.0f} {r['peer_tok_s']:>11.0f} "
+          f"{r['ratio']:>5.2f}x {r['ours_gflops']:>13.1f} {r['peer_gflops']:>13.1f} "
+          f"{r['ours_gflops'] / best_ceiling:>9.2f} {r['peer_gflops'] / best_ceiling:>9.2f}")
+  summary = {"bench": "training", "batch": BATCH, "length": LENGTH, "threads": threads,
+             "matmul_ceiling_gflops": best_ceiling}
+  for name, r in results.items():
+    summary[f"ours_tok_s_{name}"] = r["ours_tok_s"]
+    summary[f"peer_tok_s_{name}"] = r["peer_tok_s"]
+    summary[f"ratio_{name}"] = r["ratio"]
+    summary[f"ours_gflops_{name}"] = r["ours_gflops"]
+    summary[f"peer_gflops_{name}"] = r["peer_gflops"]
+    summary[f"ceiling_fraction_{name}"] = r["ours_gflops"] / best_ceiling
+    summary[f"peer_ceiling_fraction_{name}"] = r["peer_gflops"] / best_ceiling
+  summary["peer_attn_implementation"] = next(iter(results.values()))["peer_attn"]
+  print(json.dumps(summary))
+  return 0
