@@ -7,7 +7,7 @@ Pipeline for one sample:
   1. `extract_answer`: the last of the configured answer markers in the text (`\\boxed{...}` with
      nested braces, "The answer is X", Minerva's "Final Answer: The final answer is X. I hope it
      is correct.", GSM8K's "#### X").
-  2. `normalize_answer`: Minerva-style clean-up (Lewkowycz et al. 2022, appendix D.1) with its
+  2. `normalize_answer`: Minerva-style clean-up (Lewkowycz et al. 2022, `normalize_final_answer`) with its
      known over-reaches removed: it only drops `x =` when the left side is one variable (Minerva
      keeps the text after the last `=`, which makes `3x-y+13=0` equal `3x+4y+14=0`), and drops
      unit words only as whole words.
@@ -351,7 +351,8 @@ class _Worker:
       path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_math_worker.py")
       with open(path, encoding="utf-8") as f:
         _Worker._SOURCE = f.read()
-    # -I: no PYTHONPATH or script dir on sys.path (rewards/math.py would shadow stdlib math).
+    # -I: neither PYTHONPATH nor the working directory on sys.path (run from rewards/, our
+    # math.py would shadow the standard library's math).
     self.proc = subprocess.Popen(
         [sys.executable, "-I", "-c", _Worker._SOURCE], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0, start_new_session=True)
