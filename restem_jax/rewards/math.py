@@ -7,10 +7,10 @@ Pipeline for one sample:
   1. `extract_answer`: the last of the configured answer markers in the text (`\\boxed{...}` with
      nested braces, "The answer is X", Minerva's "Final Answer: The final answer is X. I hope it
      is correct.", GSM8K's "#### X").
-  2. `normalize_answer`: Minerva-style clean-up (Lewkowycz et al. 2022, `normalize_final_answer`) with its
-     known over-reaches removed: it only drops `x =` when the left side is one variable (Minerva
-     keeps the text after the last `=`, which makes `3x-y+13=0` equal `3x+4y+14=0`), and drops
-     unit words only as whole words.
+  2. `normalize_answer`: Minerva-style clean-up (Lewkowycz et al. 2022, its
+     `normalize_final_answer`) with its known over-reaches removed: it only drops `x =` when the
+     left side is one variable (Minerva keeps the text after the last `=`, which makes
+     `3x-y+13=0` equal `3x+4y+14=0`), and drops unit words only as whole words.
   3. `answers_equal`: equal normalized strings, else exact rational arithmetic for plain numbers,
      else math-verify's symbolic comparison (plus our veto on tiny-number cases it gets wrong),
      run in a child process with a hard time limit (see `_math_worker.py`).
