@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
+from restem_jax import decode_step
 from restem_jax import model as model_lib
 from restem_jax import partitioning
 from restem_jax.stop_strings import StopTable, cut_at_stop, piece_bytes
@@ -173,7 +174,7 @@ def make_strategy(temperature: float, top_k: int = 0, top_p: float = 1.0) -> Str
 class _LoopState:
   step: Array  # scalar: index (0-based) of the next token to emit
   token_B: Array  # last emitted token: the next step's input
-  cache: model_lib.Cache
+  own: decode_step.OwnCache  # keys/values of each row's generated tokens
   tokens_BT: Array
   logprobs_BT: Array
   num_tokens_B: Array
@@ -211,20 +212,6 @@ def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: A
   return logits_PXV[:, 0], kv
 
 
-def _write_step_kv(cache: model_lib.Cache, new_kv: model_lib.Cache, position_B: Array):
-  """Writes one new token's keys/values per row at slot position_B[b] (in place in the loop).
-
-  Same result as `model.update_cache` for one token, but as a single scatter on the cache's
-  own layout: the vmapped dynamic_update_slice there makes XLA transpose and copy the whole
-  cache around the scatter every step.
-  """
-  rows_B = jnp.arange(position_B.shape[0])
-  return {name: c_LyrBSKH.at[:, rows_B, position_B].set(
-              new_kv[name][:, :, 0].astype(c_LyrBSKH.dtype), mode="promise_in_bounds",
-              unique_indices=True)
-          for name, c_LyrBSKH in cache.items()}
-
-
 def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B, seed,
               iteration, stop_next_SQV, stop_len_S, *, cfg: model_lib.ModelConfig,
               strategy: Strategy, samples_per_prompt: int, max_new_tokens: int,
@@ -236,21 +223,19 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
     tokens [B], finish reason codes [B]).
   """
   n, T = samples_per_prompt, max_new_tokens
-  decoder = model_lib.Decoder(cfg)
   last_logits_PV, prompt_kv = _prefill(cfg, params, prompts_PL, lengths_P)
 
   def rows(x, axis):  # prompt p's values for its n sample rows
     return jnp.repeat(x, n, axis=axis)
 
-  # Slots [0, L) hold the prompt (pad slots are overwritten before anything reads them), then T
-  # slots for the new tokens. The cache is built once here and then only written in place.
-  cache = {name: jnp.pad(rows(kv_LyrPLKH, 1), ((0, 0), (0, 0), (0, T), (0, 0), (0, 0)))
-           for name, kv_LyrPLKH in prompt_kv.items()}
-  cache = nn.with_logical_constraint(cache, {"k": model_lib.CACHE_AXES,
-                                             "v": model_lib.CACHE_AXES})
+  # The prompts' keys/values stay one copy per prompt (see decode_step.py); each row gets T
+  # slots of its own for the tokens it generates. Only those are written, in place.
+  B = prompts_PL.shape[0] * n
+  prompt = decode_step.prompt_cache(prompt_kv, lengths_P)
+  own = decode_step.own_cache(cfg, B, T)
+  layers = decode_step.split_layers(params)
   lengths_B = rows(lengths_P, 0)
   keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
-  B = lengths_B.shape[0]
   num_stops = stop_len_S.shape[0]
 
   def emit(state: _LoopState, logits_BV: Array) -> _LoopState:
@@ -282,12 +267,12 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
         stop_state_BS=stop_state_BS)
 
   def step(state: _LoopState) -> _LoopState:
-    # The input token sits right after the prompt and the t - 1 tokens before it.
-    position_B = lengths_B + state.step - 1
-    logits_B1V, new_kv = decoder.apply({"params": params}, state.token_B[:, None],
-                                       position_B[:, None], cache=state.cache)
-    cache = _write_step_kv(state.cache, new_kv, position_B)
-    return emit(state.replace(cache=cache), logits_B1V[:, 0])
+    # The input is generated token t - 1: it sits right after the prompt and the t - 1 tokens
+    # before it, whose keys/values fill suffix slots < t - 1.
+    index = state.step - 1
+    logits_BV, own = decode_step.decode_step(cfg, params, layers, state.token_B,
+                                             lengths_B + index, index, prompt, state.own)
+    return emit(state.replace(own=own), logits_BV)
 
   def running(state: _LoopState) -> Array:
     return (state.step < T) & ~jnp.all(state.done_B)
@@ -295,7 +280,7 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
   state = _LoopState(
       step=jnp.zeros((), jnp.int32),
       token_B=jnp.zeros((B,), jnp.int32),
-      cache=cache,
+      own=own,
       tokens_BT=jnp.full((B, T), pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((B, T), jnp.float32),
       num_tokens_B=jnp.zeros((B,), jnp.int32),
@@ -327,8 +312,13 @@ def problem_hash(problem_id: Any) -> int:
 
 
 def _bucket(length: int, cap: int) -> int:
-  """Prompt lengths are padded to a few buckets (16, 32, 64, ...) to bound recompilation."""
-  return min(max(16, 1 << (length - 1).bit_length()), cap)
+  """Pads prompt lengths to a few buckets, four per octave (.., 64, 80, 96, 112, 128, 160, ..).
+
+  Each bucket compiles once; finer buckets would waste less attention on padding, coarser ones
+  would compile less often.
+  """
+  step = max(16, 1 << max(0, (length - 1).bit_length() - 3))
+  return min(-(-length // step) * step, cap)
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -363,12 +353,13 @@ class Sampler:
     self.vocab = vocab
     self.eos_id = eos_id
     self.pad_id = pad_id
-    _, shardings = partitioning.abstract_and_shardings(
+    abstract, shardings = partitioning.abstract_and_shardings(
         lambda key: model_lib.Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32)),
         self.mesh, self.rules, jax.random.key(0))
-    # Boxed (LogicallyPartitioned) leaves, as `Decoder.init` returns them, are unboxed once here:
-    # applying the model to boxed parameters inside the loop makes every step slower.
-    self.params = jax.device_put(nn.unbox(params), shardings["params"])
+    self._param_shapes = jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)),
+                                      nn.unbox(abstract)["params"])
+    self._param_shardings = shardings["params"]
+    self.set_params(params)
     self.row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     self._stop_tables: dict[tuple[str, ...], StopTable] = {}
     # One jitted function per Sampler: the rules are read at trace time, and a jit cache shared
@@ -376,6 +367,16 @@ class Sampler:
     self._generate = jax.jit(
         functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
         static_argnames=("strategy", "samples_per_prompt", "max_new_tokens"))
+
+  def set_params(self, params) -> None:
+    """Swaps in parameters of the same shapes (e.g. from the trainer); no recompilation."""
+    # Boxed (LogicallyPartitioned) leaves, as `Decoder.init` returns them, are unboxed once here:
+    # applying the model to boxed parameters inside the loop makes every step slower.
+    params = nn.unbox(params)
+    got = jax.tree.map(lambda x: (tuple(x.shape), jnp.dtype(x.dtype)), params)
+    if got != self._param_shapes:
+      raise ValueError(f"the parameters' shapes do not match the model config {self.cfg}")
+    self.params = jax.device_put(params, self._param_shardings)
 
   def stop_table(self, stop_strings: Sequence[str]) -> StopTable:
     key = tuple(stop_strings)
@@ -440,8 +441,11 @@ class Sampler:
     n = _largest_divisor_at_most(num_samples, batch_size)
     # Rows are split over the (data, fsdp) devices, so B = num_prompts * n must be a multiple
     # of their number; padding prompts fill the gap.
-    num_prompts = math.lcm(max(1, batch_size // n),
-                           self.row_shards // math.gcd(n, self.row_shards))
+    num_prompts = max(1, batch_size // n)
+    units_count = len(prompts) * (num_samples // n)
+    if units_count < num_prompts:  # a small job gets a smaller batch (a power of two: few shapes)
+      num_prompts = 1 << (units_count - 1).bit_length()
+    num_prompts = math.lcm(num_prompts, self.row_shards // math.gcd(n, self.row_shards))
     # A unit is n samples of one problem. Units of similar length share a batch (less padding);
     # the layout does not change any sample.
     units = [(i, start) for i in range(len(prompts)) for start in range(0, num_samples, n)]

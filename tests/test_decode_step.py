@@ -1,0 +1,54 @@
+"""The sampler's shared-prompt decode step against the model's full forward pass."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from restem_jax import decode_step, model
+
+VARIANTS = {
+    "palm": {},  # parallel block, LayerNorm, multi-query, tied and scaled logits
+    "llama": dict(model.LLAMA_STYLE),
+    "gemma_like_gqa_untied": dict(num_kv_heads=2, tied_embeddings=False, embed_scale=True,
+                                  norm="rmsnorm", norm_scale_plus_one=True,
+                                  mlp_activation="gelu", parallel_block=False),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_teacher_forced_steps_equal_the_full_forward_pass(variant):
+  cfg = model.preset("tiny", num_layers=2, d_model=64, num_heads=4, head_dim=16, d_ff=128,
+                     vocab_size=97, max_len=64, **VARIANTS[variant])
+  params = nn.unbox(model.Decoder(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+                    ["params"])
+  rng = np.random.default_rng(0)
+  lengths_P = np.array([5, 9], np.int32)
+  n, T, L = 3, 4, 12  # 3 samples of each prompt, 4 new tokens, prompts padded to 12
+  prompts_PL = np.zeros((2, L), np.int32)
+  for p, length in enumerate(lengths_P):
+    prompts_PL[p, :length] = rng.integers(3, 97, length)
+  new_BT = rng.integers(3, 97, (2 * n, T)).astype(np.int32)  # each row its own continuation
+
+  @jax.jit
+  def steps(params, prompts_PL, lengths_P, new_BT):
+    _, prompt_kv = model.Decoder(cfg).apply({"params": params}, prompts_PL)
+    prompt = decode_step.prompt_cache(prompt_kv, lengths_P)
+    own = decode_step.own_cache(cfg, new_BT.shape[0], T)
+    layers = decode_step.split_layers(params)
+    lengths_B = jnp.repeat(lengths_P, n)
+    out = []
+    for t in range(T):
+      logits_BV, own = decode_step.decode_step(cfg, params, layers, new_BT[:, t],
+                                               lengths_B + t, jnp.int32(t), prompt, own)
+      out.append(logits_BV)
+    return jnp.stack(out, axis=1)
+
+  got_BTV = np.asarray(steps(params, prompts_PL, lengths_P, new_BT))
+  for b in range(2 * n):
+    p = b // n
+    seq = np.concatenate([prompts_PL[p, :lengths_P[p]], new_BT[b]])[None]
+    full = np.asarray(model.Decoder(cfg).apply({"params": params}, seq)[0])[0]
+    want_TV = full[lengths_P[p]:]  # the logits at each new token's position
+    np.testing.assert_allclose(got_BTV[b], want_TV, rtol=1e-5, atol=2e-5)
