@@ -27,13 +27,20 @@ Batch = dict[str, np.ndarray]
 
 REQUIRED_FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights")
 OPTIONAL_FEATURES = ("decoder_segment_ids", "decoder_positions")
+# PrefixLMFeatureConverter also marks the prompt for bidirectional attention. The decoder here is
+# causal everywhere, as the sampler's prefill is, so training must not see the prompt any other
+# way: the feature is dropped.
+IGNORED_FEATURES = ("decoder_causal_attention",)
 
 
 class TrainData(Protocol):
   """What the trainer needs from a training stream."""
 
   def __next__(self) -> Batch:
-    """This host's rows of the next global batch: {feature: [rows, L]} numpy arrays."""
+    """This host's rows of the next global batch: {feature: [rows, L]} numpy arrays.
+
+    The stream is endless (epochs follow each other); the trainer decides when to stop.
+    """
 
   def get_state(self) -> dict[str, Any]:
     """The position after the last batch returned, JSON-serialisable."""
@@ -82,7 +89,7 @@ def stack_examples(examples: Sequence[Mapping[str, np.ndarray]] | Mapping[str, n
   else:
     if not examples:
       raise ValueError("no examples")
-    keys = set(examples[0])
+    keys = set(examples[0]) - set(IGNORED_FEATURES)
     length = max(len(np.asarray(ex[k])) for ex in examples for k in keys)
     stacked = {}
     for k in keys:
@@ -91,6 +98,7 @@ def stack_examples(examples: Sequence[Mapping[str, np.ndarray]] | Mapping[str, n
       for i, row in enumerate(rows):
         out[i, :len(row)] = row
       stacked[k] = out
+  stacked = {k: v for k, v in stacked.items() if k not in IGNORED_FEATURES}
   missing = [k for k in REQUIRED_FEATURES if k not in stacked]
   if missing:
     raise ValueError(f"examples lack features {missing}")

@@ -21,6 +21,7 @@ import os
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,7 +57,7 @@ class Ours:
     self.fns = trainer.make_train_fns(cfg, config, mesh)
     boxed = jax.jit(lambda k: model_lib.Decoder(cfg).init(k, jnp.zeros((1, 1), jnp.int32)))(
         jax.random.key(0))
-    self.state = self.fns.init_state(jax.tree.map(lambda x: x, trainer.nn.unbox(boxed)["params"]))
+    self.state = self.fns.init_state(nn.unbox(boxed)["params"])
     self.rng = jax.random.key(1)
 
   def step(self, tokens_BL1: np.ndarray) -> float:
@@ -104,7 +105,7 @@ class Peer:
                                              tokens[:, 1:].reshape(-1))
     loss.backward()
     self.opt.step()
-    value = float(loss)
+    value = loss.item()
     self.seconds = time.perf_counter() - start
     return value
 
@@ -122,7 +123,7 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
     start = time.perf_counter()
     mm(a, b).block_until_ready()
     jax_best = min(jax_best, time.perf_counter() - start)
-  ta, tb = torch.from_numpy(np.asarray(a)), torch.from_numpy(np.asarray(b))
+  ta, tb = torch.from_numpy(np.array(a)), torch.from_numpy(np.array(b))
   torch.mm(ta, tb)
   torch_best = float("inf")
   for _ in range(repeats):
@@ -149,6 +150,7 @@ def run_shape(name: str, steps: int, warmup: int) -> dict[str, float]:
   ours_tok = tokens_per_step / statistics.median(ours_s)
   peer_tok = tokens_per_step / statistics.median(peer_s)
   return {
+      "ours_step_s": ours_s, "peer_step_s": peer_s,
       "ours_tok_s": ours_tok, "peer_tok_s": peer_tok, "ratio": ours_tok / peer_tok,
       "ours_gflops": ours_tok * flops_token / 1e9, "peer_gflops": peer_tok * flops_token / 1e9,
       "ours_loss": ours_loss, "peer_loss": peer_loss, "peer_attn": peer.attn,
@@ -160,7 +162,7 @@ def main(argv: list[str]) -> int:
   """Runs the benchmark; prints a table and, last, one JSON line."""
   parser = argparse.ArgumentParser(prog="python -m restem_jax.bench training")
   parser.add_argument("--shapes", default="tiny,small")
-  parser.add_argument("--steps", type=int, default=5, help="timed steps per side (median)")
+  parser.add_argument("--steps", type=int, default=7, help="timed steps per side (median)")
   parser.add_argument("--warmup", type=int, default=2)
   args = parser.parse_args(argv)
 
@@ -181,6 +183,10 @@ def main(argv: list[str]) -> int:
     print(f"{name:6} {r['params']:>10,} {r['ours_tok_s']:>11.0f} {r['peer_tok_s']:>11.0f} "
           f"{r['ratio']:>5.2f}x {r['ours_gflops']:>13.1f} {r['peer_gflops']:>13.1f} "
           f"{r['ours_gflops'] / best_ceiling:>9.2f} {r['peer_gflops'] / best_ceiling:>9.2f}")
+  for name, r in results.items():
+    print(f"{name} step seconds, ours: {' '.join(f'{t:.2f}' for t in r['ours_step_s'])}; "
+          f"peer: {' '.join(f'{t:.2f}' for t in r['peer_step_s'])}; "
+          f"loss after the last step: ours {r['ours_loss']:.3f}, peer {r['peer_loss']:.3f}")
   summary = {"bench": "training", "batch": BATCH, "length": LENGTH, "threads": threads,
              "matmul_ceiling_gflops": best_ceiling}
   for name, r in results.items():
