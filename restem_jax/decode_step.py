@@ -11,10 +11,9 @@ memory traffic is 31 redundant copies. This step splits the cache in two:
 and row p*n+j attends to prompt p's keys, its own earlier tokens and itself, in one softmax.
 The prompt part is one matrix product per prompt for all n samples (M = n * heads rows).
 
-Layouts are chosen for the CPU/TPU matmul units: keys [.., K, S, H] and values transposed
-[.., K, H, S], so both products contract the minor dimension of both operands and no cache is
-transposed in the loop; the caches are per-layer arrays (no slicing of a stacked cache per step)
-and each step writes one slot of each in place.
+The caches are per-layer arrays (no slicing of a stacked cache per step) laid out [.., K, S, H],
+and each step writes its token's slot before reading the cache, which lets XLA update the
+loop's buffers in place (reading first makes it copy them every step).
 
 It reuses the model's parameters, its `Norm` and `Mlp` modules and `apply_rope`, and follows
 `Block` and `Decoder` for the rest (parallel or sequential block, tied, scaled or untied
@@ -22,6 +21,8 @@ logits, embedding scale); `tests/test_decode_step.py` checks it against `Decoder
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import flax.struct
@@ -36,141 +37,181 @@ _NEG_INF = -1e30  # as in the model: finite, so fully masked parts give zeros, n
 
 
 @flax.struct.dataclass
-class PromptCache:
-  """Keys [P, K, S, H] and transposed values [P, K, H, S] of each layer, and a mask bias."""
+class Cache:
+  """The decode loop's keys and values: per-layer tuples of [.., K, S, H] arrays.
 
-  k: tuple[Array, ...]
-  vt: tuple[Array, ...]
-  bias_PS: Array  # 0 on a prompt's real slots, -1e30 on its padding
+  shared_*: each prompt's keys/values, one copy per prompt ([P, K, S, H]); empty tuples when
+    the prompts are not shared (one sample per prompt: then they sit in the rows' own slots).
+  own_*: each row's slots ([B, K, S, H]): its prompt in [0, own_prompt_len) when not shared,
+    then its generated tokens from slot `offset` on.
+  """
 
-
-@flax.struct.dataclass
-class OwnCache:
-  """Keys [B, K, T, H] and transposed values [B, K, H, T] of each row's generated tokens."""
-
-  k: tuple[Array, ...]
-  vt: tuple[Array, ...]
-
-
-def prompt_cache(prompt_kv: model_lib.Cache, lengths_P: Array) -> PromptCache:
-  """Re-lays out the prefill's keys/values ({"k", "v"}: [layers, P, S, K, H]); once per batch."""
-  S = prompt_kv["k"].shape[2]
-  bias_PS = jnp.where(jnp.arange(S)[None, :] < lengths_P[:, None], 0.0, _NEG_INF)
-  k = jnp.transpose(prompt_kv["k"], (0, 1, 3, 2, 4))
-  vt = jnp.transpose(prompt_kv["v"], (0, 1, 3, 4, 2))
-  k = nn.with_logical_constraint(k, ("layers", "cache_batch", "cache_kv_heads", "cache_length",
-                                     "kv"))
-  vt = nn.with_logical_constraint(vt, ("layers", "cache_batch", "cache_kv_heads", "kv",
-                                       "cache_length"))
-  return PromptCache(k=tuple(k), vt=tuple(vt), bias_PS=bias_PS.astype(jnp.float32))
+  shared_k: tuple[Array, ...]
+  shared_v: tuple[Array, ...]
+  shared_bias_PS: Array  # 0 on a prompt's real slots, -1e30 on its padding
+  own_k: tuple[Array, ...]
+  own_v: tuple[Array, ...]
+  own_prompt_len_B: Array
+  offset: int = flax.struct.field(pytree_node=False)
 
 
-def own_cache(cfg: model_lib.ModelConfig, rows: int, slots: int) -> OwnCache:
-  """An empty cache of `slots` generated tokens for `rows` rows."""
-  K, H = cfg.num_kv_heads, cfg.head_dim
+# [layers, rows, K, S, H]: for each (row, K/V head) the S x H matrix is contiguous, so both of
+# attention's products are plain matrix products (scores contract H with H minor on both sides,
+# values contract S as the row index of an S x H matrix) and nothing is transposed per step.
+_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "kv")
+
+
+def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P: Array,
+               samples_per_prompt: int, max_new_tokens: int) -> Cache:
+  """The cache for n = samples_per_prompt rows per prompt, from the prefill's keys/values.
+
+  Args:
+    cfg: the architecture.
+    prompt_kv: {"k", "v"}: [layers, P, L, K, H] from `Decoder` on the (right-padded) prompts.
+    lengths_P: each prompt's real length.
+    samples_per_prompt: n; row p*n+j is sample j of prompt p.
+    max_new_tokens: slots for generated tokens.
+
+  Returns:
+    With n > 1 the prompts are shared (read once per prompt per step); with n = 1 each row
+    holds its own prompt, so a step reads one cache part instead of two.
+  """
+  n, T = samples_per_prompt, max_new_tokens
+  P, L = prompt_kv["k"].shape[1:3]
   dtype = jnp.dtype(cfg.dtype)
-
-  def zeros(shape, names):
-    return nn.with_logical_constraint(jnp.zeros(shape, dtype), names)
-  return OwnCache(
-      k=tuple(zeros((rows, K, slots, H), ("cache_batch", "cache_kv_heads", "cache_length",
-                                          "kv")) for _ in range(cfg.num_layers)),
-      vt=tuple(zeros((rows, K, H, slots), ("cache_batch", "cache_kv_heads", "kv",
-                                           "cache_length")) for _ in range(cfg.num_layers)))
+  # [layers, P, L, K, H] -> [layers, P, K, L, H], once per batch.
+  k, v = (nn.with_logical_constraint(jnp.swapaxes(prompt_kv[name], 2, 3).astype(dtype), _AXES)
+          for name in ("k", "v"))
+  layers = range(cfg.num_layers)
+  if n > 1:
+    own_shape = (cfg.num_layers, P * n, cfg.num_kv_heads, T, cfg.head_dim)
+    own_k, own_v = (nn.with_logical_constraint(jnp.zeros(own_shape, dtype), _AXES)
+                    for _ in range(2))
+    bias_PS = jnp.where(jnp.arange(L)[None, :] < lengths_P[:, None], 0.0, _NEG_INF)
+    return Cache(shared_k=tuple(k[i] for i in layers), shared_v=tuple(v[i] for i in layers),
+                 shared_bias_PS=bias_PS.astype(jnp.float32),
+                 own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
+                 own_prompt_len_B=jnp.zeros((P * n,), jnp.int32), offset=0)
+  own_k, own_v = (nn.with_logical_constraint(jnp.pad(x, ((0, 0),) * 3 + ((0, T), (0, 0))),
+                                             _AXES) for x in (k, v))
+  return Cache(shared_k=(), shared_v=(), shared_bias_PS=jnp.zeros((P, 0), jnp.float32),
+               own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
+               own_prompt_len_B=lengths_P.astype(jnp.int32), offset=L)
 
 
 def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Array,
-               step: Array, prompt_k_PKSH: Array, prompt_vt_PKHS: Array, bias_PS: Array,
-               own_k_BKTH: Array, own_vt_BKHT: Array):
-  """One new token per row attends to [its prompt | its earlier tokens | itself].
+               slot: Array, own_bias_BS: Array, shared_k_PKSH: Array | None,
+               shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKSH: Array,
+               own_v_BKSH: Array):
+  """One new token per row attends to [its shared prompt | its own slots, itself included].
 
   Returns:
-    (output [B, D], the token's key [B, K, H] and value [B, K, H]).
+    (output [B, D], own keys and values with this token's written at `slot`).
   """
   N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
   G = N // K
   B = h_BD.shape[0]
-  P = prompt_k_PKSH.shape[0]
-  n = B // P
   dtype = jnp.dtype(cfg.dtype)
-  q_B1NH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"].astype(dtype))[:, None]
-  k_B1KH = jnp.einsum("BD,DKH->BKH", h_BD, w_attn["key"].astype(dtype))[:, None]
-  v_BKH = jnp.einsum("BD,DKH->BKH", h_BD, w_attn["value"].astype(dtype))
+  q_B1NH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])[:, None]
+  kv_B2KH = jnp.einsum("BD,DCKH->BCKH", h_BD, w_attn["key_value"])
   q_BKGH = (model_lib.apply_rope(q_B1NH, position_B[:, None], cfg.rope_theta)[:, 0]
             * (H ** -0.5)).reshape(B, K, G, H)
-  k_BKH = model_lib.apply_rope(k_B1KH, position_B[:, None], cfg.rope_theta)[:, 0]
+  k_BKH = model_lib.apply_rope(kv_B2KH[:, :1], position_B[:, None], cfg.rope_theta)[:, 0]
+  # Written before it is read, as one scatter per cache, batched over rows (so the rows stay
+  # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
+  # old buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users),
+  # makes it copy the whole cache every step.
+  slot_B = jnp.full((B,), slot, jnp.int32)
 
-  # Prompt part: the n samples' queries of prompt p as the M = n * G rows of one product.
-  q_PKMH = q_BKGH.reshape(P, n, K, G, H).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
-  s_pre_PKMS = jnp.einsum("PKMH,PKSH->PKMS", q_PKMH, prompt_k_PKSH.astype(dtype),
-                          preferred_element_type=jnp.float32) + bias_PS[:, None, None, :]
-  T = own_k_BKTH.shape[2]
-  own_bias_T = jnp.where(jnp.arange(T) < step, 0.0, _NEG_INF)
-  s_own_BKGT = jnp.einsum("BKGH,BKTH->BKGT", q_BKGH, own_k_BKTH.astype(dtype),
-                          preferred_element_type=jnp.float32) + own_bias_T
-  s_self_BKG = jnp.einsum("BKGH,BKH->BKG", q_BKGH, k_BKH, preferred_element_type=jnp.float32)
+  def write(cache_BKSH, new_BKH):
+    return jax.vmap(lambda c_KSH, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
+        c_KSH, x_KH[:, None, :].astype(c_KSH.dtype), s, axis=1))(cache_BKSH, new_BKH, slot_B)
+  own_k_BKSH = write(own_k_BKSH, k_BKH)
+  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1])
 
-  def to_rows(x_PKM):  # [P, K, n * G] -> [B, K, G]
-    return x_PKM.reshape(P, K, n, G).transpose(0, 2, 1, 3).reshape(B, K, G)
+  s_own_BKGS = jnp.einsum("BKGH,BKSH->BKGS", q_BKGH, own_k_BKSH,
+                          preferred_element_type=jnp.float32) + own_bias_BS[:, None, None, :]
+  # One softmax over both parts without concatenating them; normalised after the value
+  # products, so each score tensor is read once by exp and once by its product.
+  m_BKG = s_own_BKGS.max(-1)
+  if shared_k_PKSH is not None:
+    P = shared_k_PKSH.shape[0]
+    n = B // P
 
-  def to_prompts(x_BKG):  # [B, K, G] -> [P, K, n * G]
-    return x_BKG.reshape(P, n, K, G).transpose(0, 2, 1, 3).reshape(P, K, n * G)
+    def to_rows(x_PKM):  # [P, K, n * G] -> [B, K, G]
+      return x_PKM.reshape(P, K, n, G).transpose(0, 2, 1, 3).reshape(B, K, G)
 
-  # One softmax over the three parts without concatenating them; normalised after the value
-  # products, so the big score tensors are read once by exp and once by the product.
-  m_BKG = jnp.maximum(jnp.maximum(to_rows(s_pre_PKMS.max(-1)), s_own_BKGT.max(-1)), s_self_BKG)
-  e_pre_PKMS = jnp.exp(s_pre_PKMS - to_prompts(m_BKG)[..., None])
-  e_own_BKGT = jnp.exp(s_own_BKGT - m_BKG[..., None])
-  e_self_BKG = jnp.exp(s_self_BKG - m_BKG)
-  denom_BKG = to_rows(e_pre_PKMS.sum(-1)) + e_own_BKGT.sum(-1) + e_self_BKG
-  o_pre_PKMH = jnp.einsum("PKMS,PKHS->PKMH", e_pre_PKMS.astype(dtype),
-                          prompt_vt_PKHS.astype(dtype), preferred_element_type=jnp.float32)
-  o_pre_BKGH = o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4).reshape(B, K, G, H)
-  o_own_BKGH = jnp.einsum("BKGT,BKHT->BKGH", e_own_BKGT.astype(dtype),
-                          own_vt_BKHT.astype(dtype), preferred_element_type=jnp.float32)
-  out_BKGH = ((o_pre_BKGH + o_own_BKGH + e_self_BKG[..., None] * v_BKH[:, :, None, :])
-              / denom_BKG[..., None]).astype(dtype)
-  out_BD = jnp.einsum("BNH,NHD->BD", out_BKGH.reshape(B, N, H), w_attn["out"].astype(dtype))
-  return out_BD, k_BKH, v_BKH
+    def to_prompts(x_BKG):  # [B, K, G] -> [P, K, n * G]
+      return x_BKG.reshape(P, n, K, G).transpose(0, 2, 1, 3).reshape(P, K, n * G)
+
+    # The n samples' queries of prompt p are the M = n * G rows of one product.
+    q_PKMH = q_BKGH.reshape(P, n, K, G, H).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
+    s_pre_PKMS = jnp.einsum("PKMH,PKSH->PKMS", q_PKMH, shared_k_PKSH,
+                            preferred_element_type=jnp.float32) + shared_bias_PS[:, None, None]
+    m_BKG = jnp.maximum(m_BKG, to_rows(s_pre_PKMS.max(-1)))
+  e_own_BKGS = jnp.exp(s_own_BKGS - m_BKG[..., None])
+  denom_BKG = e_own_BKGS.sum(-1)
+  o_BKGH = jnp.einsum("BKGS,BKSH->BKGH", e_own_BKGS.astype(dtype), own_v_BKSH,
+                      preferred_element_type=jnp.float32)
+  if shared_k_PKSH is not None:
+    e_pre_PKMS = jnp.exp(s_pre_PKMS - to_prompts(m_BKG)[..., None])
+    denom_BKG = denom_BKG + to_rows(e_pre_PKMS.sum(-1))
+    o_pre_PKMH = jnp.einsum("PKMS,PKSH->PKMH", e_pre_PKMS.astype(dtype), shared_v_PKSH,
+                            preferred_element_type=jnp.float32)
+    o_BKGH = o_BKGH + o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4).reshape(
+        B, K, G, H)
+  out_BKGH = (o_BKGH / denom_BKG[..., None]).astype(dtype)
+  out_BD = jnp.einsum("BNH,NHD->BD", out_BKGH.reshape(B, N, H), w_attn["out"])
+  return out_BD, own_k_BKSH, own_v_BKSH
 
 
 def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array,
-                position_B: Array, step: Array, prompt: PromptCache, own: OwnCache
-                ) -> tuple[Array, OwnCache]:
+                position_B: Array, step: Array, cache: Cache) -> tuple[Array, Cache]:
   """Runs one new token per row through the model.
 
   Args:
     cfg: the architecture.
     params: the decoder's "params" collection (for the embedding and final norm).
-    layers: each layer's parameters (`split_layers(params)`).
+    layers: each layer's weights (`split_layers`).
     token_B: the new token of each row.
     position_B: its position (its prompt's length + `step`).
-    step: how many generated tokens each row already has in `own` (slots < step).
-    prompt: the prompts' keys/values; row b belongs to prompt b // (B // P).
-    own: the rows' generated tokens' keys/values.
+    step: how many generated tokens each row already has in the cache.
+    cache: from `init_cache` or the previous step.
 
   Returns:
-    (logits [B, V] float32, `own` with this token written at slot `step`).
+    (logits [B, V] float32, the cache with this token written at slot offset + step).
   """
   dtype = jnp.dtype(cfg.dtype)
   embedding = params["embedding"]
   x_BD = jnp.take(embedding, token_B, axis=0).astype(dtype)
   if cfg.embed_scale:
     x_BD = x_BD * jnp.asarray(cfg.d_model ** 0.5, dtype)
-  norm, mlp = model_lib.Norm(cfg), model_lib.Mlp(cfg)
+  norm = model_lib.Norm(cfg)
+  act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
+      jax.nn.gelu, approximate=True)
 
-  def mlp_BD(p, h_BD):  # the model's Mlp works on [B, L, D]
-    return mlp.apply({"params": p}, h_BD[:, None])[:, 0]
+  def mlp_BD(p, h_BD):  # as model.Mlp, with gate and up in one product
+    gate_up_B2F = jnp.einsum("BD,DCF->BCF", h_BD, p["wi_gate_up"])
+    h_BF = nn.with_logical_constraint(act(gate_up_B2F[:, 0]) * gate_up_B2F[:, 1],
+                                      ("activation_batch", "activation_mlp"))
+    return jnp.einsum("BF,FD->BD", h_BF, p["wo"])
 
-  new_k, new_vt = [], []
+  S = cache.own_k[0].shape[2]
+  slot_S = jnp.arange(S)
+  slot = cache.offset + step  # where this token goes
+  own_valid_BS = ((slot_S[None, :] < cache.own_prompt_len_B[:, None])
+                  | ((slot_S[None, :] >= cache.offset) & (slot_S[None, :] <= slot)))
+  own_bias_BS = jnp.where(own_valid_BS, 0.0, _NEG_INF).astype(jnp.float32)
+  shared = bool(cache.shared_k)
+  own_k, own_v = [], []
   for i, p in enumerate(layers):
     h_BD = norm.apply({"params": p["pre_attn_norm"]}, x_BD)
-    attn_BD, k_BKH, v_BKH = _attention(cfg, p["attn"], h_BD, position_B, step, prompt.k[i],
-                                       prompt.vt[i], prompt.bias_PS, own.k[i], own.vt[i])
-    new_k.append(jax.lax.dynamic_update_slice_in_dim(
-        own.k[i], k_BKH[:, :, None, :].astype(own.k[i].dtype), step, axis=2))
-    new_vt.append(jax.lax.dynamic_update_slice_in_dim(
-        own.vt[i], v_BKH[:, :, :, None].astype(own.vt[i].dtype), step, axis=3))
+    attn_BD, k_BKSH, v_BKSH = _attention(
+        cfg, p["attn"], h_BD, position_B, slot, own_bias_BS,
+        cache.shared_k[i] if shared else None, cache.shared_v[i] if shared else None,
+        cache.shared_bias_PS, cache.own_k[i], cache.own_v[i])
+    own_k.append(k_BKSH)
+    own_v.append(v_BKSH)
     if cfg.parallel_block:
       x_BD = x_BD + attn_BD + mlp_BD(p["mlp"], h_BD)
     else:
@@ -186,10 +227,29 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
   else:
     logits_BV = jnp.einsum("BD,DV->BV", x_BD, params["unembed"].astype(dtype),
                            preferred_element_type=jnp.float32)
-  return logits_BV, OwnCache(k=tuple(new_k), vt=tuple(new_vt))
+  return logits_BV, cache.replace(own_k=tuple(own_k), own_v=tuple(own_v))
 
 
-def split_layers(params) -> list:
-  """Each layer's parameters, sliced out of the stacked `params["layers"]`."""
-  num_layers = jax.tree.leaves(params["layers"])[0].shape[0]
-  return [jax.tree.map(lambda a, i=i: a[i], params["layers"]) for i in range(num_layers)]
+def split_layers(cfg: model_lib.ModelConfig, params) -> list:
+  """Each layer's weights in the compute dtype, sliced out of the stacked `params["layers"]`.
+
+  The two products that read the same input are stacked into one (key with value, gate with
+  up) along a new axis, so each keeps its own sharding.
+  """
+  dtype = jnp.dtype(cfg.dtype)
+  stacked = params["layers"]
+  out = []
+  for i in range(cfg.num_layers):
+    p = jax.tree.map(lambda a, i=i: a[i], stacked)
+    attn, mlp = p["attn"], p["mlp"]
+    layer = {
+        "pre_attn_norm": p["pre_attn_norm"],
+        "attn": {"query": attn["query"].astype(dtype), "out": attn["out"].astype(dtype),
+                 "key_value": jnp.stack([attn["key"], attn["value"]], axis=1).astype(dtype)},
+        "mlp": {"wi_gate_up": jnp.stack([mlp["wi_gate"], mlp["wi_up"]], axis=1).astype(dtype),
+                "wo": mlp["wo"].astype(dtype)},
+    }
+    if "pre_mlp_norm" in p:
+      layer["pre_mlp_norm"] = p["pre_mlp_norm"]
+    out.append(layer)
+  return out

@@ -174,7 +174,7 @@ def make_strategy(temperature: float, top_k: int = 0, top_p: float = 1.0) -> Str
 class _LoopState:
   step: Array  # scalar: index (0-based) of the next token to emit
   token_B: Array  # last emitted token: the next step's input
-  own: decode_step.OwnCache  # keys/values of each row's generated tokens
+  cache: decode_step.Cache
   tokens_BT: Array
   logprobs_BT: Array
   num_tokens_B: Array
@@ -228,12 +228,11 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
   def rows(x, axis):  # prompt p's values for its n sample rows
     return jnp.repeat(x, n, axis=axis)
 
-  # The prompts' keys/values stay one copy per prompt (see decode_step.py); each row gets T
-  # slots of its own for the tokens it generates. Only those are written, in place.
+  # With n > 1 samples a prompt, its keys/values stay one copy for all n (decode_step.py);
+  # each row has slots of its own for the tokens it generates, written in place.
   B = prompts_PL.shape[0] * n
-  prompt = decode_step.prompt_cache(prompt_kv, lengths_P)
-  own = decode_step.own_cache(cfg, B, T)
-  layers = decode_step.split_layers(params)
+  cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T)
+  layers = decode_step.split_layers(cfg, params)
   lengths_B = rows(lengths_P, 0)
   keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
   num_stops = stop_len_S.shape[0]
@@ -270,9 +269,9 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
     # The input is generated token t - 1: it sits right after the prompt and the t - 1 tokens
     # before it, whose keys/values fill suffix slots < t - 1.
     index = state.step - 1
-    logits_BV, own = decode_step.decode_step(cfg, params, layers, state.token_B,
-                                             lengths_B + index, index, prompt, state.own)
-    return emit(state.replace(own=own), logits_BV)
+    logits_BV, cache = decode_step.decode_step(cfg, params, layers, state.token_B,
+                                               lengths_B + index, index, state.cache)
+    return emit(state.replace(cache=cache), logits_BV)
 
   def running(state: _LoopState) -> Array:
     return (state.step < T) & ~jnp.all(state.done_B)
@@ -280,7 +279,7 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
   state = _LoopState(
       step=jnp.zeros((), jnp.int32),
       token_B=jnp.zeros((B,), jnp.int32),
-      own=own,
+      cache=cache,
       tokens_BT=jnp.full((B, T), pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((B, T), jnp.float32),
       num_tokens_B=jnp.zeros((B,), jnp.int32),

@@ -17,15 +17,16 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_teacher_forced_steps_equal_the_full_forward_pass(variant):
+# n = 3 samples a prompt share its keys/values; n = 1 keeps the prompt in the row's own slots.
+@pytest.mark.parametrize("variant,n", [(v, 3) for v in sorted(VARIANTS)] + [("llama", 1)])
+def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
   cfg = model.preset("tiny", num_layers=2, d_model=64, num_heads=4, head_dim=16, d_ff=128,
                      vocab_size=97, max_len=64, **VARIANTS[variant])
   params = nn.unbox(model.Decoder(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
                     ["params"])
   rng = np.random.default_rng(0)
   lengths_P = np.array([5, 9], np.int32)
-  n, T, L = 3, 4, 12  # 3 samples of each prompt, 4 new tokens, prompts padded to 12
+  T, L = 4, 12  # 4 new tokens, prompts padded to 12
   prompts_PL = np.zeros((2, L), np.int32)
   for p, length in enumerate(lengths_P):
     prompts_PL[p, :length] = rng.integers(3, 97, length)
@@ -34,14 +35,13 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant):
   @jax.jit
   def steps(params, prompts_PL, lengths_P, new_BT):
     _, prompt_kv = model.Decoder(cfg).apply({"params": params}, prompts_PL)
-    prompt = decode_step.prompt_cache(prompt_kv, lengths_P)
-    own = decode_step.own_cache(cfg, new_BT.shape[0], T)
-    layers = decode_step.split_layers(params)
+    cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T)
+    layers = decode_step.split_layers(cfg, params)
     lengths_B = jnp.repeat(lengths_P, n)
     out = []
     for t in range(T):
-      logits_BV, own = decode_step.decode_step(cfg, params, layers, new_BT[:, t],
-                                               lengths_B + t, jnp.int32(t), prompt, own)
+      logits_BV, cache = decode_step.decode_step(cfg, params, layers, new_BT[:, t],
+                                                 lengths_B + t, jnp.int32(t), cache)
       out.append(logits_BV)
     return jnp.stack(out, axis=1)
 
