@@ -62,7 +62,7 @@ _AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "kv")
 
 
 def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P: Array,
-               samples_per_prompt: int, max_new_tokens: int) -> Cache:
+               samples_per_prompt: int, max_new_tokens: int, share_prompt: bool) -> Cache:
   """The cache for n = samples_per_prompt rows per prompt, from the prefill's keys/values.
 
   Args:
@@ -71,10 +71,10 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
     lengths_P: each prompt's real length.
     samples_per_prompt: n; row p*n+j is sample j of prompt p.
     max_new_tokens: slots for generated tokens.
-
-  Returns:
-    With n > 1 the prompts are shared (read once per prompt per step); with n = 1 each row
-    holds its own prompt, so a step reads one cache part instead of two.
+    share_prompt: keep one copy of each prompt for its n rows (read once per prompt per step);
+      else (one sample per prompt) each row holds its prompt in its own slots, so a step reads
+      one cache part instead of two. Set it from the run's samples per problem, not from n,
+      so that a sample's arithmetic does not depend on how its run was batched.
   """
   n, T = samples_per_prompt, max_new_tokens
   P, L = prompt_kv["k"].shape[1:3]
@@ -83,7 +83,7 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
   k, v = (nn.with_logical_constraint(jnp.swapaxes(prompt_kv[name], 2, 3).astype(dtype), _AXES)
           for name in ("k", "v"))
   layers = range(cfg.num_layers)
-  if n > 1:
+  if share_prompt:
     own_shape = (cfg.num_layers, P * n, cfg.num_kv_heads, T, cfg.head_dim)
     own_k, own_v = (nn.with_logical_constraint(jnp.zeros(own_shape, dtype), _AXES)
                     for _ in range(2))
@@ -92,6 +92,8 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
                  shared_bias_PS=bias_PS.astype(jnp.float32),
                  own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
                  own_prompt_len_B=jnp.zeros((P * n,), jnp.int32), offset=0)
+  if n != 1:
+    raise ValueError(f"an unshared prompt serves one row, got samples_per_prompt={n}")
   own_k, own_v = (nn.with_logical_constraint(jnp.pad(x, ((0, 0),) * 3 + ((0, T), (0, 0))),
                                              _AXES) for x in (k, v))
   return Cache(shared_k=(), shared_v=(), shared_bias_PS=jnp.zeros((P, 0), jnp.float32),

@@ -3,9 +3,9 @@
 The Generate step of ReST^EM draws N samples for every training problem. `Sampler.generate` does
 it in batches of P prompts x n samples (B = P * n rows):
 
-  prefill   the P prompts (right-padded to a length bucket) in one forward pass; their keys and
-            values are repeated n times into a [layers, B, S, K, H] cache, so a few-shot prompt is
-            computed once and not N times;
+  prefill   the P prompts (right-padded to a length bucket) in one forward pass; each prompt's
+            keys and values are kept once and read by all n of its rows (decode_step.py), so a
+            few-shot prompt is neither computed nor read N times;
   decode    one token per row per step inside `lax.while_loop`, which exits as soon as every row
             has finished (EOS, a stop string, or `max_new_tokens`). The cache is a loop-carried
             buffer that each step writes in place with one scatter.
@@ -215,7 +215,7 @@ def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: A
 def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B, seed,
               iteration, stop_next_SQV, stop_len_S, *, cfg: model_lib.ModelConfig,
               strategy: Strategy, samples_per_prompt: int, max_new_tokens: int,
-              eos_id: int | None, pad_id: int):
+              share_prompt: bool, eos_id: int | None, pad_id: int):
   """Samples `samples_per_prompt` continuations of each of P prompts (rows p*n .. p*n+n-1).
 
   Returns:
@@ -228,10 +228,10 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
   def rows(x, axis):  # prompt p's values for its n sample rows
     return jnp.repeat(x, n, axis=axis)
 
-  # With n > 1 samples a prompt, its keys/values stay one copy for all n (decode_step.py);
-  # each row has slots of its own for the tokens it generates, written in place.
+  # A shared prompt's keys/values stay one copy for its n rows (decode_step.py); each row has
+  # slots of its own for the tokens it generates, written in place.
   B = prompts_PL.shape[0] * n
-  cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T)
+  cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T, share_prompt)
   layers = decode_step.split_layers(cfg, params)
   lengths_B = rows(lengths_P, 0)
   keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
@@ -266,8 +266,8 @@ def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_inde
         stop_state_BS=stop_state_BS)
 
   def step(state: _LoopState) -> _LoopState:
-    # The input is generated token t - 1: it sits right after the prompt and the t - 1 tokens
-    # before it, whose keys/values fill suffix slots < t - 1.
+    # The input is generated token t - 1: it sits right after the prompt and the t - 1
+    # generated tokens before it.
     index = state.step - 1
     logits_BV, cache = decode_step.decode_step(cfg, params, layers, state.token_B,
                                                lengths_B + index, index, state.cache)
@@ -365,7 +365,7 @@ class Sampler:
     # between samplers with different rules would reuse the wrong trace.
     self._generate = jax.jit(
         functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
-        static_argnames=("strategy", "samples_per_prompt", "max_new_tokens"))
+        static_argnames=("strategy", "samples_per_prompt", "max_new_tokens", "share_prompt"))
 
   def set_params(self, params) -> None:
     """Swaps in parameters of the same shapes (e.g. from the trainer); no recompilation."""
@@ -455,7 +455,7 @@ class Sampler:
     for first in range(0, len(units), num_prompts):
       batch = units[first:first + num_prompts]
       outputs = self._dispatch(batch, ids, prompts, num_prompts, n, strategy, max_new_tokens,
-                               seed, iteration, stop)
+                               seed, iteration, stop, share_prompt=num_samples > 1)
       # Dispatch batch k before reading batch k-1, so the host's decoding of results overlaps
       # with the device's work.
       if pending is not None:
@@ -466,7 +466,7 @@ class Sampler:
     return results
 
   def _dispatch(self, batch, ids, prompts, num_prompts, n, strategy, max_new_tokens, seed,
-                iteration, stop):
+                iteration, stop, share_prompt):
     L = _bucket(max(len(prompts[i]) for i, _ in batch), self.max_prompt_len(max_new_tokens))
     B = num_prompts * n
     prompts_PL = np.full((num_prompts, L), self.pad_id, np.int32)
@@ -489,7 +489,7 @@ class Sampler:
             jax.device_put(stop.lengths_S, replicated)]
     with partitioning.activate(self.mesh, self.rules):
       return self._generate(self.params, *args, strategy=strategy, samples_per_prompt=n,
-                            max_new_tokens=max_new_tokens)
+                            max_new_tokens=max_new_tokens, share_prompt=share_prompt)
 
   def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
     tokens_BT, logprobs_BT, num_B, reason_B = (np.asarray(x) for x in outputs)

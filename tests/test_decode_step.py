@@ -35,7 +35,7 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
   @jax.jit
   def steps(params, prompts_PL, lengths_P, new_BT):
     _, prompt_kv = model.Decoder(cfg).apply({"params": params}, prompts_PL)
-    cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T)
+    cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T, share_prompt=n > 1)
     layers = decode_step.split_layers(cfg, params)
     lengths_B = jnp.repeat(lengths_P, n)
     out = []

@@ -155,9 +155,11 @@ def test_stop_table_matches_text_search():
 
 
 def test_batch_size_does_not_change_samples(sampler1, prompts, reference):
-  got = sampler1.generate(IDS, prompts, num_samples=4, strategy=sampling.TopK(5, 1.0),
-                          max_new_tokens=T, batch_size=8)
-  assert_same_samples(got, reference)
+  # 8 rows: 2 prompts x 4 samples a batch; 2 rows: a problem's 4 samples split over 2 batches.
+  for batch_size in (8, 2):
+    got = sampler1.generate(IDS, prompts, num_samples=4, strategy=sampling.TopK(5, 1.0),
+                            max_new_tokens=T, batch_size=batch_size)
+    assert_same_samples(got, reference)
   # Sanity: samples of one problem differ from each other, and the model is not degenerate.
   assert len({tuple(s.tokens) for s in reference[3]}) > 1
 
