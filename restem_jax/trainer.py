@@ -81,7 +81,6 @@ def default_config() -> ml_collections.ConfigDict:
   c.z_loss = 1e-4  # PaLM's auxiliary log(Z)^2 coefficient
   # Evaluation, best checkpoint, early stopping.
   c.eval_every = 100  # 0: evaluate only after the last step
-  c.eval_batch_size = 0  # 0: batch_size
   c.early_stop_patience = 0  # stop after this many evaluations without improvement; 0: never
   # Checkpoints.
   c.keep_last = 2

@@ -10,7 +10,7 @@ cross-entropy on every position, no z-loss, no gradient clipping, plain AdamW.
 
 GFLOP/s use the trainer's `flops_per_token` (PaLM's 6N + 12 L H Q T) for both, and are
 compared with a float32 matmul ceiling measured in this run: the faster of a JAX and a torch
-2048 x 2048 x 2048 matmul.
+2048 x 2048 x 2048 matmul, best of the measurements before and after the training steps.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class Peer:
     return value
 
 
-def matmul_ceiling_gflops(n: int = 2048, repeats: int = 5) -> dict[str, float]:
+def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
   """Best float32 n x n x n matmul rate of JAX and of torch on this machine (GFLOP/s)."""
   import torch  # pylint: disable=g-import-not-at-top
   flops = 2.0 * n ** 3
@@ -170,8 +170,11 @@ def main(argv: list[str]) -> int:
   threads = os.cpu_count() or 1
   torch.set_num_threads(threads)  # XLA's CPU client also uses one thread per core
   ceiling = matmul_ceiling_gflops()
-  best_ceiling = max(ceiling.values())
   results = {name: run_shape(name, args.steps, args.warmup) for name in args.shapes.split(",")}
+  # Measured again at the end and the best kept: on a shared machine a single measurement may
+  # land in a busy moment and flatter the fractions below.
+  ceiling = {k: max(v, matmul_ceiling_gflops()[k]) for k, v in ceiling.items()}
+  best_ceiling = max(ceiling.values())
 
   print(f"train step, float32 CPU, batch {BATCH} x {LENGTH} tokens, {threads} threads, "
         f"median of {args.steps} steps after {args.warmup} warm-up, AdamW")
