@@ -213,9 +213,9 @@ def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: A
 
 
 def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B, seed,
-              iteration, stop_next_SQV, stop_len_S, *, cfg: model_lib.ModelConfig,
-              strategy: Strategy, samples_per_prompt: int, max_new_tokens: int,
-              share_prompt: bool, eos_id: int | None, pad_id: int):
+              iteration, stop_next_SQV, stop_len_S, strategy: Strategy,
+              samples_per_prompt: int, max_new_tokens: int, share_prompt: bool, *,
+              cfg: model_lib.ModelConfig, eos_id: int | None, pad_id: int):
   """Samples `samples_per_prompt` continuations of each of P prompts (rows p*n .. p*n+n-1).
 
   Returns:
@@ -360,12 +360,20 @@ class Sampler:
     self._param_shardings = shardings["params"]
     self.set_params(params)
     self.row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    self._stop_tables: dict[tuple[str, ...], StopTable] = {}
+    self._stop_tables: dict[tuple[str, ...], tuple[Array, Array]] = {}
+    # Rows over (data, fsdp); prompts (P of them, maybe fewer than the devices) replicated.
+    rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
+    rows2 = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp"), None))
+    self._replicated = partitioning.replicated(self.mesh)
     # One jitted function per Sampler: the rules are read at trace time, and a jit cache shared
     # between samplers with different rules would reuse the wrong trace.
     self._generate = jax.jit(
         functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
-        static_argnames=("strategy", "samples_per_prompt", "max_new_tokens", "share_prompt"))
+        static_argnums=(10, 11, 12, 13),  # strategy, n, max_new_tokens, share_prompt
+        in_shardings=(self._param_shardings, self._replicated, self._replicated, rows, rows,
+                      rows, self._replicated, self._replicated, self._replicated,
+                      self._replicated),
+        out_shardings=(rows2, rows2, rows, rows))
 
   def set_params(self, params) -> None:
     """Swaps in parameters of the same shapes (e.g. from the trainer); no recompilation."""
@@ -377,15 +385,18 @@ class Sampler:
       raise ValueError(f"the parameters' shapes do not match the model config {self.cfg}")
     self.params = jax.device_put(params, self._param_shardings)
 
-  def stop_table(self, stop_strings: Sequence[str]) -> StopTable:
+  def _stop_table(self, stop_strings: Sequence[str]) -> tuple[Array, Array]:
+    """The stop strings' transition table and lengths, on the devices (built once each)."""
     key = tuple(stop_strings)
     if key not in self._stop_tables:
       if not key:
-        self._stop_tables[key] = StopTable.empty(self.cfg.vocab_size)
+        table = StopTable.empty(self.cfg.vocab_size)
       elif self.vocab is None:
         raise ValueError("stop strings need a vocabulary: pass vocab= to the Sampler")
       else:
-        self._stop_tables[key] = StopTable.build(key, piece_bytes(self.vocab))
+        table = StopTable.build(key, piece_bytes(self.vocab))
+      self._stop_tables[key] = (jax.device_put(table.next_state_SQV, self._replicated),
+                                jax.device_put(table.lengths_S, self._replicated))
     return self._stop_tables[key]
 
   def max_prompt_len(self, max_new_tokens: int) -> int:
@@ -436,7 +447,7 @@ class Sampler:
       raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and "
                        f"max_new_tokens={max_new_tokens} must all be >= 1")
     self.check_prompts(ids, prompts, max_new_tokens)
-    stop = self.stop_table(stop_strings)
+    stop = self._stop_table(stop_strings)
     n = _largest_divisor_at_most(num_samples, batch_size)
     # Rows are split over the (data, fsdp) devices, so B = num_prompts * n must be a multiple
     # of their number; padding prompts fill the gap.
@@ -480,16 +491,10 @@ class Sampler:
       live_B[p * n:(p + 1) * n] = True
       hash_B[p * n:(p + 1) * n] = problem_hash(ids[i])
       sample_B[p * n:(p + 1) * n] = np.arange(start, start + n)
-    rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
-    replicated = partitioning.replicated(self.mesh)
-    args = [jax.device_put(prompts_PL, replicated), jax.device_put(lengths_P, replicated),
-            jax.device_put(live_B, rows), jax.device_put(hash_B, rows),
-            jax.device_put(sample_B, rows), np.uint32(seed), np.uint32(iteration),
-            jax.device_put(stop.next_state_SQV, replicated),
-            jax.device_put(stop.lengths_S, replicated)]
     with partitioning.activate(self.mesh, self.rules):
-      return self._generate(self.params, *args, strategy=strategy, samples_per_prompt=n,
-                            max_new_tokens=max_new_tokens, share_prompt=share_prompt)
+      return self._generate(self.params, prompts_PL, lengths_P, live_B, hash_B, sample_B,
+                            np.uint32(seed), np.uint32(iteration), *stop, strategy, n,
+                            max_new_tokens, share_prompt)
 
   def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
     tokens_BT, logprobs_BT, num_B, reason_B = (np.asarray(x) for x in outputs)

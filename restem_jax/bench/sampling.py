@@ -47,6 +47,10 @@ SCALING_PROBLEMS, SCALING_SAMPLES = 8, (8, 32, 128)
 ROWS = 256  # rows decoded together in the prefix and scaling rows
 
 
+def _progress(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)  # results so far, should a later row fail
+
+
 def _model_config(name: str) -> model_lib.ModelConfig:
   return model_lib.preset(name, dtype="float32", param_dtype="float32", remat=False,
                           **model_lib.LLAMA_STYLE)
@@ -130,6 +134,7 @@ def run_shape(name: str, runs: int) -> dict[str, float]:
     peer_s.append(peer.generate(prompts))
   tokens = BATCH * NEW
   ours_med, peer_med = statistics.median(ours_s), statistics.median(peer_s)
+  _progress(f"{name}: ours {ours_s} s, peer {peer_s} s")
   return {"ours_tok_s": tokens / ours_med, "peer_tok_s": tokens / peer_med,
           "ratio": peer_med / ours_med, "compile_s": first - ours_med,
           "ours_s": ours_s, "peer_s": peer_s, "peer_attn": peer.attn,
@@ -150,6 +155,7 @@ def run_prefix(name: str, runs: int) -> dict[str, float]:
       if i:  # the first of each compiles
         timed[kind].append(seconds)
   tokens = PREFIX_PROBLEMS * PREFIX_SAMPLES * NEW
+  _progress(f"prefix {name}: {timed}")
   long_tok = tokens / statistics.median(timed["long"])
   short_tok = tokens / statistics.median(timed["short"])
   return {"with_prefix_tok_s": long_tok, "without_prefix_tok_s": short_tok,
@@ -166,6 +172,7 @@ def run_scaling(name: str, runs: int) -> dict[int, float]:
     ours.generate(prompts, num_samples=n, batch_size=ROWS)
     out[n] = statistics.median(ours.generate(prompts, num_samples=n, batch_size=ROWS)
                                for _ in range(runs))
+    _progress(f"scaling N={n}: {out[n]:.3f} s")
   return out
 
 
@@ -193,8 +200,11 @@ def run_memory(name: str, threads: int) -> dict[str, dict[str, float]]:
   for side in ("ours", "peer"):
     result = subprocess.run(
         [sys.executable, "-m", "restem_jax.bench", "sampling", f"--memory_child={side}:{name}",
-         f"--threads={threads}"], capture_output=True, text=True, check=True)
+         f"--threads={threads}"], capture_output=True, text=True, check=False)
+    if result.returncode:
+      raise RuntimeError(f"memory run {side}:{name} failed:\n{result.stderr[-3000:]}")
     out[side] = json.loads(result.stdout.strip().splitlines()[-1])
+    _progress(f"memory {name} {side}: {out[side]}")
   return out
 
 
@@ -219,15 +229,19 @@ def main(argv: list[str]) -> int:
     return 0
   skip = set(filter(None, args.skip.split(",")))
   shapes = args.shapes.split(",")
+  # Other work on the machine slows the peer's thread pool far more than ours: record it.
+  load_start = os.getloadavg()[0]
   results = {name: run_shape(name, args.runs) for name in shapes}
   prefix = ({} if "prefix" in skip else
             {name: run_prefix(name, args.runs) for name in args.prefix_shapes.split(",")})
   scaling = {} if "scaling" in skip else run_scaling(args.scaling_shape, args.runs)
   memory = {} if "memory" in skip else {name: run_memory(name, args.threads) for name in shapes}
 
+  load_end = os.getloadavg()[0]
   print(f"sampling, float32 CPU, {args.threads} threads (torch.set_num_threads and XLA's CPU "
         f"client), batch {BATCH} x {PROMPT} prompt tokens, {NEW} new tokens, top-k {TOP_K} "
-        f"T={TEMPERATURE}, median of {args.runs} runs after a warm-up, alternating ours/peer")
+        f"T={TEMPERATURE}, median of {args.runs} runs after a warm-up, alternating ours/peer; "
+        f"1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end")
   print(f"{'shape':6} {'params':>10} {'ours tok/s':>11} {'peer tok/s':>11} {'ratio':>7} "
         f"{'compile s':>10}")
   for name, r in results.items():
@@ -249,7 +263,8 @@ def main(argv: list[str]) -> int:
         f"the model loaded)" for side, v in m.items()))
 
   summary = {"bench": "sampling", "threads": args.threads, "batch": BATCH,
-             "prompt_tokens": PROMPT, "new_tokens": NEW}
+             "prompt_tokens": PROMPT, "new_tokens": NEW, "load_avg_start": load_start,
+             "load_avg_end": load_end}
   for name, r in results.items():
     summary[f"ours_tok_s_{name}"] = r["ours_tok_s"]
     summary[f"peer_tok_s_{name}"] = r["peer_tok_s"]
