@@ -18,6 +18,7 @@ def get_config(arg: str | None = None):
   c.data.kind = "prog"
   c.data.seed = 0
   c.data.sizes = {"train": 1000, "valid": 100, "test": 500}
+  c.data.knobs = config_lib.embedded_task_config("prog")
   c.vocab.size = 512
   c.model = config_lib.model_config("tiny", vocab_size=512, max_len=160)
   c.data.inputs_length = 96

@@ -30,6 +30,20 @@ def trainer_config(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def embedded_task_config(kind: str, **overrides) -> ml_collections.ConfigDict:
+  """The difficulty knobs of an embedded generator ("arith" or "prog") with their defaults, so
+  each can be overridden from the command line (`--config.data.knobs.max_steps=4`)."""
+  import dataclasses
+  from restem_jax.data import arith, prog
+  knobs = dataclasses.asdict({"arith": arith.ArithConfig, "prog": prog.ProgConfig}[kind]())
+  # Tuples of single characters as strings ("+-*"): easy to override on a command line.
+  knobs = {k: "".join(v) if k == "ops" else v for k, v in knobs.items()}
+  unknown = set(overrides) - set(knobs)
+  if unknown:
+    raise KeyError(f"unknown {kind} knobs {sorted(unknown)}; known: {sorted(knobs)}")
+  return ml_collections.ConfigDict({**knobs, **overrides})
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Defaults of a ReST^EM run: the paper's sampling settings, a tiny model, the arith task."""
   c = ml_collections.ConfigDict()
@@ -58,8 +72,8 @@ def base_config() -> ml_collections.ConfigDict:
       "valid_size": config_dict.placeholder(int),
       "difficulties": config_dict.placeholder(tuple),
       "seed": config_dict.placeholder(int),
-      "sizes": config_dict.placeholder(dict),
-      "knobs": config_dict.placeholder(dict),
+      "sizes": {},  # arith/prog: {split: count}
+      "knobs": {},  # arith/prog: the generator's difficulty knobs (see embedded_task_config)
   })
   c.reward = ml_collections.ConfigDict()  # options of the reward (restem_jax.rewards.get)
 

@@ -47,9 +47,12 @@ def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
                              num_samples=num_samples, strategy=strategy,
                              max_new_tokens=max_new_tokens, seed=seed, iteration=iteration,
                              stop_strings=stop_strings, batch_size=batch_size)
-  records = [{"id": p["id"], "sample_index": j, "text": s.text, "num_tokens": len(s.tokens),
-              "logprob": float(s.logprob), "finish_reason": s.finish_reason}
-             for p, per in zip(problems, samples) for j, s in enumerate(per)]
+  # Breakdown fields (MATH's level and subject) travel with the samples, for the notebooks.
+  groups = [{k: p[k] for k in ("level", "subject") if p.get(k)} for p in problems]
+  records = [{"id": p["id"], "sample_index": j, **g, "text": s.text,
+              "num_tokens": len(s.tokens), "logprob": float(s.logprob),
+              "finish_reason": s.finish_reason}
+             for p, g, per in zip(problems, groups, samples) for j, s in enumerate(per)]
   seconds = time.time() - start
   tokens = sum(r["num_tokens"] for r in records)
   logging.info("  sampled %d problems x %d: %d tokens in %.1fs (%.0f tok/s)", len(problems),

@@ -123,9 +123,11 @@ class Run:
     """The options of `options` (a ConfigDict) that data set `kind` takes and that are set."""
     opts = {}
     for key in tasks.KINDS[kind].options:
-      if key in options and options[key] not in (None, ""):
-        value = options[key]
-        opts[key] = value.to_dict() if isinstance(value, ml_collections.ConfigDict) else value
+      value = options[key] if key in options else None
+      if isinstance(value, ml_collections.ConfigDict):
+        value = value.to_dict()
+      if value not in (None, "", {}):
+        opts[key] = value
     return opts
 
   def _eval_task(self, kind: str, name: str, options, prompt: str = "", num_shots: int = -1,
