@@ -26,7 +26,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -117,6 +117,18 @@ class _KeepStep:
 
   def should_preserve(self, checkpoints, *, context):  # pylint: disable=unused-argument
     return [info.step == self.step for info in checkpoints]
+
+
+def _selection_key(record: Mapping[str, float]) -> tuple[float, ...]:
+  """Higher is better: validation reward, then lower validation loss, then the later step.
+
+  The loss breaks ties between equal rewards, which are common early on (a model that solves
+  nothing yet scores 0 at every evaluation) and would otherwise keep the first, least trained
+  step. Without either signal the last step wins.
+  """
+  if "valid_reward" not in record and "valid_loss" not in record:
+    return (float(record["step"]),)
+  return (record.get("valid_reward", 0.0), -record.get("valid_loss", 0.0))
 
 
 @dataclasses.dataclass
@@ -292,8 +304,9 @@ def _run(config, fns: TrainFns, manager, keep_best: _KeepStep, writer, model_cfg
       record = _evaluate(fns, state.params, step, valid_batches, valid_reward_fn)
       score = record.get("valid_reward", -record["valid_loss"] if "valid_loss" in record
                          else float(step))
-      if meta["best_score"] is None or score > meta["best_score"]:
-        meta.update(best_step=step, best_score=score, bad_evals=0)
+      key = _selection_key(record)
+      if meta.get("best_key") is None or key > tuple(meta["best_key"]):
+        meta.update(best_step=step, best_score=score, best_key=list(key), bad_evals=0)
       else:
         meta["bad_evals"] += 1
       patience = int(config.early_stop_patience)

@@ -230,6 +230,15 @@ def test_best_checkpoint_by_validation_reward(best_run):
   assert not np.array_equal(exported["embedding"], seen_params[3]["embedding"])
 
 
+def test_equal_rewards_are_broken_by_validation_loss(base_dir, tmp_path):
+  """A model that solves nothing yet scores 0 everywhere: keep the lowest-loss step, not the
+  first (least trained) one."""
+  _, result = _run(base_dir, tmp_path, _config(), rewards=[0.0, 0.0, 0.0, 0.0])
+  losses = {e["step"]: e["valid_loss"] for e in result.evaluations}
+  assert result.best_step == min(losses, key=losses.get)
+  assert result.best_step != 2  # training lowered the loss after the first evaluation
+
+
 def test_tensorboard_event_files(best_run):
   workdir, losses, _, _ = best_run
   scalars = metric_writer.read_scalars(workdir / "tensorboard")
@@ -243,7 +252,7 @@ def test_tensorboard_event_files(best_run):
 
 def test_early_stopping_and_finished_run_is_returned_again(base_dir, tmp_path):
   config = _config(early_stop_patience=2, num_train_steps=20)
-  _, result = _run(base_dir, tmp_path, config, rewards=[0.5, 0.4, 0.5, 0.9, 0.9])
+  _, result = _run(base_dir, tmp_path, config, rewards=[0.5, 0.4, 0.3, 0.9, 0.9])
   assert result.stopped_early and result.steps == 6 and result.best_step == 2
   again_losses, again = _run(base_dir, tmp_path, config, rewards=[0.0])
   assert again == result and not again_losses
