@@ -192,7 +192,7 @@ class TrainFns:
   _eval_step: Callable[..., Metrics]
 
   def init_state(self, params) -> TrainState:
-    """A fresh train state (step 0, new optimizer state) from model parameters."""
+    """A fresh train state (step 0, new optimizer state) from model parameters (donated)."""
     with partitioning.activate(self.mesh, self.rules):
       return self._init_state(params)
 
@@ -273,8 +273,9 @@ def make_train_fns(model_cfg: model_lib.ModelConfig, config: ml_collections.Conf
   return TrainFns(
       mesh=mesh, rules=tuple(rules), abstract_state=abstract_state,
       state_shardings=state_shardings, schedule=schedule,
+      # Donated: the state takes over the loaded parameters' buffers instead of copying them.
       _init_state=jax.jit(init_state, in_shardings=(param_shardings,),
-                          out_shardings=state_shardings),
+                          out_shardings=state_shardings, donate_argnums=(0,)),
       _train_step=jax.jit(step_fn, in_shardings=(state_shardings, batch_sharding, replicated),
                           out_shardings=(state_shardings, replicated), donate_argnums=(0,),
                           compiler_options=options),
