@@ -168,10 +168,11 @@ def train(config: ml_collections.ConfigDict, *, base_checkpoint: epath.PathLike,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
   """Fine-tunes the base model into `workdir`, resuming there if a run was interrupted.
 
-  The best step is chosen by `valid_reward_fn` (higher is better), else by validation loss
-  (lower is better), else it is the last step. Evaluations happen every `eval_every` steps and
-  after the last step; with `early_stop_patience` = P the run stops after P evaluations in a row
-  without a strict improvement.
+  The best step is chosen by `valid_reward_fn` (higher is better), ties broken by validation
+  loss (lower is better); with neither signal it is the last step (see `_selection_key`).
+  Evaluations happen every `eval_every` steps and after the last step; with
+  `early_stop_patience` = P the run stops after P evaluations in a row without a strict
+  improvement of that key.
 
   Args:
     config: the trainer config (`default_config()`).
