@@ -41,9 +41,10 @@ def get_config(arg: str | None = None):
     c.vocab.size = 320
     c.model = config_lib.model_config("tiny", vocab_size=320, max_len=192, num_layers=2,
                                       d_model=64, num_heads=2, head_dim=32, d_ff=128)
-    c.base_trainer.num_train_steps = 80
+    c.base_trainer.num_train_steps = 300
+    c.base_trainer.learning_rate = 3e-3
     c.base_trainer.warmup_steps = 5
-    c.base_trainer.eval_every = 20
+    c.base_trainer.eval_every = 100
     c.finetune.num_train_steps = 10
     c.finetune.eval_every = 10
     c.base_trainer.batch_size = c.finetune.batch_size = 16

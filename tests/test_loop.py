@@ -1,0 +1,147 @@
+"""The ReST^EM loop end to end on the smoke config: contracts, report, and kill -9 resumes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config=configs/demo.py:smoke", "--config.progress_bar=False"]
+
+
+def _cmd(workdir, *extra):
+  return [sys.executable, "-m", "restem_jax.main", *SMOKE, f"--workdir={workdir}", *extra]
+
+
+def _env():
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # one CPU device, like a user's laptop run
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+def _run(workdir, *extra, timeout=600):
+  out = subprocess.run(_cmd(workdir, *extra), cwd=REPO, env=_env(), capture_output=True,
+                       text=True, timeout=timeout)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return out
+
+
+def _without_timing(summary):
+  return json.loads(json.dumps(summary))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("smoke")
+  start = time.time()
+  out = _run(workdir)
+  return workdir, out, time.time() - start
+
+
+def test_summary_contract(smoke_run):
+  workdir, out, _ = smoke_run
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert set(summary) >= {"evaluations", "iterations"}
+  models = {e["model"] for e in summary["evaluations"]}
+  assert {"base", "sft_human", "iter1"} <= models
+  for e in summary["evaluations"]:
+    assert e["split"] in ("test", "valid") and e["task"] == "arith"
+    assert isinstance(e["num_problems"], int) and 0.0 <= e["accuracy"] <= 1.0
+    for k, v in {**e["pass_at_k"], **e["maj_at_k"]}.items():
+      assert int(k) >= 1 and 0.0 <= v <= 1.0
+    if e["split"] == "test":
+      assert set(e["pass_at_k"]) == {"1", "4"}
+      # pass@k never decreases with k
+      assert e["pass_at_k"]["1"] <= e["pass_at_k"]["4"] + 1e-12
+  for it in summary["iterations"]:
+    assert it["num_samples"] == 48 * 4  # every train problem, N samples each
+    assert 0 <= it["num_kept"] <= it["num_correct"] <= it["num_samples"]
+    assert it["num_kept"] <= 48 * 2  # at most K per problem
+    assert 0.0 <= it["train_solve_rate"] <= 1.0
+  # The table is printed at the end.
+  assert "greedy acc" in out.stdout and "sft_human" in out.stdout
+
+
+def test_report_and_run_directory(smoke_run):
+  workdir, _, _ = smoke_run
+  for name in ("report.md", "accuracy.png", "pass_at_k.png", "kept_per_problem.png",
+               "config.json", "vocab.model", "log.txt"):
+    assert (workdir / name).exists(), name
+  assert (workdir / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  kept = [json.loads(line) for line in
+          (workdir / "iter1" / "kept" / "kept.jsonl").read_text().splitlines()]
+  scores = [json.loads(line) for p in sorted((workdir / "iter1" / "scores").glob("*.jsonl"))
+            for line in p.read_text().splitlines()]
+  passed = {(r["id"], r["sample_index"]) for r in scores if r["passed"]}
+  assert all((k["id"], k["sample_index"]) in passed for k in kept)  # only reward-1 samples
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["restem"]["num_samples"] == 4
+
+
+def test_rerun_of_a_finished_run_changes_nothing(smoke_run):
+  workdir, _, _ = smoke_run
+  before = (workdir / "summary.json").read_text()
+  out = _run(workdir)
+  assert (workdir / "summary.json").read_text() == before
+  assert "stage train_base: start" not in out.stderr  # nothing recomputed
+
+
+def test_changed_config_is_refused(smoke_run):
+  workdir, _, _ = smoke_run
+  out = subprocess.run(_cmd(workdir, "--config.restem.num_samples=8"), cwd=REPO, env=_env(),
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "restem.num_samples" in out.stderr and "different config" in out.stderr
+
+
+def test_unknown_override_is_an_error(tmp_path):
+  out = subprocess.run(_cmd(tmp_path / "w", "--config.restem.num_sampels=8"), cwd=REPO,
+                       env=_env(), capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0 and "num_sampels" in out.stderr
+
+
+def _kill_when(workdir, predicate, timeout=600):
+  """Starts the run, kill -9s it as soon as predicate(workdir) holds; True if it was killed."""
+  proc = subprocess.Popen(_cmd(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+  deadline = time.time() + timeout
+  try:
+    while proc.poll() is None and time.time() < deadline:
+      if predicate(workdir):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return True
+      time.sleep(0.05)
+    return False
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+
+
+def test_kill_minus_nine_anywhere_then_resume_equals_uninterrupted(smoke_run, tmp_path):
+  """Killed during training, generation and scoring, the rerun ends with the same summary."""
+  reference, _, _ = smoke_run
+  workdir = tmp_path / "killed"
+  points = [
+      # during the base model's training: a train-state checkpoint exists, no result yet
+      lambda w: any((w / "train" / "base" / "checkpoints").glob("*/state"))
+      and not (w / "train" / "base" / "train_result.json").exists(),
+      # during generation: some sample shard written, not all
+      lambda w: any((w / "iter1" / "samples").glob("samples-*.jsonl")),
+      # during scoring: some score shard written
+      lambda w: any((w / "iter1" / "scores").glob("*.jsonl")),
+      # during an iteration's fine-tuning
+      lambda w: (w / "train" / "iter1").exists(),
+  ]
+  killed = [_kill_when(workdir, p) for p in points]
+  assert any(killed), "the run finished before any kill point"
+  _run(workdir)
+  got = json.loads((workdir / "summary.json").read_text())
+  want = json.loads((reference / "summary.json").read_text())
+  assert got == want
