@@ -152,6 +152,7 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
                   num_samples: int, strategy: sampling.Strategy, max_new_tokens: int,
                   seed: int = 0, iteration: int = 0, stop_strings: tuple[str, ...] = (),
                   batch_size: int = 64, problems_per_shard: int = 256, split: str = "train",
+                  shared_prefix: tuple[int, ...] = (),
                   id_key: str = "id", inputs_key: str = "inputs", progress: bool = True,
                   extra_spec: Mapping[str, Any] | None = None,
                   process_index: int | None = None, process_count: int | None = None
@@ -172,6 +173,8 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
     batch_size: rows decoded together.
     problems_per_shard: problems per shard file (the unit of resumption).
     split: seqio split.
+    shared_prefix: token ids that many prompts start with (the few-shot examples), computed
+      once per batch (see `Sampler.generate`).
     id_key: field holding the problem id.
     inputs_key: field holding the prompt's token ids.
     progress: show a progress bar with problems/s and tokens/s.
@@ -189,6 +192,7 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
   spec = {"num_samples": num_samples, "strategy": repr(strategy),
           "max_new_tokens": max_new_tokens, "seed": seed, "iteration": iteration,
           "stop_strings": list(stop_strings), "problems_per_shard": problems_per_shard,
+          "shared_prefix": [int(t) for t in shared_prefix],
           "eos_id": sampler.eos_id, "model": sampler.cfg.to_dict(), **(extra_spec or {})}
   _check_spec(out_dir, json.loads(json.dumps(spec)))  # as it reads back from JSON
 
@@ -225,7 +229,8 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
     results = sampler.generate(ids, [p for _, p in chunk], num_samples=num_samples,
                                strategy=strategy, max_new_tokens=max_new_tokens, seed=seed,
                                iteration=iteration, stop_strings=stop_strings,
-                               batch_size=batch_size, on_batch=on_batch)
+                               batch_size=batch_size, shared_prefix=shared_prefix,
+                               on_batch=on_batch)
     lines = [json.dumps(sample_record(pid, j, s)) for pid, samples in zip(ids, results)
              for j, s in enumerate(samples)]
     checkpoints.write_text_atomic(path, "\n".join(lines) + "\n")

@@ -189,16 +189,15 @@ def _row_keys(seed: Array, iteration: Array, problem_hash_B: Array, sample_index
       problem_hash_B, sample_index_B)
 
 
-def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: Array):
-  """Runs the prompts; returns (logits of each prompt's last token [P, V], new keys/values).
+def _apply_last_logits(cfg: model_lib.ModelConfig, params, tokens_PL: Array, last_P: Array,
+                       positions_PL: Array | None = None, cache: model_lib.Cache | None = None):
+  """`Decoder` on tokens_PL; returns (logits at position last_P[p] of each row [P, V], kv).
 
-  Only the last real token's logits are needed, so the final norm's input is narrowed to that
-  token before the output projection: for a 256k vocabulary the full [P, L, V] logits would be
-  the largest tensor of the step. If the model's layout ever changes so that the interception
-  does not apply, the full logits come back and are sliced instead (same numbers, more work).
+  Only those logits are needed, so the final norm's input is narrowed to that token before the
+  output projection: for a 256k vocabulary the full [P, L, V] logits would be the largest
+  tensor of the prefill. If the model's layout ever changes so that the interception does not
+  apply, the full logits come back and are sliced instead (same numbers, more work).
   """
-  last_P = lengths_P - 1
-
   def narrow_final_norm(next_fun, args, kwargs, context):
     if context.method_name == "__call__" and context.module.name == "final_norm":
       x_PLD = args[0]
@@ -206,24 +205,52 @@ def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: A
     return next_fun(*args, **kwargs)
 
   with nn.intercept_methods(narrow_final_norm):
-    logits_PXV, kv = model_lib.Decoder(cfg).apply({"params": params}, prompts_PL)
+    logits_PXV, kv = model_lib.Decoder(cfg).apply({"params": params}, tokens_PL, positions_PL,
+                                                  cache=cache)
   if logits_PXV.shape[1] != 1:
     logits_PXV = jnp.take_along_axis(logits_PXV, last_P[:, None, None], axis=1)
   return logits_PXV[:, 0], kv
 
 
-def _generate(params, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B, seed,
-              iteration, stop_next_SQV, stop_len_S, strategy: Strategy,
+def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: Array,
+             prefix_C: Array):
+  """Runs the prompts; returns (logits of each prompt's last token [P, V], keys/values).
+
+  With a shared prefix (C > 0 tokens that every prompt of the batch starts with, e.g. the
+  few-shot examples), prompts_PL holds only what follows it: the prefix is computed once for
+  the batch and the rest of each prompt attends to it through the model's cache.
+
+  Returns:
+    (logits [P, V], {"k", "v"}: [layers, P, C + L, K, H], full prompt lengths [P]).
+  """
+  C = prefix_C.shape[0]
+  if not C:
+    logits_PV, kv = _apply_last_logits(cfg, params, prompts_PL, lengths_P - 1)
+    return logits_PV, kv, lengths_P
+  P, L = prompts_PL.shape
+  _, prefix_kv = _apply_last_logits(cfg, params, prefix_C[None], jnp.zeros((1,), jnp.int32))
+  cache = {name: jnp.repeat(x, P, axis=1) for name, x in prefix_kv.items()}
+  positions_PL = jnp.broadcast_to(C + jnp.arange(L, dtype=jnp.int32), (P, L))
+  logits_PV, rest_kv = _apply_last_logits(cfg, params, prompts_PL, lengths_P - 1, positions_PL,
+                                          cache)
+  kv = {name: jnp.concatenate([cache[name], rest_kv[name]], axis=2) for name in cache}
+  return logits_PV, kv, lengths_P + C
+
+
+def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B,
+              seed, iteration, stop_next_SQV, stop_len_S, strategy: Strategy,
               samples_per_prompt: int, max_new_tokens: int, share_prompt: bool, *,
               cfg: model_lib.ModelConfig, eos_id: int | None, pad_id: int):
   """Samples `samples_per_prompt` continuations of each of P prompts (rows p*n .. p*n+n-1).
+
+  Each prompt is prefix_C (C >= 0 tokens, the same for all) followed by its row of prompts_PL.
 
   Returns:
     (tokens [B, T] (pad after the end), their log-probs [B, T] (0 after the end), number of
     tokens [B], finish reason codes [B]).
   """
   n, T = samples_per_prompt, max_new_tokens
-  last_logits_PV, prompt_kv = _prefill(cfg, params, prompts_PL, lengths_P)
+  last_logits_PV, prompt_kv, lengths_P = _prefill(cfg, params, prompts_PL, lengths_P, prefix_C)
 
   def rows(x, axis):  # prompt p's values for its n sample rows
     return jnp.repeat(x, n, axis=axis)
@@ -311,12 +338,12 @@ def problem_hash(problem_id: Any) -> int:
 
 
 def _bucket(length: int, cap: int) -> int:
-  """Pads prompt lengths to a few buckets, four per octave (.., 64, 80, 96, 112, 128, 160, ..).
+  """Pads prompt lengths to a few buckets, eight per octave (.., 256, 288, 320, .., 480, 512, ..).
 
-  Each bucket compiles once; finer buckets would waste less attention on padding, coarser ones
-  would compile less often.
+  Each bucket compiles once; every padded slot is attention work in every decode step, so the
+  buckets are fine (at most 1/8 of the length is padding).
   """
-  step = max(16, 1 << max(0, (length - 1).bit_length() - 3))
+  step = max(16, 1 << max(0, (length - 1).bit_length() - 4))
   return min(-(-length // step) * step, cap)
 
 
@@ -369,10 +396,10 @@ class Sampler:
     # between samplers with different rules would reuse the wrong trace.
     self._generate = jax.jit(
         functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
-        static_argnums=(10, 11, 12, 13),  # strategy, n, max_new_tokens, share_prompt
-        in_shardings=(self._param_shardings, self._replicated, self._replicated, rows, rows,
-                      rows, self._replicated, self._replicated, self._replicated,
-                      self._replicated),
+        static_argnums=(11, 12, 13, 14),  # strategy, n, max_new_tokens, share_prompt
+        in_shardings=(self._param_shardings, self._replicated, self._replicated,
+                      self._replicated, rows, rows, rows, self._replicated, self._replicated,
+                      self._replicated, self._replicated),
         out_shardings=(rows2, rows2, rows, rows))
 
   def set_params(self, params) -> None:
@@ -421,6 +448,7 @@ class Sampler:
   def generate(self, ids: Sequence[Any], prompts: Sequence[Sequence[int]], *, num_samples: int,
                strategy: Strategy, max_new_tokens: int, seed: int = 0, iteration: int = 0,
                stop_strings: Sequence[str] = (), batch_size: int = 64,
+               shared_prefix: Sequence[int] = (),
                on_batch: Callable[[int, int], None] | None = None) -> list[list[Sample]]:
     """Samples `num_samples` continuations of every prompt.
 
@@ -435,6 +463,10 @@ class Sampler:
       stop_strings: a sample ends at the first of these in its text (needs a vocab).
       batch_size: rows decoded together (P prompts x n samples, n = the largest divisor of N
         that fits).
+      shared_prefix: tokens that many prompts start with (the few-shot examples): a batch of
+        such prompts computes them once instead of once per prompt. Prompts that do not start
+        with them are unaffected. A run setting: it changes the arithmetic (not the meaning),
+        so a sample's last bits depend on it, but not on the batch layout.
       on_batch: called after each batch with (problems finished, tokens generated in it).
 
     Returns:
@@ -456,17 +488,26 @@ class Sampler:
     if units_count < num_prompts:  # a small job gets a smaller batch (a power of two: few shapes)
       num_prompts = 1 << (units_count - 1).bit_length()
     num_prompts = math.lcm(num_prompts, self.row_shards // math.gcd(n, self.row_shards))
-    # A unit is n samples of one problem. Units of similar length share a batch (less padding);
-    # the layout does not change any sample.
+    prefix = [int(t) for t in shared_prefix]
+    has_prefix = [bool(prefix) and len(p) > len(prefix) and p[:len(prefix)] == prefix
+                  for p in prompts]
+    # A unit is n samples of one problem. Units of similar length share a batch (less padding),
+    # and units with the shared prefix only batch with each other; the layout does not change
+    # any sample.
     units = [(i, start) for i in range(len(prompts)) for start in range(0, num_samples, n)]
-    units.sort(key=lambda u: len(prompts[u[0]]))
+    units.sort(key=lambda u: (has_prefix[u[0]], len(prompts[u[0]])))
+    batches = []
+    for group in (False, True):
+      members = [u for u in units if has_prefix[u[0]] == group]
+      batches += [(members[k:k + num_prompts], prefix if group else [])
+                  for k in range(0, len(members), num_prompts)]
     results: list[list[Sample | None]] = [[None] * num_samples for _ in prompts]
     units_left = [num_samples // n] * len(prompts)
     pending = None
-    for first in range(0, len(units), num_prompts):
-      batch = units[first:first + num_prompts]
-      outputs = self._dispatch(batch, ids, prompts, num_prompts, n, strategy, max_new_tokens,
-                               seed, iteration, stop, share_prompt=num_samples > 1)
+    for batch, batch_prefix in batches:
+      outputs = self._dispatch(batch, ids, prompts, batch_prefix, num_prompts, n, strategy,
+                               max_new_tokens, seed, iteration, stop,
+                               share_prompt=num_samples > 1)
       # Dispatch batch k before reading batch k-1, so the host's decoding of results overlaps
       # with the device's work.
       if pending is not None:
@@ -476,9 +517,11 @@ class Sampler:
       self._collect(*pending, results, units_left, stop_strings, on_batch)
     return results
 
-  def _dispatch(self, batch, ids, prompts, num_prompts, n, strategy, max_new_tokens, seed,
-                iteration, stop, share_prompt):
-    L = _bucket(max(len(prompts[i]) for i, _ in batch), self.max_prompt_len(max_new_tokens))
+  def _dispatch(self, batch, ids, prompts, prefix, num_prompts, n, strategy, max_new_tokens,
+                seed, iteration, stop, share_prompt):
+    C = len(prefix)
+    prompts = {i: prompts[i][C:] for i, _ in batch}  # what follows the shared prefix
+    L = _bucket(max(len(prompts[i]) for i, _ in batch), self.max_prompt_len(max_new_tokens) - C)
     B = num_prompts * n
     prompts_PL = np.full((num_prompts, L), self.pad_id, np.int32)
     lengths_P = np.ones((num_prompts,), np.int32)  # padding prompts: 1 pad token, rows finished
@@ -492,9 +535,9 @@ class Sampler:
       hash_B[p * n:(p + 1) * n] = problem_hash(ids[i])
       sample_B[p * n:(p + 1) * n] = np.arange(start, start + n)
     with partitioning.activate(self.mesh, self.rules):
-      return self._generate(self.params, prompts_PL, lengths_P, live_B, hash_B, sample_B,
-                            np.uint32(seed), np.uint32(iteration), *stop, strategy, n,
-                            max_new_tokens, share_prompt)
+      return self._generate(self.params, np.asarray(prefix, np.int32), prompts_PL, lengths_P,
+                            live_B, hash_B, sample_B, np.uint32(seed), np.uint32(iteration),
+                            *stop, strategy, n, max_new_tokens, share_prompt)
 
   def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
     tokens_BT, logprobs_BT, num_B, reason_B = (np.asarray(x) for x in outputs)

@@ -26,7 +26,7 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
                     ["params"])
   rng = np.random.default_rng(0)
   lengths_P = np.array([5, 9], np.int32)
-  T, L = 4, 12  # 4 new tokens, prompts padded to 12
+  T, L = 3, 12  # 3 new tokens, prompts padded to 12
   prompts_PL = np.zeros((2, L), np.int32)
   for p, length in enumerate(lengths_P):
     prompts_PL[p, :length] = rng.integers(3, 97, length)
@@ -46,9 +46,14 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
     return jnp.stack(out, axis=1)
 
   got_BTV = np.asarray(steps(params, prompts_PL, lengths_P, new_BT))
+  # Reference: each row's prompt + continuation in one causal pass (right padding after it
+  # cannot change its logits).
+  seq_BX = np.zeros((2 * n, L + T), np.int32)
   for b in range(2 * n):
     p = b // n
-    seq = np.concatenate([prompts_PL[p, :lengths_P[p]], new_BT[b]])[None]
-    full = np.asarray(model.Decoder(cfg).apply({"params": params}, seq)[0])[0]
-    want_TV = full[lengths_P[p]:]  # the logits at each new token's position
-    np.testing.assert_allclose(got_BTV[b], want_TV, rtol=1e-5, atol=2e-5)
+    seq_BX[b, :lengths_P[p] + T] = np.concatenate([prompts_PL[p, :lengths_P[p]], new_BT[b]])
+  full_BXV = np.asarray(jax.jit(lambda p, x: model.Decoder(cfg).apply({"params": p}, x)[0])(
+      params, seq_BX))
+  for b in range(2 * n):
+    start = lengths_P[b // n]
+    np.testing.assert_allclose(got_BTV[b], full_BXV[b, start:start + T], rtol=1e-5, atol=2e-5)
