@@ -71,9 +71,10 @@ def main(argv: list[str]) -> None:
 
 
 def _sample() -> None:
-  # Imported here so that --help answers without starting JAX.
-  import jax  # pylint: disable=g-import-not-at-top
-  from restem_jax import checkpoints, partitioning, sample_shards, sampling, vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+  # Imported here so that --help answers without starting JAX. pylint: disable=g-import-not-at-top
+  import jax
+  from restem_jax import checkpoints, partitioning, sample_shards, sampling
+  from restem_jax import vocab as vocab_lib
 
   stop = [s.encode("latin-1", "backslashreplace").decode("unicode_escape") for s in _STOP.value]
   mesh = partitioning.make_mesh([int(x) for x in _MESH.value], jax.local_devices())

@@ -5,7 +5,8 @@ Peer: Hugging Face `LlamaForCausalLM.generate` (PyTorch, eager, random init), do
 top-k 40 and temperature 0.7, the paper's Generate-step setting, which ours uses too. Our model is
 configured the Llama way (`model.LLAMA_STYLE`: sequential block, RMSNorm, SwiGLU, RoPE, tied
 embeddings, one K/V head as in the presets), float32 on both sides, with the same number of
-threads. Shapes `tiny` and `small`; batch 64 distinct prompts of 64 tokens, 64 new tokens, and
+threads. torch runs with OMP_WAIT_POLICY=PASSIVE by default: on a machine shared with other
+work its default (spinning) wait makes it several times slower, which would flatter ours. Shapes `tiny` and `small`; batch 64 distinct prompts of 64 tokens, 64 new tokens, and
 all 64 are generated (no EOS on either side). Runs alternate ours / peer; the figure is the
 median of the timed runs after one warm-up run each; our compile time (first call minus the
 median) is reported apart. Tokens/s counts generated tokens over the whole call (prefill
@@ -227,9 +228,15 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--scaling_shape", default="tiny")
   parser.add_argument("--skip", default="", help="comma list of: prefix,scaling,memory")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--peer_omp_wait_policy", default="PASSIVE",
+                      help="OMP_WAIT_POLICY for torch; ACTIVE (its default) spins, and on a "
+                           "machine shared with other work that slows it down many times")
   parser.add_argument("--memory_child", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
 
+  # Read by torch's OpenMP runtime when it loads, so set before the import (and inherited by
+  # the memory runs' processes).
+  os.environ["OMP_WAIT_POLICY"] = args.peer_omp_wait_policy
   import torch  # pylint: disable=g-import-not-at-top
   # XLA's CPU client runs one thread per core it may use; torch gets as many.
   torch.set_num_threads(args.threads)
@@ -251,7 +258,8 @@ def main(argv: list[str]) -> int:
   print(f"sampling, float32 CPU, {args.threads} threads (torch.set_num_threads and XLA's CPU "
         f"client), batch {BATCH} x {PROMPT} prompt tokens, {NEW} new tokens, top-k {TOP_K} "
         f"T={TEMPERATURE}, median of {args.runs} runs after a warm-up, alternating ours/peer; "
-        f"1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end")
+        f"1-minute load average {load_start:.1f} at the start, {load_end:.1f} at the end; "
+        f"peer OMP_WAIT_POLICY={args.peer_omp_wait_policy}")
   print(f"{'shape':6} {'params':>10} {'ours tok/s':>11} {'peer tok/s':>11} {'ratio':>7} "
         f"{'compile s':>10}")
   for name, r in results.items():
@@ -276,7 +284,7 @@ def main(argv: list[str]) -> int:
 
   summary = {"bench": "sampling", "threads": args.threads, "batch": BATCH,
              "prompt_tokens": PROMPT, "new_tokens": NEW, "load_avg_start": load_start,
-             "load_avg_end": load_end}
+             "load_avg_end": load_end, "peer_omp_wait_policy": args.peer_omp_wait_policy}
   for name, r in results.items():
     summary[f"ours_tok_s_{name}"] = r["ours_tok_s"]
     summary[f"peer_tok_s_{name}"] = r["peer_tok_s"]
