@@ -131,14 +131,22 @@ def run_shape(name: str, runs: int) -> dict[str, float]:
   first = ours.generate(prompts)  # compiles
   peer.generate(prompts)
   ours_s, peer_s = [], []
-  for _ in range(runs):
-    ours_s.append(ours.generate(prompts))
-    peer_s.append(peer.generate(prompts))
+  for i in range(runs):
+    # Each round times both back to back, the first one alternating, so that a change in the
+    # machine's load hits both sides of a round alike.
+    if i % 2:
+      peer_s.append(peer.generate(prompts))
+      ours_s.append(ours.generate(prompts))
+    else:
+      ours_s.append(ours.generate(prompts))
+      peer_s.append(peer.generate(prompts))
   tokens = BATCH * NEW
   ours_med, peer_med = statistics.median(ours_s), statistics.median(peer_s)
   _progress(f"{name}: ours {ours_s} s, peer {peer_s} s")
   return {"ours_tok_s": tokens / ours_med, "peer_tok_s": tokens / peer_med,
-          "ratio": peer_med / ours_med, "compile_s": first - ours_med,
+          # the median of the rounds' ratios: robust to load that drifts during the run
+          "ratio": statistics.median(p / o for p, o in zip(peer_s, ours_s)),
+          "compile_s": first - ours_med,
           "ours_s": ours_s, "peer_s": peer_s, "peer_attn": peer.attn,
           "params": model_lib.count_params(ours.sampler.params)}
 
@@ -156,9 +164,9 @@ def run_prefix(name: str, runs: int) -> dict[str, float]:
   long = np.concatenate([np.repeat(prefix, PREFIX_PROBLEMS, axis=0), questions], axis=1)
   shared = tuple(int(t) for t in prefix[0])
   timed = {"long": [], "declared": [], "short": []}
+  variants = [("long", long, ()), ("declared", long, shared), ("short", questions, ())]
   for i in range(runs + 1):
-    for kind, prompts, declared in (("long", long, ()), ("declared", long, shared),
-                                    ("short", questions, ())):
+    for kind, prompts, declared in variants[i % 3:] + variants[:i % 3]:  # rotate the order
       seconds = ours.generate(prompts, num_samples=PREFIX_SAMPLES, batch_size=ROWS,
                               shared_prefix=declared)
       if i:  # the first of each compiles
@@ -168,9 +176,12 @@ def run_prefix(name: str, runs: int) -> dict[str, float]:
   long_tok = tokens / statistics.median(timed["long"])
   declared_tok = tokens / statistics.median(timed["declared"])
   short_tok = tokens / statistics.median(timed["short"])
+  # Ratios: the median of the rounds' ratios (robust to load that drifts during the run).
   return {"with_prefix_tok_s": long_tok, "declared_prefix_tok_s": declared_tok,
-          "without_prefix_tok_s": short_tok, "ratio": long_tok / short_tok,
-          "declared_ratio": declared_tok / short_tok}
+          "without_prefix_tok_s": short_tok,
+          "ratio": statistics.median(s / l for s, l in zip(timed["short"], timed["long"])),
+          "declared_ratio": statistics.median(
+              s / d for s, d in zip(timed["short"], timed["declared"]))}
 
 
 def run_scaling(name: str, runs: int) -> dict[int, float]:
