@@ -12,3 +12,34 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # TensorFlow (used by seqio) must not take the accelerator or all host threads from JAX.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE_ARGS = ["--config=configs/demo.py:smoke", "--config.progress_bar=False"]
+
+
+def smoke_env():
+  """A user's environment: one CPU device, unbuffered output."""
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  env["PYTHONUNBUFFERED"] = "1"
+  return env
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """One run of `configs/demo.py:smoke`, shared by the loop and notebook tests.
+
+  Returns (workdir, the finished process).
+  """
+  workdir = tmp_path_factory.mktemp("smoke")
+  out = subprocess.run([sys.executable, "-m", "restem_jax.main", *SMOKE_ARGS,
+                        f"--workdir={workdir}"], cwd=REPO, env=smoke_env(),
+                       capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  return workdir, out

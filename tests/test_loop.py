@@ -9,42 +9,22 @@ import time
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--config=configs/demo.py:smoke", "--config.progress_bar=False"]
+from conftest import REPO, SMOKE_ARGS, smoke_env
 
 
 def _cmd(workdir, *extra):
-  return [sys.executable, "-m", "restem_jax.main", *SMOKE, f"--workdir={workdir}", *extra]
-
-
-def _env():
-  env = dict(os.environ)
-  env.pop("XLA_FLAGS", None)  # one CPU device, like a user's laptop run
-  env["PYTHONUNBUFFERED"] = "1"
-  return env
+  return [sys.executable, "-m", "restem_jax.main", *SMOKE_ARGS, f"--workdir={workdir}", *extra]
 
 
 def _run(workdir, *extra, timeout=600):
-  out = subprocess.run(_cmd(workdir, *extra), cwd=REPO, env=_env(), capture_output=True,
+  out = subprocess.run(_cmd(workdir, *extra), cwd=REPO, env=smoke_env(), capture_output=True,
                        text=True, timeout=timeout)
   assert out.returncode == 0, out.stderr[-4000:]
   return out
 
 
-def _without_timing(summary):
-  return json.loads(json.dumps(summary))
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("smoke")
-  start = time.time()
-  out = _run(workdir)
-  return workdir, out, time.time() - start
-
-
 def test_summary_contract(smoke_run):
-  workdir, out, _ = smoke_run
+  workdir, out = smoke_run
   summary = json.loads((workdir / "summary.json").read_text())
   assert set(summary) >= {"evaluations", "iterations"}
   models = {e["model"] for e in summary["evaluations"]}
@@ -68,7 +48,7 @@ def test_summary_contract(smoke_run):
 
 
 def test_report_and_run_directory(smoke_run):
-  workdir, _, _ = smoke_run
+  workdir, _ = smoke_run
   for name in ("report.md", "accuracy.png", "pass_at_k.png", "kept_per_problem.png",
                "config.json", "vocab.model", "log.txt"):
     assert (workdir / name).exists(), name
@@ -84,7 +64,7 @@ def test_report_and_run_directory(smoke_run):
 
 
 def test_rerun_of_a_finished_run_changes_nothing(smoke_run):
-  workdir, _, _ = smoke_run
+  workdir, _ = smoke_run
   before = (workdir / "summary.json").read_text()
   out = _run(workdir)
   assert (workdir / "summary.json").read_text() == before
@@ -92,8 +72,8 @@ def test_rerun_of_a_finished_run_changes_nothing(smoke_run):
 
 
 def test_changed_config_is_refused(smoke_run):
-  workdir, _, _ = smoke_run
-  out = subprocess.run(_cmd(workdir, "--config.restem.num_samples=8"), cwd=REPO, env=_env(),
+  workdir, _ = smoke_run
+  out = subprocess.run(_cmd(workdir, "--config.restem.num_samples=8"), cwd=REPO, env=smoke_env(),
                        capture_output=True, text=True, timeout=300)
   assert out.returncode != 0
   assert "restem.num_samples" in out.stderr and "different config" in out.stderr
@@ -101,13 +81,13 @@ def test_changed_config_is_refused(smoke_run):
 
 def test_unknown_override_is_an_error(tmp_path):
   out = subprocess.run(_cmd(tmp_path / "w", "--config.restem.num_sampels=8"), cwd=REPO,
-                       env=_env(), capture_output=True, text=True, timeout=300)
+                       env=smoke_env(), capture_output=True, text=True, timeout=300)
   assert out.returncode != 0 and "num_sampels" in out.stderr
 
 
 def _kill_when(workdir, predicate, timeout=600):
   """Starts the run, kill -9s it as soon as predicate(workdir) holds; True if it was killed."""
-  proc = subprocess.Popen(_cmd(workdir), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+  proc = subprocess.Popen(_cmd(workdir), cwd=REPO, env=smoke_env(), stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL, start_new_session=True)
   deadline = time.time() + timeout
   try:
@@ -126,7 +106,7 @@ def _kill_when(workdir, predicate, timeout=600):
 
 def test_kill_minus_nine_anywhere_then_resume_equals_uninterrupted(smoke_run, tmp_path):
   """Killed during training, generation and scoring, the rerun ends with the same summary."""
-  reference, _, _ = smoke_run
+  reference, _ = smoke_run
   workdir = tmp_path / "killed"
   points = [
       # during the base model's training: a train-state checkpoint exists, no result yet

@@ -1,5 +1,6 @@
 """The decoder: cache decoding equals the full pass, causality, variants, PaLM parameter counts."""
 
+import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -26,8 +27,11 @@ def _init(cfg, batch=2, length=8, seed=0):
   return nn.unbox(model_lib.Decoder(cfg).init(jax.random.key(seed), tokens))["params"]
 
 
-def _apply(cfg, params, tokens, **kwargs):
-  return model_lib.Decoder(cfg).apply({"params": params}, tokens, **kwargs)
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(cfg, params, tokens, positions_BL=None, segment_ids_BL=None, cache=None):
+  # Jitted (config static): each decode step of a test reuses one compiled program.
+  return model_lib.Decoder(cfg).apply({"params": params}, tokens, positions_BL=positions_BL,
+                                      segment_ids_BL=segment_ids_BL, cache=cache)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))

@@ -30,8 +30,9 @@ def _images(nb):
              if "image/png" in out.get("data", {}))
 
 
-def test_quickstart_then_inspect(tmp_path):
-  run_dir = tmp_path / "run"
+def test_quickstart_then_inspect(smoke_run):
+  # The quickstart's command is the smoke run's: on that directory it resumes a finished run.
+  run_dir, _ = smoke_run
   quick = _execute("quickstart.ipynb", run_dir)
   assert (run_dir / "summary.json").exists()
   assert _images(quick) == 3  # accuracy, pass@k, kept per problem
