@@ -72,56 +72,55 @@ def table(summary: dict[str, Any], split: str = "test") -> str:
   return "\n".join(out)
 
 
-def _plot_accuracy(summary, path):
+def _pyplot():
   import matplotlib
-  matplotlib.use("Agg")
+  matplotlib.use("Agg")  # files only: no display on a TPU VM or in CI
   import matplotlib.pyplot as plt
+  return plt
+
+
+def _finish(plt, fig, ax, path, title: str, ylabel: str) -> None:
+  """Labels, grid, legend (when anything was drawn), then writes the PNG."""
+  ax.set_title(title)
+  ax.set_ylabel(ylabel)
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def _plot_accuracy(summary, path):
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   models = model_order(summary)
   for task in sorted({e["task"] for e in summary["evaluations"]}):
     for split in ("test", "valid"):
-      pts = [(models.index(e["model"]), 100 * e["accuracy"]) for e in summary["evaluations"]
-             if e["task"] == task and e["split"] == split]
+      pts = sorted((models.index(e["model"]), 100 * e["accuracy"])
+                   for e in summary["evaluations"] if e["task"] == task and e["split"] == split)
       if pts:
-        pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
                 linestyle="-" if split == "test" else "--", label=f"{task} {split}")
   ax.set_xticks(range(len(models)), models)
-  ax.set_ylabel("greedy accuracy (%)")
-  ax.set_title("Accuracy per model")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "Accuracy per model", "greedy accuracy (%)")
 
 
 def _plot_pass_at_k(summary, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for e in summary["evaluations"]:
-    if e["split"] != "test" or not e.get("pass_at_k"):
-      continue
-    ks = sorted(e["pass_at_k"], key=int)
-    ax.plot([int(k) for k in ks], [100 * e["pass_at_k"][k] for k in ks], marker="o",
-            label=f"{e['model']} ({e['task']})")
+    if e["split"] == "test" and e.get("pass_at_k"):
+      ks = sorted(e["pass_at_k"], key=int)
+      ax.plot([int(k) for k in ks], [100 * e["pass_at_k"][k] for k in ks], marker="o",
+              label=f"{e['model']} ({e['task']})")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("k")
-  ax.set_ylabel("pass@k (%)")
-  ax.set_title("pass@k on test")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "pass@k on test", "pass@k (%)")
 
 
 def _plot_kept(summary, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   for it in summary["iterations"]:
     hist = it.get("kept_per_problem_histogram")
@@ -130,13 +129,7 @@ def _plot_kept(summary, path):
       ax.plot([int(x) for x in xs], [hist[x] for x in xs], marker="o",
               label=f"iteration {it['iteration']}")
   ax.set_xlabel("kept solutions per problem")
-  ax.set_ylabel("problems")
-  ax.set_title("Kept solutions per training problem")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  _finish(plt, fig, ax, path, "Kept solutions per training problem", "problems")
 
 
 def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path:
