@@ -11,13 +11,19 @@ memory traffic is 31 redundant copies. This step splits the cache in two:
 and row p*n+j attends to prompt p's keys, its own earlier tokens and itself, in one softmax.
 The prompt part is one matrix product per prompt for all n samples (M = n * heads rows).
 
+With one sample per prompt (nothing to share) the prompt sits in the row's own slots instead,
+and a step reads one cache part.
+
 The caches are per-layer arrays (no slicing of a stacked cache per step) laid out [.., K, S, H],
 and each step writes its token's slot before reading the cache, which lets XLA update the
-loop's buffers in place (reading first makes it copy them every step).
+loop's buffers in place (reading first makes it copy them every step). `split_layers` slices
+each layer's weights out of the stacked parameters once per call (one extra copy of the weights
+while sampling) and stacks key with value and gate with up, so each pair is one product.
 
-It reuses the model's parameters, its `Norm` and `Mlp` modules and `apply_rope`, and follows
-`Block` and `Decoder` for the rest (parallel or sequential block, tied, scaled or untied
-logits, embedding scale); `tests/test_decode_step.py` checks it against `Decoder` for each.
+It uses the model's parameters, its `Norm` module and `apply_rope`, and follows `Block`,
+`Attention`, `Mlp` and `Decoder` for the rest (parallel or sequential block, one or several
+K/V heads, SwiGLU or GeGLU, tied, scaled or untied logits, embedding scale);
+`tests/test_decode_step.py` checks it against `Decoder` for each of those switches.
 """
 
 from __future__ import annotations
