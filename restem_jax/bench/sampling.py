@@ -251,6 +251,8 @@ def main(argv: list[str]) -> int:
   import torch  # pylint: disable=g-import-not-at-top
   # XLA's CPU client runs one thread per core it may use; torch gets as many.
   torch.set_num_threads(args.threads)
+  # XLA's CPU runtime flushes denormals to zero; the peer gets the same arithmetic.
+  torch.set_flush_denormal(True)
   if args.memory_child:
     side, name = args.memory_child.split(":")
     print(json.dumps(memory_child(side, name)))
