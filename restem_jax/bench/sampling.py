@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from restem_jax import model as model_lib
+from restem_jax.bench import peers
 from restem_jax import partitioning
 from restem_jax import sampling
 
@@ -94,17 +95,8 @@ class Peer:
 
   def __init__(self, cfg: model_lib.ModelConfig):
     import torch  # pylint: disable=g-import-not-at-top: the peer is optional (extras "bench")
-    import transformers  # pylint: disable=g-import-not-at-top
     self.torch = torch
-    torch.manual_seed(0)
-    hf_cfg = transformers.LlamaConfig(
-        vocab_size=cfg.vocab_size, hidden_size=cfg.d_model, intermediate_size=cfg.d_ff,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        num_key_value_heads=cfg.num_kv_heads, head_dim=cfg.head_dim,
-        max_position_embeddings=cfg.max_len, rms_norm_eps=cfg.norm_eps,
-        rope_theta=cfg.rope_theta, tie_word_embeddings=cfg.tied_embeddings,
-        attention_bias=False, mlp_bias=False, hidden_act="silu", torch_dtype="float32")
-    self.model = transformers.LlamaForCausalLM(hf_cfg).float().eval()
+    self.model = peers.hf_llama(cfg).eval()
     # No EOS: every row generates all NEW tokens, as ours does.
     self.model.generation_config.eos_token_id = None
     self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
