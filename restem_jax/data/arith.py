@@ -26,7 +26,9 @@ import random
 
 from etils import epath
 
-SPLITS = ("test", "valid", "train")  # fill order: see the module docstring
+from restem_jax.data import splits
+
+SPLITS = splits.ORDER  # fill order: see the module docstring
 # The closing sentence of every solution; the math reward extracts the answer from it.
 ANSWER_PHRASE = "The final answer is {answer}."
 _OP_TEXT = {"+": "add {n}", "-": "subtract {n}", "*": "multiply by {n}", "/": "divide by {n}"}
@@ -157,25 +159,9 @@ def generate(sizes: dict[str, int], seed: int = 0,
     ValueError: if the knobs admit fewer distinct problems than requested.
   """
   config.validate()
-  order = [s for s in SPLITS if s in sizes] + sorted(set(sizes) - set(SPLITS))
-  rng = random.Random(f"arith-{seed}")
-  seen: set[str] = set()
-  out: dict[str, list[dict[str, str]]] = {}
-  for split in order:
-    problems, misses = [], 0
-    while len(problems) < sizes[split]:
-      problem = make_problem(rng, config)
-      if problem["question"] in seen:
-        # Many misses in a row mean the problem space is nearly exhausted.
-        misses += 1
-        if misses > 10_000:
-          raise ValueError(f"arith knobs {config} admit too few distinct problems for {sizes}")
-        continue
-      misses = 0
-      seen.add(problem["question"])
-      problems.append({"id": f"arith/{split}/{len(problems)}", **problem})
-    out[split] = problems
-  return out
+  return splits.draw(sizes, random.Random(f"arith-{seed}"),
+                     lambda rng: make_problem(rng, config), key="question", id_field="id",
+                     name="arith", knobs=config)
 
 
 def write_jsonl(problems: list[dict], path: epath.PathLike) -> epath.Path:

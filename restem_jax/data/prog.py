@@ -20,8 +20,10 @@ import dataclasses
 import json
 import random
 
+from restem_jax.data import splits
+
 ENTRY_POINT = "transform"
-SPLITS = ("test", "valid", "train")
+SPLITS = splits.ORDER
 
 # Stages: name -> (docstring phrase, line of code). Phrases and code take the stage parameters
 # {k} (an integer) or {a}/{b} (characters) by name.
@@ -227,24 +229,9 @@ def generate(sizes: dict[str, int], seed: int = 0,
     ValueError: if the knobs admit fewer distinct problems than requested.
   """
   config.validate()
-  order = [s for s in SPLITS if s in sizes] + sorted(set(sizes) - set(SPLITS))
-  rng = random.Random(f"prog-{seed}")
-  seen: set[str] = set()
-  out: dict[str, list[dict]] = {}
-  for split in order:
-    problems, misses = [], 0
-    while len(problems) < sizes[split]:
-      problem = make_problem(rng, config)
-      if problem["key"] in seen:
-        misses += 1
-        if misses > 10_000:
-          raise ValueError(f"prog knobs {config} admit too few distinct problems for {sizes}")
-        continue
-      misses = 0
-      seen.add(problem["key"])
-      problems.append({"task_id": f"prog/{split}/{len(problems)}", **problem})
-    out[split] = problems
-  return out
+  return splits.draw(sizes, random.Random(f"prog-{seed}"),
+                     lambda rng: make_problem(rng, config), key="key", id_field="task_id",
+                     name="prog", knobs=config)
 
 
 def to_humaneval(problem: dict) -> dict[str, str]:
