@@ -131,6 +131,39 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def rows_follow_processes(mesh: Mesh, global_rows: int) -> bool:
+  """Whether `data_sharding(mesh)` puts rows [p R / P, (p + 1) R / P) on process p's devices.
+
+  Then each of the P processes can feed just its own contiguous share of an R-row batch. It is
+  not so when a process's devices hold rows of another share, e.g. when a model axis spans
+  processes and so several processes hold the same rows.
+  """
+  count = jax.process_count()
+  if global_rows % count:
+    return False
+  per = global_rows // count
+  placement = data_sharding(mesh, 1).devices_indices_map((global_rows,))
+  for device, (rows,) in placement.items():
+    start, stop, _ = rows.indices(global_rows)
+    share = device.process_index * per
+    if start < share or stop > share + per:
+      return False
+  return True
+
+
+def to_host(x: Any) -> np.ndarray:
+  """The whole value of an array as numpy, also when other processes hold parts of it.
+
+  `np.asarray` reads only arrays whose shards this process holds (or fully replicated ones);
+  a global array sharded across processes is gathered first, which is a collective: every
+  process must call this for the same array.
+  """
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils
+    return multihost_utils.process_allgather(x, tiled=True)
+  return np.asarray(x)
+
+
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
   """Calls `jax.distributed.initialize` once on multi-host runs (Cloud TPU pods, multi-process).
 

@@ -207,9 +207,21 @@ class TrainFns:
       return self._eval_step(params, batch)
 
   def put_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-    """This host's rows of a global batch -> global arrays with rows over the data axes."""
+    """This host's rows of a global batch -> global arrays with rows over the data axes.
+
+    Of P processes, process p gives rows [p R / P, (p + 1) R / P) of the R-row global batch
+    (what `train_data` streams give it). When the mesh places other rows on p's devices (a
+    model axis spanning processes: several of them hold the same rows), the processes first
+    exchange their rows, so every layout of the mesh trains on the same batch.
+    """
+    host_batch = {k: np.asarray(v) for k, v in host_batch.items()}
     sharding = partitioning.data_sharding(self.mesh, 2)
-    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+    count = jax.process_count()
+    global_rows = next(iter(host_batch.values())).shape[0] * count
+    if count > 1 and not partitioning.rows_follow_processes(self.mesh, global_rows):
+      from jax.experimental import multihost_utils
+      host_batch = multihost_utils.process_allgather(host_batch, tiled=True)  # global rows
+    return {k: jax.make_array_from_process_local_data(sharding, v, (global_rows, *v.shape[1:]))
             for k, v in host_batch.items()}
 
 
