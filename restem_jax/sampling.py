@@ -366,8 +366,10 @@ class Sampler:
     Args:
       params: the decoder's "params" collection.
       cfg: its architecture.
-      mesh: defaults to all of this process's devices, data parallel. On several hosts, give
-        each host a mesh of its own devices: sampling needs no communication between hosts.
+      mesh: defaults to all of this process's devices, data parallel. On several hosts, either
+        give each host a mesh of its own devices and its own prompts (sampling then needs no
+        communication between hosts), or one mesh spanning the hosts (e.g. when the model
+        axis does) and the same prompts on every host.
       rules: logical-axis rules.
       vocab: a seqio vocabulary, needed for `text` and stop strings.
       eos_id: ends a sample (None: never).
@@ -391,6 +393,7 @@ class Sampler:
     # Rows over (data, fsdp); prompts (P of them, maybe fewer than the devices) replicated.
     rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
     rows2 = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp"), None))
+    self._rows = rows
     self._replicated = partitioning.replicated(self.mesh)
     # One jitted function per Sampler: the rules are read at trace time, and a jit cache shared
     # between samplers with different rules would reuse the wrong trace.
@@ -534,13 +537,16 @@ class Sampler:
       live_B[p * n:(p + 1) * n] = True
       hash_B[p * n:(p + 1) * n] = problem_hash(ids[i])
       sample_B[p * n:(p + 1) * n] = np.arange(start, start + n)
+    # Placed here, not by jit: on a mesh spanning processes jit takes no numpy input with a
+    # sharded layout (every process passes the same values).
+    live_B, hash_B, sample_B = jax.device_put((live_B, hash_B, sample_B), self._rows)
     with partitioning.activate(self.mesh, self.rules):
       return self._generate(self.params, np.asarray(prefix, np.int32), prompts_PL, lengths_P,
                             live_B, hash_B, sample_B, np.uint32(seed), np.uint32(iteration),
                             *stop, strategy, n, max_new_tokens, share_prompt)
 
   def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
-    tokens_BT, logprobs_BT, num_B, reason_B = (np.asarray(x) for x in outputs)
+    tokens_BT, logprobs_BT, num_B, reason_B = (partitioning.to_host(x) for x in outputs)
     finished, generated = 0, 0
     for p, (i, start) in enumerate(batch):
       for j in range(n):
