@@ -14,11 +14,12 @@ The prompt part is one matrix product per prompt for all n samples (M = n * head
 With one sample per prompt (nothing to share) the prompt sits in the row's own slots instead,
 and a step reads one cache part.
 
-The caches are per-layer arrays (no slicing of a stacked cache per step) laid out [.., K, S, H],
-and each step writes its token's slot before reading the cache, which lets XLA update the
-loop's buffers in place (reading first makes it copy them every step). `split_layers` slices
-each layer's weights out of the stacked parameters once per call (one extra copy of the weights
-while sampling) and stacks key with value and gate with up, so each pair is one product.
+The caches are per-layer arrays (no slicing of a stacked cache per step), keys laid out
+[.., K, H, S] and values [.., K, S, H], and each step writes its token's slot before reading
+the cache, which lets XLA update the loop's buffers in place (reading first makes it copy them
+every step). `split_layers` slices each layer's weights out of the stacked parameters once per
+call (one extra copy of the weights while sampling) and stacks key with value and gate with up,
+so each pair is one product.
 
 It uses the model's parameters, its `Norm` module and `apply_rope`, and follows `Block`,
 `Attention`, `Mlp` and `Decoder` for the rest (parallel or sequential block, one or several
@@ -44,12 +45,13 @@ _NEG_INF = -1e30  # as in the model: finite, so fully masked parts give zeros, n
 
 @flax.struct.dataclass
 class Cache:
-  """The decode loop's keys and values: per-layer tuples of [.., K, S, H] arrays.
+  """The decode loop's keys ([.., K, H, S]) and values ([.., K, S, H]), per-layer tuples.
 
-  shared_*: each prompt's keys/values, one copy per prompt ([P, K, S, H]); empty tuples when
-    the prompts are not shared (one sample per prompt: then they sit in the rows' own slots).
-  own_*: each row's slots ([B, K, S, H]): its prompt in [0, own_prompt_len) when not shared,
-    then its generated tokens from slot `offset` on.
+  shared_*: each prompt's keys/values, one copy per prompt ([P, K, H, S], [P, K, S, H]); empty
+    tuples when the prompts are not shared (one sample per prompt: then they sit in the rows'
+    own slots).
+  own_*: each row's slots ([B, K, H, S], [B, K, S, H]): its prompt in [0, own_prompt_len) when
+    not shared, then its generated tokens from slot `offset` on.
   """
 
   shared_k: tuple[Array, ...]
@@ -61,10 +63,13 @@ class Cache:
   offset: int = flax.struct.field(pytree_node=False)
 
 
-# [layers, rows, K, S, H]: for each (row, K/V head) the S x H matrix is contiguous, so both of
-# attention's products are plain matrix products (scores contract H with H minor on both sides,
-# values contract S as the row index of an S x H matrix) and nothing is transposed per step.
-_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "kv")
+# Keys [layers, rows, K, H, S] and values [layers, rows, K, S, H]: for each (row, K/V head)
+# both of attention's products are plain (not transposed) matrix products, queries [G, H] times
+# keys [H, S], then weights [G, S] times values [S, H]. With keys stored [S, H], the scores'
+# product contracted H, the minor axis of both sides, and XLA's CPU kernels took about twice as
+# long for it (64 rows x 4 heads x 128 slots x 64).
+_K_AXES = ("layers", "cache_batch", "cache_kv_heads", "kv", "cache_length")
+_V_AXES = ("layers", "cache_batch", "cache_kv_heads", "cache_length", "kv")
 
 
 def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P: Array,
@@ -85,14 +90,18 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
   n, T = samples_per_prompt, max_new_tokens
   P, L = prompt_kv["k"].shape[1:3]
   dtype = jnp.dtype(cfg.dtype)
-  # [layers, P, L, K, H] -> [layers, P, K, L, H], once per batch.
-  k, v = (nn.with_logical_constraint(jnp.swapaxes(prompt_kv[name], 2, 3).astype(dtype), _AXES)
-          for name in ("k", "v"))
+  # [layers, P, L, K, H] -> keys [layers, P, K, H, L], values [layers, P, K, L, H], once per
+  # batch.
+  k = nn.with_logical_constraint(
+      jnp.transpose(prompt_kv["k"], (0, 1, 3, 4, 2)).astype(dtype), _K_AXES)
+  v = nn.with_logical_constraint(jnp.swapaxes(prompt_kv["v"], 2, 3).astype(dtype), _V_AXES)
   layers = range(cfg.num_layers)
   if share_prompt:
-    own_shape = (cfg.num_layers, P * n, cfg.num_kv_heads, T, cfg.head_dim)
-    own_k, own_v = (nn.with_logical_constraint(jnp.zeros(own_shape, dtype), _AXES)
-                    for _ in range(2))
+    K, H = cfg.num_kv_heads, cfg.head_dim
+    own_k = nn.with_logical_constraint(jnp.zeros((cfg.num_layers, P * n, K, H, T), dtype),
+                                       _K_AXES)
+    own_v = nn.with_logical_constraint(jnp.zeros((cfg.num_layers, P * n, K, T, H), dtype),
+                                       _V_AXES)
     bias_PS = jnp.where(jnp.arange(L)[None, :] < lengths_P[:, None], 0.0, _NEG_INF)
     return Cache(shared_k=tuple(k[i] for i in layers), shared_v=tuple(v[i] for i in layers),
                  shared_bias_PS=bias_PS.astype(jnp.float32),
@@ -100,16 +109,16 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
                  own_prompt_len_B=jnp.zeros((P * n,), jnp.int32), offset=0)
   if n != 1:
     raise ValueError(f"an unshared prompt serves one row, got samples_per_prompt={n}")
-  own_k, own_v = (nn.with_logical_constraint(jnp.pad(x, ((0, 0),) * 3 + ((0, T), (0, 0))),
-                                             _AXES) for x in (k, v))
+  own_k = nn.with_logical_constraint(jnp.pad(k, ((0, 0),) * 4 + ((0, T),)), _K_AXES)
+  own_v = nn.with_logical_constraint(jnp.pad(v, ((0, 0),) * 3 + ((0, T), (0, 0))), _V_AXES)
   return Cache(shared_k=(), shared_v=(), shared_bias_PS=jnp.zeros((P, 0), jnp.float32),
                own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
                own_prompt_len_B=lengths_P.astype(jnp.int32), offset=L)
 
 
 def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Array,
-               slot: Array, own_bias_BS: Array, shared_k_PKSH: Array | None,
-               shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKSH: Array,
+               slot: Array, own_bias_BS: Array, shared_k_PKHS: Array | None,
+               shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKHS: Array,
                own_v_BKSH: Array):
   """One new token per row attends to [its shared prompt | its own slots, itself included].
 
@@ -131,19 +140,20 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
   # makes it copy the whole cache every step.
   slot_B = jnp.full((B,), slot, jnp.int32)
 
-  def write(cache_BKSH, new_BKH):
-    return jax.vmap(lambda c_KSH, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
-        c_KSH, x_KH[:, None, :].astype(c_KSH.dtype), s, axis=1))(cache_BKSH, new_BKH, slot_B)
-  own_k_BKSH = write(own_k_BKSH, k_BKH)
-  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1])
+  def write(cache_BKXY, new_BKH, axis):  # the slot axis of [K, X, Y] is 1 or 2
+    return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
+        c, jnp.expand_dims(x_KH, axis).astype(c.dtype), s, axis=axis))(cache_BKXY, new_BKH,
+                                                                        slot_B)
+  own_k_BKHS = write(own_k_BKHS, k_BKH, axis=2)
+  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1], axis=1)
 
-  s_own_BKGS = jnp.einsum("BKGH,BKSH->BKGS", q_BKGH, own_k_BKSH,
+  s_own_BKGS = jnp.einsum("BKGH,BKHS->BKGS", q_BKGH, own_k_BKHS,
                           preferred_element_type=jnp.float32) + own_bias_BS[:, None, None, :]
   # One softmax over both parts without concatenating them; normalised after the value
   # products, so each score tensor is read once by exp and once by its product.
   m_BKG = s_own_BKGS.max(-1)
-  if shared_k_PKSH is not None:
-    P = shared_k_PKSH.shape[0]
+  if shared_k_PKHS is not None:
+    P = shared_k_PKHS.shape[0]
     n = B // P
 
     def to_rows(x_PKM):  # [P, K, n * G] -> [B, K, G]
@@ -154,14 +164,14 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
 
     # The n samples' queries of prompt p are the M = n * G rows of one product.
     q_PKMH = q_BKGH.reshape(P, n, K, G, H).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
-    s_pre_PKMS = jnp.einsum("PKMH,PKSH->PKMS", q_PKMH, shared_k_PKSH,
+    s_pre_PKMS = jnp.einsum("PKMH,PKHS->PKMS", q_PKMH, shared_k_PKHS,
                             preferred_element_type=jnp.float32) + shared_bias_PS[:, None, None]
     m_BKG = jnp.maximum(m_BKG, to_rows(s_pre_PKMS.max(-1)))
   e_own_BKGS = jnp.exp(s_own_BKGS - m_BKG[..., None])
   denom_BKG = e_own_BKGS.sum(-1)
   o_BKGH = jnp.einsum("BKGS,BKSH->BKGH", e_own_BKGS.astype(dtype), own_v_BKSH,
                       preferred_element_type=jnp.float32)
-  if shared_k_PKSH is not None:
+  if shared_k_PKHS is not None:
     e_pre_PKMS = jnp.exp(s_pre_PKMS - to_prompts(m_BKG)[..., None])
     denom_BKG = denom_BKG + to_rows(e_pre_PKMS.sum(-1))
     o_pre_PKMH = jnp.einsum("PKMS,PKSH->PKMH", e_pre_PKMS.astype(dtype), shared_v_PKSH,
@@ -170,7 +180,7 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
         B, K, G, H)
   out_BKGH = (o_BKGH / denom_BKG[..., None]).astype(dtype)
   out_BD = jnp.einsum("BNH,NHD->BD", out_BKGH.reshape(B, N, H), w_attn["out"])
-  return out_BD, own_k_BKSH, own_v_BKSH
+  return out_BD, own_k_BKHS, own_v_BKSH
 
 
 def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array,
@@ -204,7 +214,7 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
                                       ("activation_batch", "activation_mlp"))
     return jnp.einsum("BF,FD->BD", h_BF, p["wo"])
 
-  S = cache.own_k[0].shape[2]
+  S = cache.own_v[0].shape[2]
   slot_S = jnp.arange(S)
   slot = cache.offset + step  # where this token goes
   own_valid_BS = ((slot_S[None, :] < cache.own_prompt_len_B[:, None])
@@ -214,11 +224,11 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
   own_k, own_v = [], []
   for i, p in enumerate(layers):
     h_BD = norm.apply({"params": p["pre_attn_norm"]}, x_BD)
-    attn_BD, k_BKSH, v_BKSH = _attention(
+    attn_BD, k_BKHS, v_BKSH = _attention(
         cfg, p["attn"], h_BD, position_B, slot, own_bias_BS,
         cache.shared_k[i] if shared else None, cache.shared_v[i] if shared else None,
         cache.shared_bias_PS, cache.own_k[i], cache.own_v[i])
-    own_k.append(k_BKSH)
+    own_k.append(k_BKHS)
     own_v.append(v_BKSH)
     if cfg.parallel_block:
       x_BD = x_BD + attn_BD + mlp_BD(p["mlp"], h_BD)
