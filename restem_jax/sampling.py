@@ -53,16 +53,40 @@ Array = jax.Array
 
 FINISH_REASONS = ("length", "eos", "stop")  # index = the code the decode loop records
 _LENGTH, _EOS, _STOP = 0, 1, 2
+# Gumbel variates (float32) drawn before the decode loop, at most: above it (sampling from the
+# whole of a large vocabulary), each step draws its own.
+_NOISE_LIMIT = 1 << 24
 
 
 # ---------------------------------------------------------------------------------------------
 # Strategies: tiny frozen dataclasses, hashable, so they are static arguments of the jitted loop.
-# Each maps (logits [B, V] float32, one PRNG key per row [B]) -> token ids [B] int32.
+# Each draws a token per row from logits [B, V] float32 by the Gumbel-max trick, as
+# `jax.random.categorical` does: `draws(V)` is how many Gumbel variates a row needs per step
+# and `choose(logits_BV, gumbel_BX)` picks the tokens. The decode loop draws all steps' variates
+# before it starts (one vectorised call instead of a rolled hash loop in every step);
+# `strategy(logits_BV, keys_B)` draws them from one PRNG key per row and gives the same tokens.
 
 
-def _categorical(keys_B: Array, logits_BX: Array) -> Array:
-  # vmap over per-row keys: row b's draw depends on its own key only, not on the batch.
-  return jax.vmap(jax.random.categorical)(keys_B, logits_BX).astype(jnp.int32)
+def _gumbel(keys_B: Array, draws: int) -> Array:
+  """The noise `jax.random.categorical(key, logits)` adds to `draws` logits, for each row's key."""
+  # vmap over per-row keys: row b's draws depend on its own key only, not on the batch.
+  return jax.vmap(lambda key: jax.random.gumbel(key, (draws,), jnp.float32))(keys_B)
+
+
+def _argmax(z_BX: Array) -> Array:
+  """`jnp.argmax(z_BX, axis=-1)` as int32 (ties to the first index), for values without NaN.
+
+  Computed as a max and then the first index that reaches it: `jnp.argmax` is a reduction over
+  (value, index) pairs, which XLA's CPU backend runs as scalar code (about 4x slower here).
+  """
+  X = z_BX.shape[-1]
+  first_B = jnp.min(jnp.where(z_BX == z_BX.max(axis=-1, keepdims=True), jnp.arange(X), X),
+                    axis=-1)
+  return jnp.minimum(first_B, X - 1).astype(jnp.int32)  # X - 1 only for NaN logits
+
+
+def _argmax_with_noise(scaled_BX: Array, gumbel_BX: Array) -> Array:
+  return _argmax(gumbel_BX + scaled_BX)
 
 
 def _check_temperature(temperature: float) -> None:
@@ -70,17 +94,28 @@ def _check_temperature(temperature: float) -> None:
     raise ValueError(f"temperature must be > 0 (use Greedy() for 0), got {temperature}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Greedy:
-  """The most likely token (test-time decoding in the paper)."""
+class _Draws:
+  """`strategy(logits_BV, keys_B)`: the tokens for one PRNG key per row."""
 
   def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
-    del keys_B
-    return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return self.choose(logits_BV, _gumbel(keys_B, self.draws(logits_BV.shape[-1])))
 
 
 @dataclasses.dataclass(frozen=True)
-class Temperature:
+class Greedy(_Draws):
+  """The most likely token (test-time decoding in the paper)."""
+
+  def draws(self, vocab_size: int) -> int:
+    del vocab_size
+    return 0
+
+  def choose(self, logits_BV: Array, gumbel_BX: Array) -> Array:
+    del gumbel_BX
+    return _argmax(logits_BV)
+
+
+@dataclasses.dataclass(frozen=True)
+class Temperature(_Draws):
   """Ancestral sampling from softmax(logits / temperature)."""
 
   temperature: float = 1.0
@@ -88,12 +123,15 @@ class Temperature:
   def __post_init__(self):
     _check_temperature(self.temperature)
 
-  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
-    return _categorical(keys_B, logits_BV / self.temperature)
+  def draws(self, vocab_size: int) -> int:
+    return vocab_size
+
+  def choose(self, logits_BV: Array, gumbel_BX: Array) -> Array:
+    return _argmax_with_noise(logits_BV / self.temperature, gumbel_BX)
 
 
 @dataclasses.dataclass(frozen=True)
-class TopK:
+class TopK(_Draws):
   """Sampling among the k most likely tokens (the paper's Generate step: k=40, T=0.7)."""
 
   k: int = 40
@@ -104,15 +142,18 @@ class TopK:
     if self.k < 1:
       raise ValueError(f"top-k needs k >= 1, got {self.k}")
 
-  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
+  def draws(self, vocab_size: int) -> int:
+    return min(self.k, vocab_size)
+
+  def choose(self, logits_BV: Array, gumbel_BX: Array) -> Array:
     # lax.top_k is a partial selection, far cheaper than sorting the vocabulary.
-    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, min(self.k, logits_BV.shape[-1]))
-    choice_B = _categorical(keys_B, vals_Bk / self.temperature)
+    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, self.draws(logits_BV.shape[-1]))
+    choice_B = _argmax_with_noise(vals_Bk / self.temperature, gumbel_BX)
     return jnp.take_along_axis(idx_Bk, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)
-class TopP:
+class TopP(_Draws):
   """Nucleus sampling: the smallest set of tokens whose probability reaches p.
 
   `top_k` > 0 first keeps the k best tokens (and sorts only those); 0 sorts the whole vocabulary.
@@ -129,15 +170,16 @@ class TopP:
     if self.top_k < 0:
       raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
-  def __call__(self, logits_BV: Array, keys_B: Array) -> Array:
-    V = logits_BV.shape[-1]
-    k = min(self.top_k, V) if self.top_k else V
-    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, k)  # sorted, best first
+  def draws(self, vocab_size: int) -> int:
+    return min(self.top_k, vocab_size) if self.top_k else vocab_size
+
+  def choose(self, logits_BV: Array, gumbel_BX: Array) -> Array:
+    vals_Bk, idx_Bk = jax.lax.top_k(logits_BV, self.draws(logits_BV.shape[-1]))  # best first
     scaled_Bk = vals_Bk / self.temperature
     probs_Bk = jax.nn.softmax(scaled_Bk, axis=-1)
     # Keep a token if the mass before it is < p: the best token is always kept.
     keep_Bk = (jnp.cumsum(probs_Bk, axis=-1) - probs_Bk) < self.p
-    choice_B = _categorical(keys_B, jnp.where(keep_Bk, scaled_Bk, -jnp.inf))
+    choice_B = _argmax_with_noise(jnp.where(keep_Bk, scaled_Bk, -jnp.inf), gumbel_BX)
     return jnp.take_along_axis(idx_Bk, choice_B[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
@@ -263,11 +305,22 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
   lengths_B = rows(lengths_P, 0)
   keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
   num_stops = stop_len_S.shape[0]
+  # Step t of row b draws with fold_in(keys_B[b], t). The hash runs as a rolled loop on CPU,
+  # a dozen small ops a call, so the keys (and, when they fit in _NOISE_LIMIT, the Gumbel
+  # variates themselves) are drawn for all steps here, in one vectorised call each.
+  step_keys_TB = jax.vmap(lambda t: jax.vmap(jax.random.fold_in, (0, None))(keys_B, t))(
+      jnp.arange(T, dtype=jnp.uint32))
+  draws = strategy.draws(cfg.vocab_size)
+  gumbel_TBX = None
+  if T * B * draws <= _NOISE_LIMIT:
+    gumbel_TBX = nn.with_logical_constraint(jax.vmap(_gumbel, (0, None))(step_keys_TB, draws),
+                                            (None, "activation_batch", None))
 
   def emit(state: _LoopState, logits_BV: Array) -> _LoopState:
     t = state.step
     logits_BV = nn.with_logical_constraint(logits_BV, ("activation_batch", "activation_vocab"))
-    token_B = strategy(logits_BV, jax.vmap(jax.random.fold_in, (0, None))(keys_B, t))
+    gumbel_BX = (_gumbel(step_keys_TB[t], draws) if gumbel_TBX is None else gumbel_TBX[t])
+    token_B = strategy.choose(logits_BV, gumbel_BX)
     logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
                  - jax.nn.logsumexp(logits_BV, axis=-1))
     live_B = ~state.done_B
