@@ -4,7 +4,8 @@ PaLM's choices are the defaults: parallel attention + MLP block, SwiGLU, multi-q
 rotary embeddings, tied input/output embeddings, LayerNorm without bias, no biases anywhere. Config
 switches cover the open families that a run may start from instead (Llama, Mistral, Qwen2, Gemma):
 sequential block, grouped-query or multi-head K/V, RMSNorm, untied embeddings, GeGLU, head_dim
-independent of d_model, RoPE theta.
+independent of d_model, RoPE theta and scaling, query/key/value biases. `convert.py` imports and
+exports their Hugging Face checkpoints.
 
 Every parameter and main activation carries logical axis names (T5X style); `partitioning.py`
 maps them to the mesh. Shape letters used in names and einsums:
@@ -54,6 +55,14 @@ class ModelConfig:
   embed_init_std: float = 1.0
   mlp_activation: str = "silu"  # gate activation: "silu" (SwiGLU) or "gelu" (GeGLU, tanh approx)
   rope_theta: float = 10_000.0
+  # Context extension by rescaled RoPE frequencies: "none", "linear" (positions / factor) or
+  # "llama3" (Llama 3.1: low frequencies / factor, high ones kept, a smooth ramp between).
+  rope_scaling: str = "none"
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0  # llama3: wavelengths > original_max_len / this are scaled
+  rope_high_freq_factor: float = 4.0  # llama3: wavelengths < original_max_len / this are kept
+  rope_original_max_len: int = 8192  # llama3: the context length of pre-training
+  qkv_bias: bool = False  # Qwen2: biases on the query, key and value projections
   max_len: int = 2048
   dtype: str = "float32"  # compute dtype: bfloat16 on TPU/GPU, float32 on CPU
   param_dtype: str = "float32"
@@ -69,6 +78,16 @@ class ModelConfig:
       raise ValueError(f"unknown norm {self.norm!r}: use 'layernorm' or 'rmsnorm'")
     if self.mlp_activation not in ("silu", "gelu"):
       raise ValueError(f"unknown mlp_activation {self.mlp_activation!r}: use 'silu' or 'gelu'")
+    if self.rope_scaling not in ("none", "linear", "llama3"):
+      raise ValueError(f"unknown rope_scaling {self.rope_scaling!r}: use 'none', 'linear' or "
+                       "'llama3'")
+    if self.rope_scaling_factor <= 0:
+      raise ValueError(f"rope_scaling_factor must be > 0, got {self.rope_scaling_factor}")
+    if self.rope_scaling == "llama3" and not (
+        0 < self.rope_low_freq_factor < self.rope_high_freq_factor):
+      raise ValueError("llama3 rope scaling needs 0 < rope_low_freq_factor < "
+                       f"rope_high_freq_factor, got {self.rope_low_freq_factor} and "
+                       f"{self.rope_high_freq_factor}")
 
   def replace(self, **kwargs) -> ModelConfig:
     return dataclasses.replace(self, **kwargs)
@@ -151,16 +170,51 @@ class Norm(nn.Module):
     return (x * scale).astype(cfg.dtype)
 
 
-def apply_rope(x_BLNH: Array, positions_BL: Array, theta: float) -> Array:
-  """Rotary embeddings, in the rotate-half layout that Hugging Face checkpoints use."""
+def rope_inv_freq(cfg: ModelConfig) -> Array:
+  """RoPE's rotation frequencies [H/2]: theta's, rescaled as `cfg.rope_scaling` says."""
+  half = cfg.head_dim // 2
+  inv_freq_h = 1.0 / (cfg.rope_theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  factor = cfg.rope_scaling_factor
+  if cfg.rope_scaling == "linear":
+    return inv_freq_h / factor
+  if cfg.rope_scaling == "llama3":
+    # Wavelengths longer than the pre-training context are stretched by `factor`, short ones
+    # kept, and those in between interpolated by where the context length falls among them.
+    context = cfg.rope_original_max_len
+    low, high = cfg.rope_low_freq_factor, cfg.rope_high_freq_factor
+    wavelen_h = 2 * jnp.pi / inv_freq_h
+    smooth_h = (context / wavelen_h - low) / (high - low)
+    ramp_h = (1 - smooth_h) * inv_freq_h / factor + smooth_h * inv_freq_h
+    return jnp.where(wavelen_h < context / high, inv_freq_h,
+                     jnp.where(wavelen_h > context / low, inv_freq_h / factor, ramp_h))
+  return inv_freq_h
+
+
+def apply_rope(x_BLNH: Array, positions_BL: Array, theta: float,
+               inv_freq_h: Array | None = None) -> Array:
+  """Rotary embeddings, in the rotate-half layout that Hugging Face checkpoints use.
+
+  Args:
+    x_BLNH: queries or keys.
+    positions_BL: their positions.
+    theta: the base wavelength, used when `inv_freq_h` is None.
+    inv_freq_h: the frequencies (`rope_inv_freq(cfg)`, which applies the config's scaling).
+  """
   half = x_BLNH.shape[-1] // 2
-  inv_freq = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
-  angles_BLh = positions_BL[..., None].astype(jnp.float32) * inv_freq
+  if inv_freq_h is None:
+    inv_freq_h = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
+  angles_BLh = positions_BL[..., None].astype(jnp.float32) * inv_freq_h
   sin, cos = jnp.sin(angles_BLh)[:, :, None, :], jnp.cos(angles_BLh)[:, :, None, :]
   x = x_BLNH.astype(jnp.float32)
   x1, x2 = x[..., :half], x[..., half:]
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BLNH.dtype)
+
+
+def _bias(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...]) -> Array:
+  b = module.param(name, nn.with_logical_partitioning(nn.initializers.zeros, axes), shape,
+                   jnp.dtype(module.config.param_dtype))
+  return b.astype(module.config.dtype)
 
 
 class Attention(nn.Module):
@@ -180,8 +234,13 @@ class Attention(nn.Module):
     q_BLNH = jnp.einsum("BLD,DNH->BLNH", x_BLD, w_q_DNH)
     k_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, w_k_DKH)
     v_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, w_v_DKH)
-    q_BLNH = apply_rope(q_BLNH, positions_BL, cfg.rope_theta)
-    k_BLKH = apply_rope(k_BLKH, positions_BL, cfg.rope_theta)
+    if cfg.qkv_bias:
+      q_BLNH = q_BLNH + _bias(self, "query_bias", (N, H), ("heads", "kv"))
+      k_BLKH = k_BLKH + _bias(self, "key_bias", (K, H), ("kv_heads", "kv"))
+      v_BLKH = v_BLKH + _bias(self, "value_bias", (K, H), ("kv_heads", "kv"))
+    inv_freq_h = rope_inv_freq(cfg)
+    q_BLNH = apply_rope(q_BLNH, positions_BL, cfg.rope_theta, inv_freq_h)
+    k_BLKH = apply_rope(k_BLKH, positions_BL, cfg.rope_theta, inv_freq_h)
     q_BLNH = _constrain(q_BLNH, ("activation_batch", "activation_length", "activation_heads",
                                  "activation_kv"))
 
