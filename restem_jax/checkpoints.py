@@ -4,7 +4,9 @@ A model checkpoint directory is self-describing, so `restem_jax.sample` and the 
 with nothing else:
 
   DIR/model_config.json   the `ModelConfig` fields
-  DIR/vocab.model         the SentencePiece model (when the checkpoint has a vocabulary)
+  DIR/vocab.model         the vocabulary, when the checkpoint has one: a SentencePiece model,
+  or DIR/tokenizer.json   or a Hugging Face tokenizer; an imported one keeps its Hugging Face
+                          tokenizer_config.json beside it (the special tokens' roles)
   DIR/params/             Orbax StandardCheckpointer tree {"params": ...}
   DIR/COMPLETE            written last: a directory without it is an interrupted save
 
@@ -22,11 +24,14 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from restem_jax import hf_tokenizer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
 
 CONFIG_FILE = "model_config.json"
 VOCAB_FILE = "vocab.model"
+HF_TOKENIZER_FILE = "tokenizer.json"
+HF_TOKENIZER_CONFIG = hf_tokenizer.CONFIG_FILE
 PARAMS_DIR = "params"
 COMPLETE_FILE = "COMPLETE"
 
@@ -52,7 +57,8 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
     directory: where to write (local or gs://).
     params: the parameter pytree (the contents of the Flax "params" collection).
     config: the architecture.
-    vocab_path: a SentencePiece model file to carry along, if any.
+    vocab_path: a SentencePiece model or a tokenizer.json to carry along, if any (with the
+      Hugging Face tokenizer_config.json beside it, if there is one).
 
   Returns:
     The directory.
@@ -65,7 +71,11 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
   directory.mkdir(parents=True)
   write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
   if vocab_path is not None:
-    epath.Path(vocab_path).copy(directory / VOCAB_FILE)
+    vocab_path = epath.Path(vocab_path)
+    name = HF_TOKENIZER_FILE if hf_tokenizer.is_tokenizer_json(vocab_path) else VOCAB_FILE
+    vocab_path.copy(directory / name)
+    if (vocab_path.parent / HF_TOKENIZER_CONFIG).exists():  # the special tokens' roles
+      (vocab_path.parent / HF_TOKENIZER_CONFIG).copy(directory / HF_TOKENIZER_CONFIG)
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / PARAMS_DIR, {"params": params})
   checkpointer.wait_until_finished()
@@ -82,8 +92,12 @@ def load_config(directory: epath.PathLike) -> model_lib.ModelConfig:
 
 
 def vocab_path(directory: epath.PathLike) -> epath.Path | None:
-  path = epath.Path(directory) / VOCAB_FILE
-  return path if path.exists() else None
+  """The checkpoint's vocabulary file (SentencePiece or tokenizer.json), or None."""
+  for name in (VOCAB_FILE, HF_TOKENIZER_FILE):
+    path = epath.Path(directory) / name
+    if path.exists():
+      return path
+  return None
 
 
 def load(directory: epath.PathLike, mesh: jax.sharding.Mesh | None = None,

@@ -20,10 +20,15 @@ import numpy as np
 
 
 def piece_bytes(vocab) -> list[bytes]:
-  """The UTF-8 bytes each token id adds to the decoded text, for a seqio SentencePiece vocab.
+  """The UTF-8 bytes each token id adds to the decoded text, for a seqio vocabulary.
 
-  Control ids (pad, EOS) add nothing; byte-fallback pieces add their byte; '▁' is a space.
+  A vocabulary with a `piece_bytes()` method of its own (`vocab.HfTokenizerVocabulary`) answers
+  itself. For SentencePiece: control ids (pad, EOS) add nothing; byte-fallback pieces add their
+  byte; '▁' is a space.
   """
+  own = getattr(vocab, "piece_bytes", None)
+  if own is not None:
+    return list(own())
   sp = vocab.tokenizer
   out = []
   for i in range(sp.get_piece_size()):
