@@ -2,13 +2,16 @@
 
   python -m restem_jax.main --config=configs/jsonl_math.py --workdir=runs/mine \\
       --config.data.train_path=train.jsonl --config.data.test_path=test.jsonl \\
-      [--config.data.valid_path=valid.jsonl] [--config.base_checkpoint=CKPT_DIR]
+      [--config.data.valid_path=valid.jsonl] [--config.base_checkpoint=CKPT_DIR] \\
+      [--config.vocab=FILE]
 
 Each line: {"id": str, "question": str, "answer": str, "solution": str (optional)}. Without a
 base checkpoint, a tiny model is trained from scratch on the rows that have a `solution` (the
 "human data"), then improved by ReST^EM on all training problems; without a valid file, a slice
 of train is held out. With `--config.base_checkpoint`, that model (and its vocabulary) is the
-base instead.
+base instead (e.g. an open model imported by `python -m restem_jax.convert hf-to-orbax`);
+`--config.vocab` (short for `--config.vocab.path`) gives a vocabulary file instead of the
+checkpoint's or a trained one.
 """
 
 from restem_jax import config_lib

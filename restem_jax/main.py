@@ -4,7 +4,8 @@
 
 (also installed as the console script `restem`). Re-running the same command on the same DIR
 resumes the run where it stopped. The resolved config is saved as DIR/config.json; an unknown
-`--config.KEY` is an error (the config is locked).
+`--config.KEY` is an error (the config is locked). `--config.vocab=PATH` is short for
+`--config.vocab.path=PATH` (a SentencePiece model or a Hugging Face tokenizer.json).
 """
 
 from __future__ import annotations
@@ -25,6 +26,19 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://); resumed if "
                                "it holds a run.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# Short spellings of config overrides: `c.vocab` is a group (path, size), and its path is the
+# one a user sets.
+_ALIASES = {"--config.vocab": "--config.vocab.path"}
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+  """`argv` with each aliased flag (`--config.vocab=PATH`) spelled out in full."""
+  out = []
+  for arg in argv:
+    name, eq, value = arg.partition("=")
+    out.append(_ALIASES[name] + eq + value if name in _ALIASES else arg)
+  return out
 
 
 def _setup_logging(workdir: str) -> None:
@@ -56,6 +70,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """Entry point of the `restem` console script."""
+  sys.argv = expand_aliases(sys.argv)  # config_flags reads the overrides from sys.argv itself
   app.run(main)
 
 
