@@ -318,14 +318,20 @@ class Run:
     out = self.workdir / f"iter{it}" / "samples"
     if sample_shards.is_complete(out):
       return
+    sampler = self.sampler(generator_dir)
+    # One mesh over several hosts: every host runs every batch, process 0 writes the shards.
+    # Otherwise each host samples its own shards on its own devices.
+    spans_hosts = any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
+    hosts = dict(process_index=0, process_count=1,
+                 write=jax.process_index() == 0) if spans_hosts else {}
     sample_shards.write_samples(
-        out, self.sampler(generator_dir), self.task_name, split="train",
+        out, sampler, self.task_name, split="train",
         num_samples=r.num_samples, strategy=sampling.make_strategy(r.temperature, r.top_k,
                                                                     r.top_p),
         max_new_tokens=s.max_new_tokens, seed=self.config.seed, iteration=it,
         stop_strings=self.stop_strings, batch_size=s.batch_size,
         problems_per_shard=r.shard_problems, progress=self.config.progress_bar,
-        extra_spec={"generator": generator_dir})
+        extra_spec={"generator": generator_dir}, **hosts)
     _sync_hosts(f"generate_iter{it}")
 
   def score(self, it: int) -> list[str]:

@@ -155,8 +155,8 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
                   shared_prefix: tuple[int, ...] = (),
                   id_key: str = "id", inputs_key: str = "inputs", progress: bool = True,
                   extra_spec: Mapping[str, Any] | None = None,
-                  process_index: int | None = None, process_count: int | None = None
-                  ) -> list[epath.Path]:
+                  process_index: int | None = None, process_count: int | None = None,
+                  write: bool = True) -> list[epath.Path]:
   """Samples every problem of `source` into shard files under `out_dir`, resuming if present.
 
   Args:
@@ -181,12 +181,16 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
     extra_spec: more settings to record and check on resume (e.g. the checkpoint path).
     process_index: this host (default `jax.process_index()`).
     process_count: number of hosts (default `jax.process_count()`).
+    write: write the shard files and the completion marker. When the sampler's mesh spans
+      several hosts, every host must sample the same shards together: call with
+      `process_index=0, process_count=1` everywhere and `write=(jax.process_index() == 0)`.
 
   Returns:
     The shard files that belong to this host, in order.
   """
   out_dir = epath.Path(out_dir)
-  out_dir.mkdir(parents=True, exist_ok=True)
+  if write:
+    out_dir.mkdir(parents=True, exist_ok=True)
   host = jax.process_index() if process_index is None else process_index
   hosts = jax.process_count() if process_count is None else process_count
   spec = {"num_samples": num_samples, "strategy": repr(strategy),
@@ -194,7 +198,8 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
           "stop_strings": list(stop_strings), "problems_per_shard": problems_per_shard,
           "shared_prefix": [int(t) for t in shared_prefix],
           "eos_id": sampler.eos_id, "model": sampler.cfg.to_dict(), **(extra_spec or {})}
-  _check_spec(out_dir, json.loads(json.dumps(spec)))  # as it reads back from JSON
+  if write:
+    _check_spec(out_dir, json.loads(json.dumps(spec)))  # as it reads back from JSON
 
   source = _resolve(source)
   problems = iter_problems(source, split=split, id_key=id_key, inputs_key=inputs_key,
@@ -231,12 +236,14 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
                                iteration=iteration, stop_strings=stop_strings,
                                batch_size=batch_size, shared_prefix=shared_prefix,
                                on_batch=on_batch)
-    lines = [json.dumps(sample_record(pid, j, s)) for pid, samples in zip(ids, results)
-             for j, s in enumerate(samples)]
-    checkpoints.write_text_atomic(path, "\n".join(lines) + "\n")
+    if write:
+      lines = [json.dumps(sample_record(pid, j, s)) for pid, samples in zip(ids, results)
+               for j, s in enumerate(samples)]
+      checkpoints.write_text_atomic(path, "\n".join(lines) + "\n")
   bar.close()
-  checkpoints.write_text_atomic(out_dir / _COMPLETE.format(host, hosts),
-                                json.dumps({"num_shards": num_shards}))
+  if write:
+    checkpoints.write_text_atomic(out_dir / _COMPLETE.format(host, hosts),
+                                  json.dumps({"num_shards": num_shards}))
   return mine
 
 

@@ -345,6 +345,26 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(params, cfg, spm, task_
     sample_shards.write_samples(resumed, sampler, task_name, **{**kwargs, "num_samples": 2})
 
 
+def test_non_writing_host_samples_every_shard_and_writes_nothing(sampler1, tmp_path):
+  """A mesh over several hosts: all hosts run every shard together, only process 0 writes."""
+  problems = [{"id": f"p{i}", "inputs": [5 + i, 6, 7]} for i in range(5)]
+  kwargs = dict(num_samples=2, strategy=sampling.Greedy(), max_new_tokens=T,
+                problems_per_shard=2, progress=False, process_index=0, process_count=1)
+  calls = []
+  real_generate = sampler1.generate
+  sampler1.generate = lambda *a, **kw: (calls.append(1), real_generate(*a, **kw))[1]
+  try:
+    out = tmp_path / "other_host"
+    mine = sample_shards.write_samples(out, sampler1, problems, write=False, **kwargs)
+    assert len(calls) == 3 and len(mine) == 3  # every shard sampled, in step with process 0
+    assert not out.exists()
+    calls.clear()
+    sample_shards.write_samples(tmp_path / "process0", sampler1, problems, **kwargs)
+    assert len(calls) == 3 and sample_shards.is_complete(tmp_path / "process0")
+  finally:
+    sampler1.generate = real_generate
+
+
 def test_plain_iterable_source_and_duplicate_ids(sampler1, tmp_path):
   problems = [{"id": "x", "inputs": np.array([5, 6, 7, 1])}, {"id": "y", "inputs": [8, 9]}]
   assert list(sample_shards.iter_problems(problems)) == [("x", [5, 6, 7]), ("y", [8, 9])]
