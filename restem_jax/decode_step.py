@@ -6,9 +6,10 @@ every step reads all of them: for a 400-token few-shot prompt and 32 samples, mo
 memory traffic is 31 redundant copies. This step splits the cache in two:
 
   prompt   each prompt's keys/values, from the prefill, one copy per prompt (P of them)
-  own      each row's generated tokens (B = P * n rows; row p*n+j is sample j of prompt p)
+  own      each row's own inputs (B = P * n rows; row p*n+j is sample j of prompt p): the
+           sampler feeds each prompt's last token as the first, then the generated tokens
 
-and row p*n+j attends to prompt p's keys, its own earlier tokens and itself, in one softmax.
+and row p*n+j attends to prompt p's keys, its own earlier inputs and itself, in one softmax.
 The prompt part is one matrix product per prompt for all n samples (M = n * heads rows).
 
 With one sample per prompt (nothing to share) the prompt sits in the row's own slots instead,
@@ -51,7 +52,7 @@ class Cache:
     tuples when the prompts are not shared (one sample per prompt: then they sit in the rows'
     own slots).
   own_*: each row's slots ([B, K, H, S], [B, K, S, H]): its prompt in [0, own_prompt_len) when
-    not shared, then its generated tokens from slot `offset` on.
+    not shared, then its inputs (one a step) from slot `offset` on.
   """
 
   shared_k: tuple[Array, ...]
@@ -79,9 +80,9 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
   Args:
     cfg: the architecture.
     prompt_kv: {"k", "v"}: [layers, P, L, K, H] from `Decoder` on the (right-padded) prompts.
-    lengths_P: each prompt's real length.
+    lengths_P: how many of each prompt's tokens to keep (the rest of the L slots are not read).
     samples_per_prompt: n; row p*n+j is sample j of prompt p.
-    max_new_tokens: slots for generated tokens.
+    max_new_tokens: slots for the decode steps' inputs.
     share_prompt: keep one copy of each prompt for its n rows (read once per prompt per step);
       else (one sample per prompt) each row holds its prompt in its own slots, so a step reads
       one cache part instead of two. Set it from the run's samples per problem, not from n,
@@ -109,11 +110,32 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
                  own_prompt_len_B=jnp.zeros((P * n,), jnp.int32), offset=0)
   if n != 1:
     raise ValueError(f"an unshared prompt serves one row, got samples_per_prompt={n}")
-  own_k = nn.with_logical_constraint(jnp.pad(k, ((0, 0),) * 4 + ((0, T),)), _K_AXES)
-  own_v = nn.with_logical_constraint(jnp.pad(v, ((0, 0),) * 3 + ((0, T), (0, 0))), _V_AXES)
+  # Padded layer by layer: padding the stacked arrays, then slicing, made XLA copy them twice.
+  own_k = tuple(jnp.pad(k[i], ((0, 0),) * 3 + ((0, T),)) for i in layers)
+  own_v = tuple(jnp.pad(v[i], ((0, 0),) * 2 + ((0, T), (0, 0))) for i in layers)
   return Cache(shared_k=(), shared_v=(), shared_bias_PS=jnp.zeros((P, 0), jnp.float32),
-               own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
+               own_k=own_k, own_v=own_v,
                own_prompt_len_B=lengths_P.astype(jnp.int32), offset=L)
+
+
+def key_value(cfg: model_lib.ModelConfig, layer, x_BLD: Array, positions_BL: Array
+              ) -> tuple[Array, Array]:
+  """A layer's keys (rotated) and values [B, L, K, H] for its input x_BLD, as `Block` makes them.
+
+  Args:
+    cfg: the architecture.
+    layer: the layer's weights (`split_layers`).
+    x_BLD: the layer's input (before its attention norm).
+    positions_BL: the tokens' positions.
+  """
+  h_BLD = model_lib.Norm(cfg).apply({"params": layer["pre_attn_norm"]}, x_BLD)
+  return _key_value(cfg, layer["attn"], h_BLD, positions_BL)
+
+
+def _key_value(cfg: model_lib.ModelConfig, w_attn, h_BLD: Array, positions_BL: Array):
+  kv_BL2KH = jnp.einsum("BLD,DCKH->BLCKH", h_BLD, w_attn["key_value"])
+  return (model_lib.apply_rope(kv_BL2KH[:, :, 0], positions_BL, cfg.rope_theta),
+          kv_BL2KH[:, :, 1])
 
 
 def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Array,
@@ -130,10 +152,9 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
   B = h_BD.shape[0]
   dtype = jnp.dtype(cfg.dtype)
   q_B1NH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])[:, None]
-  kv_B2KH = jnp.einsum("BD,DCKH->BCKH", h_BD, w_attn["key_value"])
   q_BKGH = (model_lib.apply_rope(q_B1NH, position_B[:, None], cfg.rope_theta)[:, 0]
             * (H ** -0.5)).reshape(B, K, G, H)
-  k_BKH = model_lib.apply_rope(kv_B2KH[:, :1], position_B[:, None], cfg.rope_theta)[:, 0]
+  k_B1KH, v_B1KH = _key_value(cfg, w_attn, h_BD[:, None], position_B[:, None])
   # Written before it is read, as one scatter per cache, batched over rows (so the rows stay
   # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
   # old buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users),
@@ -144,8 +165,8 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
     return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
         c, jnp.expand_dims(x_KH, axis).astype(c.dtype), s, axis=axis))(cache_BKXY, new_BKH,
                                                                         slot_B)
-  own_k_BKHS = write(own_k_BKHS, k_BKH, axis=2)
-  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1], axis=1)
+  own_k_BKHS = write(own_k_BKHS, k_B1KH[:, 0], axis=2)
+  own_v_BKSH = write(own_v_BKSH, v_B1KH[:, 0], axis=1)
 
   s_own_BKGS = jnp.einsum("BKGH,BKHS->BKGS", q_BKGH, own_k_BKHS,
                           preferred_element_type=jnp.float32) + own_bias_BS[:, None, None, :]
@@ -192,8 +213,8 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
     params: the decoder's "params" collection (for the embedding and final norm).
     layers: each layer's weights (`split_layers`).
     token_B: the new token of each row.
-    position_B: its position (its prompt's length + `step`).
-    step: how many generated tokens each row already has in the cache.
+    position_B: its position (the number of prompt tokens in the cache + `step`).
+    step: how many inputs each row already has in its own slots (see `Cache`).
     cache: from `init_cache` or the previous step.
 
   Returns:

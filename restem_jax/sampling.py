@@ -231,52 +231,64 @@ def _row_keys(seed: Array, iteration: Array, problem_hash_B: Array, sample_index
       problem_hash_B, sample_index_B)
 
 
-def _apply_last_logits(cfg: model_lib.ModelConfig, params, tokens_PL: Array, last_P: Array,
-                       positions_PL: Array | None = None, cache: model_lib.Cache | None = None):
-  """`Decoder` on tokens_PL; returns (logits at position last_P[p] of each row [P, V], kv).
+def _prompt_kv(cfg: model_lib.ModelConfig, params, layers: list, tokens_PL: Array,
+               positions_PL: Array | None = None, cache: model_lib.Cache | None = None
+               ) -> model_lib.Cache:
+  """Keys/values [layers, P, L, K, H] of tokens_PL (after `cache`, if given), no logits.
 
-  Only those logits are needed, so the final norm's input is narrowed to that token before the
-  output projection: for a 256k vocabulary the full [P, L, V] logits would be the largest
-  tensor of the prefill. If the model's layout ever changes so that the interception does not
-  apply, the full logits come back and are sliced instead (same numbers, more work).
+  The last layer's keys and values need only its input: its attention and MLP, a layer's worth
+  of work for every prompt token, would only feed logits that nobody reads (each prompt's last
+  token goes through the decode step instead). So `Decoder` runs the other layers, and the last
+  layer's keys and values are computed from their output, the input of the final norm.
   """
-  def narrow_final_norm(next_fun, args, kwargs, context):
+  N = cfg.num_layers
+  first = {**params, "layers": jax.tree.map(lambda a: a[:N - 1], params["layers"])}
+  grabbed = []
+
+  def grab_final_norm_input(next_fun, args, kwargs, context):
     if context.method_name == "__call__" and context.module.name == "final_norm":
-      x_PLD = args[0]
-      args = (jnp.take_along_axis(x_PLD, last_P[:, None, None], axis=1),) + tuple(args[1:])
+      grabbed.append(args[0])
+      args = (args[0][:, :1],) + tuple(args[1:])  # logits unused: one token's worth
     return next_fun(*args, **kwargs)
 
-  with nn.intercept_methods(narrow_final_norm):
-    logits_PXV, kv = model_lib.Decoder(cfg).apply({"params": params}, tokens_PL, positions_PL,
-                                                  cache=cache)
-  if logits_PXV.shape[1] != 1:
-    logits_PXV = jnp.take_along_axis(logits_PXV, last_P[:, None, None], axis=1)
-  return logits_PXV[:, 0], kv
+  with nn.intercept_methods(grab_final_norm_input):
+    _, kv = model_lib.Decoder(cfg.replace(num_layers=N - 1)).apply(
+        {"params": first}, tokens_PL, positions_PL,
+        cache=None if cache is None else {name: x[:N - 1] for name, x in cache.items()})
+  if len(grabbed) != 1:
+    raise RuntimeError("the model's layout changed: its final norm was not called once")
+  if positions_PL is None:
+    positions_PL = jnp.broadcast_to(jnp.arange(tokens_PL.shape[1], dtype=jnp.int32),
+                                    tokens_PL.shape)
+  k_PLKH, v_PLKH = decode_step.key_value(cfg, layers[-1], grabbed[0], positions_PL)
+  return {"k": jnp.concatenate([kv["k"], k_PLKH[None].astype(kv["k"].dtype)]),
+          "v": jnp.concatenate([kv["v"], v_PLKH[None].astype(kv["v"].dtype)])}
 
 
-def _prefill(cfg: model_lib.ModelConfig, params, prompts_PL: Array, lengths_P: Array,
-             prefix_C: Array):
-  """Runs the prompts; returns (logits of each prompt's last token [P, V], keys/values).
+def _prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array,
+             lengths_P: Array, prefix_C: Array):
+  """Runs the prompts but their last tokens; returns the keys/values for the decode loop.
 
+  Each prompt's last token is the decode loop's first input, so the prefill computes no logits.
   With a shared prefix (C > 0 tokens that every prompt of the batch starts with, e.g. the
   few-shot examples), prompts_PL holds only what follows it: the prefix is computed once for
   the batch and the rest of each prompt attends to it through the model's cache.
 
   Returns:
-    (logits [P, V], {"k", "v"}: [layers, P, C + L, K, H], full prompt lengths [P]).
+    ({"k", "v"}: [layers, P, C + L, K, H] (slots from C + lengths_P - 1 on are not read),
+    tokens in the cache C + lengths_P - 1, each prompt's last token [P]).
   """
   C = prefix_C.shape[0]
+  last_P = jnp.take_along_axis(prompts_PL, (lengths_P - 1)[:, None], axis=1)[:, 0]
   if not C:
-    logits_PV, kv = _apply_last_logits(cfg, params, prompts_PL, lengths_P - 1)
-    return logits_PV, kv, lengths_P
+    return _prompt_kv(cfg, params, layers, prompts_PL), lengths_P - 1, last_P
   P, L = prompts_PL.shape
-  _, prefix_kv = _apply_last_logits(cfg, params, prefix_C[None], jnp.zeros((1,), jnp.int32))
+  prefix_kv = _prompt_kv(cfg, params, layers, prefix_C[None])
   cache = {name: jnp.repeat(x, P, axis=1) for name, x in prefix_kv.items()}
   positions_PL = jnp.broadcast_to(C + jnp.arange(L, dtype=jnp.int32), (P, L))
-  logits_PV, rest_kv = _apply_last_logits(cfg, params, prompts_PL, lengths_P - 1, positions_PL,
-                                          cache)
+  rest_kv = _prompt_kv(cfg, params, layers, prompts_PL, positions_PL, cache)
   kv = {name: jnp.concatenate([cache[name], rest_kv[name]], axis=2) for name in cache}
-  return logits_PV, kv, lengths_P + C
+  return kv, C + lengths_P - 1, last_P
 
 
 def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B,
@@ -292,17 +304,19 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
     tokens [B], finish reason codes [B]).
   """
   n, T = samples_per_prompt, max_new_tokens
-  last_logits_PV, prompt_kv, lengths_P = _prefill(cfg, params, prompts_PL, lengths_P, prefix_C)
+  layers = decode_step.split_layers(cfg, params)
+  prompt_kv, cached_P, last_token_P = _prefill(cfg, params, layers, prompts_PL, lengths_P,
+                                               prefix_C)
 
   def rows(x, axis):  # prompt p's values for its n sample rows
     return jnp.repeat(x, n, axis=axis)
 
   # A shared prompt's keys/values stay one copy for its n rows (decode_step.py); each row has
-  # slots of its own for the tokens it generates, written in place.
+  # slots of its own for its inputs (the prompt's last token, then its own tokens), written in
+  # place.
   B = prompts_PL.shape[0] * n
-  cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T, share_prompt)
-  layers = decode_step.split_layers(cfg, params)
-  lengths_B = rows(lengths_P, 0)
+  cache = decode_step.init_cache(cfg, prompt_kv, cached_P, n, T, share_prompt)
+  cached_B = rows(cached_P, 0)
   keys_B = _row_keys(seed, iteration, problem_hash_B, sample_index_B)
   num_stops = stop_len_S.shape[0]
   # Step t of row b draws with fold_in(keys_B[b], t). The hash runs as a rolled loop on CPU,
@@ -346,11 +360,10 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
         stop_state_BS=stop_state_BS)
 
   def step(state: _LoopState) -> _LoopState:
-    # The input is generated token t - 1: it sits right after the prompt and the t - 1
-    # generated tokens before it.
-    index = state.step - 1
+    # Step t's input is the prompt's last token (t = 0), then generated token t - 1: it sits
+    # right after the cached part of the prompt and the t inputs before it.
     logits_BV, cache = decode_step.decode_step(cfg, params, layers, state.token_B,
-                                               lengths_B + index, index, state.cache)
+                                               cached_B + state.step, state.step, state.cache)
     return emit(state.replace(cache=cache), logits_BV)
 
   def running(state: _LoopState) -> Array:
@@ -358,7 +371,7 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
 
   state = _LoopState(
       step=jnp.zeros((), jnp.int32),
-      token_B=jnp.zeros((B,), jnp.int32),
+      token_B=rows(last_token_P, 0),
       cache=cache,
       tokens_BT=jnp.full((B, T), pad_id, jnp.int32),
       logprobs_BT=jnp.zeros((B, T), jnp.float32),
@@ -366,7 +379,6 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
       done_B=~live_B,  # padding rows count as finished, so they never hold up the early exit
       reason_B=jnp.zeros((B,), jnp.int32),
       stop_state_BS=jnp.zeros((B, num_stops), jnp.int32))
-  state = emit(state, rows(last_logits_PV, 0))
   state = jax.lax.while_loop(running, step, state)
   return state.tokens_BT, state.logprobs_BT, state.num_tokens_B, state.reason_B
 
