@@ -8,7 +8,7 @@ with the same seed the final summary equals an uninterrupted run's.
 
 Run directory:
   config.json                the resolved config (a resume with a different one is refused)
-  vocab.model                the SentencePiece vocabulary used
+  vocab.model                the vocabulary used (SentencePiece, or a copy of a tokenizer.json)
   models/init/               from-scratch runs: the random initial model
   train/{base,sft_human,iterN}/   trainer directories (best_model/ inside is the model)
   iterN/samples/samples-*.jsonl   the Generate step's samples (sample_shards), scored
@@ -190,7 +190,7 @@ class Run:
       self._samplers.clear()
       params, cfg = checkpoints.load(model_dir, self.mesh)
       self._samplers[model_dir] = sampling.Sampler(params, cfg, mesh=self.mesh,
-                                                   vocab=self.vocab)
+                                                   vocab=self.vocab, eos_id=self.vocab.eos_id)
     return self._samplers[model_dir]
 
   def _valid_reward_fn(self, model_dir_for_shape: str):
@@ -199,7 +199,8 @@ class Run:
     if not problems:
       return None
     params, cfg = checkpoints.load(model_dir_for_shape, self.mesh)
-    sampler = sampling.Sampler(params, cfg, mesh=self.mesh, vocab=self.vocab)
+    sampler = sampling.Sampler(params, cfg, mesh=self.mesh, vocab=self.vocab,
+                               eos_id=self.vocab.eos_id)
     s = self.config.sampling
 
     def reward_fn(new_params) -> float:
@@ -223,8 +224,11 @@ class Run:
         pass
       valid_batches = (train_data.eval_batches(valid_rows, trainer_config.batch_size)
                        if valid_rows is not None else None)
+      config = trainer_config
+      if not self.config.progress_bar and config.progress_bar:  # the run's switch wins
+        config = ml_collections.ConfigDict({**trainer_config.to_dict(), "progress_bar": False})
       result = trainer_lib.train(
-          trainer_config, base_checkpoint=base_dir, workdir=self.workdir / "train" / name,
+          config, base_checkpoint=base_dir, workdir=self.workdir / "train" / name,
           train_data=data, valid_batches=valid_batches,
           valid_reward_fn=self._valid_reward_fn(base_dir), mesh=self.mesh)
       return {"model_dir": result.model_dir, "best_step": result.best_step,

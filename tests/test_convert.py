@@ -418,8 +418,7 @@ def test_imported_checkpoint_with_tokenizer_json_as_a_run_base(tmp_path):
       sampler, run.problems["test"][:2], run.reward, num_samples=1, strategy=sampling.Greedy(),
       max_new_tokens=8, seed=0, iteration=0, stop_strings=run.stop_strings, batch_size=8)
   assert len(records) == 2 and all(isinstance(r["text"], str) for r in records)
-  if sampler.eos_id != run.vocab.eos_id:
-    pytest.xfail("loop.Run's samplers stop at id 1, not at the vocabulary's EOS")
+  assert sampler.eos_id == run.vocab.eos_id != 1  # stops at the vocabulary's EOS, not at id 1
 
 
 def _load_config(name):
