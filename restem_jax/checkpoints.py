@@ -66,22 +66,34 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
   directory = epath.Path(directory)
   if is_complete(directory):
     raise FileExistsError(f"{directory} already holds a complete checkpoint")
-  if directory.exists():
-    directory.rmtree()
-  directory.mkdir(parents=True)
-  write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
-  if vocab_path is not None:
-    vocab_path = epath.Path(vocab_path)
-    name = HF_TOKENIZER_FILE if hf_tokenizer.is_tokenizer_json(vocab_path) else VOCAB_FILE
-    vocab_path.copy(directory / name)
-    if (vocab_path.parent / HF_TOKENIZER_CONFIG).exists():  # the special tokens' roles
-      (vocab_path.parent / HF_TOKENIZER_CONFIG).copy(directory / HF_TOKENIZER_CONFIG)
+  # Several hosts: process 0 alone prepares the directory and marks it complete; every host
+  # takes part in Orbax's save, and none returns before the marker is there (a host that
+  # loads right after saving must find a complete checkpoint).
+  if jax.process_index() == 0:
+    if directory.exists():
+      directory.rmtree()
+    directory.mkdir(parents=True)
+    write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+    if vocab_path is not None:
+      vocab_path = epath.Path(vocab_path)
+      name = HF_TOKENIZER_FILE if hf_tokenizer.is_tokenizer_json(vocab_path) else VOCAB_FILE
+      vocab_path.copy(directory / name)
+      if (vocab_path.parent / HF_TOKENIZER_CONFIG).exists():  # the special tokens' roles
+        (vocab_path.parent / HF_TOKENIZER_CONFIG).copy(directory / HF_TOKENIZER_CONFIG)
+  _sync_hosts(f"checkpoint_prepared:{directory}")
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / PARAMS_DIR, {"params": params})
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:
     write_text_atomic(directory / COMPLETE_FILE, "")
+  _sync_hosts(f"checkpoint_complete:{directory}")
   return directory
+
+
+def _sync_hosts(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
 
 
 def load_config(directory: epath.PathLike) -> model_lib.ModelConfig:

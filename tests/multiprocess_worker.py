@@ -129,12 +129,8 @@ def sample_global(params, out: dict) -> None:
 def sample_per_host(params, workdir: str) -> None:
   """The Generate step's layout: a saved model; each host samples its own shards locally."""
   model_dir = os.path.join(workdir, "model")
-  checkpoints.save(model_dir, params, CFG)
-  if jax.process_count() > 1:
-    # checkpoints.save returns on every host once its shards are written, but only process 0
-    # writes COMPLETE: wait for it before loading.
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices("model saved")
+  checkpoints.save(model_dir, params, CFG)  # returns on every host once COMPLETE is written
+  assert checkpoints.is_complete(model_dir)
   local_mesh = partitioning.make_mesh((-1, 1, 1), jax.local_devices())
   local_params, cfg = checkpoints.load(model_dir, local_mesh)
   sampler = sampling.Sampler(local_params, cfg, mesh=local_mesh, eos_id=None)
