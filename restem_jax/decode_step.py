@@ -138,11 +138,38 @@ def _key_value(cfg: model_lib.ModelConfig, w_attn, h_BLD: Array, positions_BL: A
           kv_BL2KH[:, :, 1])
 
 
-def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Array,
+def _rope_cos_sin(cfg: model_lib.ModelConfig, position_B: Array) -> tuple[Array, Array]:
+  """cos and sin [B, 1, H/2] of each row's rotary angles, as `model.apply_rope` makes them.
+
+  Looked up in a table of every position's angles, which depends on no input (XLA computes it
+  once, outside the decode loop): inside each rotation XLA evaluated them for every head,
+  layer and element, every step. The table comes from `apply_rope` itself, applied to the
+  vector [1, .., 1, 0, .., 0], whose rotation is [cos | sin]: so it follows its frequencies.
+  """
+  half = cfg.head_dim // 2
+  unit_H = jnp.concatenate([jnp.ones((half,), jnp.float32), jnp.zeros((half,), jnp.float32)])
+  cs_1M1H = model_lib.apply_rope(jnp.broadcast_to(unit_H, (1, cfg.max_len, 1, 2 * half)),
+                                 jnp.arange(cfg.max_len)[None], cfg.rope_theta)
+  cs_B1H = jnp.take(cs_1M1H[0], position_B, axis=0)
+  return cs_B1H[..., :half], cs_B1H[..., half:]
+
+
+def _rotate(x_BXH: Array, cos_B1h: Array, sin_B1h: Array) -> Array:
+  """`model.apply_rope`'s rotation of x_BXH (X heads) by precomputed angles."""
+  half = x_BXH.shape[-1] // 2
+  x = x_BXH.astype(jnp.float32)
+  x1, x2 = x[..., :half], x[..., half:]
+  out = jnp.concatenate([x1 * cos_B1h - x2 * sin_B1h, x2 * cos_B1h + x1 * sin_B1h], axis=-1)
+  return out.astype(x_BXH.dtype)
+
+
+def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Array, Array],
                slot: Array, own_bias_BS: Array, shared_k_PKHS: Array | None,
                shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKHS: Array,
                own_v_BKSH: Array):
   """One new token per row attends to [its shared prompt | its own slots, itself included].
+
+  `rope` is (cos, sin) of the rows' positions (`_rope_cos_sin`).
 
   Returns:
     (output [B, D], own keys and values with this token's written at `slot`).
@@ -151,10 +178,10 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
   G = N // K
   B = h_BD.shape[0]
   dtype = jnp.dtype(cfg.dtype)
-  q_B1NH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])[:, None]
-  q_BKGH = (model_lib.apply_rope(q_B1NH, position_B[:, None], cfg.rope_theta)[:, 0]
-            * (H ** -0.5)).reshape(B, K, G, H)
-  k_B1KH, v_B1KH = _key_value(cfg, w_attn, h_BD[:, None], position_B[:, None])
+  q_BNH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])
+  q_BKGH = (_rotate(q_BNH, *rope) * (H ** -0.5)).reshape(B, K, G, H)
+  kv_B2KH = jnp.einsum("BD,DCKH->BCKH", h_BD, w_attn["key_value"])
+  k_BKH = _rotate(kv_B2KH[:, 0], *rope)
   # Written before it is read, as one scatter per cache, batched over rows (so the rows stay
   # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
   # old buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users),
@@ -165,8 +192,8 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
     return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
         c, jnp.expand_dims(x_KH, axis).astype(c.dtype), s, axis=axis))(cache_BKXY, new_BKH,
                                                                         slot_B)
-  own_k_BKHS = write(own_k_BKHS, k_B1KH[:, 0], axis=2)
-  own_v_BKSH = write(own_v_BKSH, v_B1KH[:, 0], axis=1)
+  own_k_BKHS = write(own_k_BKHS, k_BKH, axis=2)
+  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1], axis=1)
 
   s_own_BKGS = jnp.einsum("BKGH,BKHS->BKGS", q_BKGH, own_k_BKHS,
                           preferred_element_type=jnp.float32) + own_bias_BS[:, None, None, :]
@@ -200,7 +227,9 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, position_B: Arra
     o_BKGH = o_BKGH + o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4).reshape(
         B, K, G, H)
   out_BKGH = (o_BKGH / denom_BKG[..., None]).astype(dtype)
-  out_BD = jnp.einsum("BNH,NHD->BD", out_BKGH.reshape(B, N, H), w_attn["out"])
+  # One [B, N*H] x [N*H, D] product (`split_layers` flattens the weight): with [N, H, D], XLA
+  # transposed both the heads' outputs and, every step, the weight.
+  out_BD = jnp.einsum("BX,XD->BD", out_BKGH.reshape(B, N * H), w_attn["out"])
   return out_BD, own_k_BKHS, own_v_BKSH
 
 
@@ -241,12 +270,13 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
   own_valid_BS = ((slot_S[None, :] < cache.own_prompt_len_B[:, None])
                   | ((slot_S[None, :] >= cache.offset) & (slot_S[None, :] <= slot)))
   own_bias_BS = jnp.where(own_valid_BS, 0.0, _NEG_INF).astype(jnp.float32)
+  rope = _rope_cos_sin(cfg, position_B)
   shared = bool(cache.shared_k)
   own_k, own_v = [], []
   for i, p in enumerate(layers):
     h_BD = norm.apply({"params": p["pre_attn_norm"]}, x_BD)
     attn_BD, k_BKHS, v_BKSH = _attention(
-        cfg, p["attn"], h_BD, position_B, slot, own_bias_BS,
+        cfg, p["attn"], h_BD, rope, slot, own_bias_BS,
         cache.shared_k[i] if shared else None, cache.shared_v[i] if shared else None,
         cache.shared_bias_PS, cache.own_k[i], cache.own_v[i])
     own_k.append(k_BKHS)
@@ -273,7 +303,8 @@ def split_layers(cfg: model_lib.ModelConfig, params) -> list:
   """Each layer's weights in the compute dtype, sliced out of the stacked `params["layers"]`.
 
   The two products that read the same input are stacked into one (key with value, gate with
-  up) along a new axis, so each keeps its own sharding.
+  up) along a new axis, so each keeps its own sharding; the output projection is flattened to
+  [N*H, D].
   """
   dtype = jnp.dtype(cfg.dtype)
   stacked = params["layers"]
@@ -283,7 +314,8 @@ def split_layers(cfg: model_lib.ModelConfig, params) -> list:
     attn, mlp = p["attn"], p["mlp"]
     layer = {
         "pre_attn_norm": p["pre_attn_norm"],
-        "attn": {"query": attn["query"].astype(dtype), "out": attn["out"].astype(dtype),
+        "attn": {"query": attn["query"].astype(dtype),
+                 "out": attn["out"].reshape(-1, cfg.d_model).astype(dtype),  # [N*H, D]
                  "key_value": jnp.stack([attn["key"], attn["value"]], axis=1).astype(dtype)},
         "mlp": {"wi_gate_up": jnp.stack([mlp["wi_gate"], mlp["wi_up"]], axis=1).astype(dtype),
                 "wo": mlp["wo"].astype(dtype)},
