@@ -117,6 +117,22 @@ def test_strategies_stay_in_their_support():
   assert any(t not in order[b, :4] for b, t in enumerate(free))
 
 
+def test_top_k_equals_lax_top_k():
+  rng = np.random.default_rng(0)
+  rows = {"normal": rng.normal(size=(16, 1024)) * 3,
+          "ties": rng.integers(0, 4, size=(16, 1024)),  # many equal values around the k-th
+          "some -inf": np.where(rng.random((16, 1024)) < 0.9, -np.inf, rng.normal(size=(16, 1024))),
+          "narrow": 1e-4 * rng.normal(size=(16, 1024)) + 7.0,
+          "few chunks": rng.normal(size=(16, 360)),  # 45 chunks of 8 < 2k: plain lax.top_k
+          "odd width": rng.normal(size=(16, 1021))}
+  for name, x in rows.items():
+    x = jnp.asarray(x, jnp.float32)
+    for k in (1, 5, 40):
+      got, want = jax.jit(sampling.top_k, static_argnums=1)(x, k), jax.lax.top_k(x, k)
+      np.testing.assert_array_equal(got[0], want[0], err_msg=f"{name}, k={k}")
+      np.testing.assert_array_equal(got[1], want[1], err_msg=f"{name}, k={k}")
+
+
 def test_make_strategy():
   assert sampling.make_strategy(0.0, top_k=40) == sampling.Greedy()
   assert sampling.make_strategy(0.7, top_k=40) == sampling.TopK(40, 0.7)
