@@ -123,7 +123,7 @@ def test_top_k_equals_lax_top_k():
           "ties": rng.integers(0, 4, size=(16, 1024)),  # many equal values around the k-th
           "some -inf": np.where(rng.random((16, 1024)) < 0.9, -np.inf, rng.normal(size=(16, 1024))),
           "narrow": 1e-4 * rng.normal(size=(16, 1024)) + 7.0,
-          "few chunks": rng.normal(size=(16, 360)),  # 45 chunks of 8 < 2k: plain lax.top_k
+          "few chunks": rng.normal(size=(16, 360)),  # 45 chunks of 8: k = 40 falls back
           "odd width": rng.normal(size=(16, 1021))}
   for name, x in rows.items():
     x = jnp.asarray(x, jnp.float32)
