@@ -17,6 +17,7 @@ this module is for the models that runs start from and produce.
 from __future__ import annotations
 
 import json
+import os
 import uuid
 
 import flax.linen as nn
@@ -45,6 +46,12 @@ def write_text_atomic(path: epath.PathLike, text: str) -> None:
   tmp.replace(path)
 
 
+def absolute(path: epath.PathLike) -> epath.Path:
+  """`path` made absolute if it is a local relative path (Orbax refuses relative paths)."""
+  path = epath.Path(path)
+  return path if "://" in str(path) else epath.Path(os.path.abspath(path))
+
+
 def is_complete(directory: epath.PathLike) -> bool:
   return (epath.Path(directory) / COMPLETE_FILE).exists()
 
@@ -63,7 +70,7 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
   Returns:
     The directory.
   """
-  directory = epath.Path(directory)
+  directory = absolute(directory)
   if is_complete(directory):
     raise FileExistsError(f"{directory} already holds a complete checkpoint")
   # Several hosts: process 0 alone prepares the directory and marks it complete; every host
@@ -126,7 +133,7 @@ def load(directory: epath.PathLike, mesh: jax.sharding.Mesh | None = None,
   Returns:
     (params, model config).
   """
-  directory = epath.Path(directory)
+  directory = absolute(directory)
   if not is_complete(directory):
     raise FileNotFoundError(f"{directory} is not a complete model checkpoint "
                             f"({COMPLETE_FILE} is missing: interrupted save or wrong path)")

@@ -96,7 +96,7 @@ class Run:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: epath.PathLike):
     self.config = config
-    self.workdir = epath.Path(workdir)
+    self.workdir = checkpoints.absolute(workdir)
     self.mesh = partitioning.make_mesh(tuple(config.mesh_shape))
     self.summary = report.load_summary(self.workdir)
     self._samplers: dict[str, sampling.Sampler] = {}
@@ -415,7 +415,7 @@ def _sync_hosts(name: str) -> None:
 def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:
   """Runs (or resumes) a ReST^EM run; returns the summary."""
   partitioning.maybe_initialize_distributed(config.distributed)
-  workdir = epath.Path(workdir)
+  workdir = checkpoints.absolute(workdir)  # Orbax needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   check_and_save_config(config, workdir)
   r = Run(config, workdir)

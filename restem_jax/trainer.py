@@ -190,7 +190,7 @@ def train(config: ml_collections.ConfigDict, *, base_checkpoint: epath.PathLike,
   Returns:
     A `TrainResult`; `model_dir` is the exported best model.
   """
-  workdir = epath.Path(workdir)
+  workdir = checkpoints.absolute(workdir)  # Orbax needs absolute paths
   result_path = workdir / RESULT_FILE
   if result_path.exists():
     return TrainResult.from_json(result_path.read_text())

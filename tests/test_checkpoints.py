@@ -36,3 +36,16 @@ def test_incomplete_checkpoint_is_refused(tmp_path):
   (tmp_path / "ckpt").mkdir()
   with pytest.raises(FileNotFoundError, match="not a complete model checkpoint"):
     checkpoints.load(tmp_path / "ckpt")
+
+
+def test_relative_paths_work(tmp_path, monkeypatch):
+  """`make demo` passes a relative workdir; Orbax itself refuses relative paths."""
+  cfg = model_lib.preset("tiny", num_layers=1, vocab_size=64, max_len=16, d_model=32,
+                         head_dim=16, num_heads=2, d_ff=64)
+  params = nn.unbox(model_lib.Decoder(cfg).init(jax.random.key(0),
+                                                jnp.zeros((1, 4), jnp.int32)))["params"]
+  monkeypatch.chdir(tmp_path)
+  out = checkpoints.save("runs/x/model", params, cfg)
+  assert out == tmp_path / "runs" / "x" / "model" and checkpoints.is_complete("runs/x/model")
+  restored, _ = checkpoints.load("runs/x/model")
+  jax.tree_util.tree_map(np.testing.assert_array_equal, restored, params)
