@@ -264,33 +264,39 @@ def _prompt_kv(cfg: model_lib.ModelConfig, params, layers: list, tokens_PL: Arra
                ) -> model_lib.Cache:
   """Keys/values [layers, P, L, K, H] of tokens_PL (after `cache`, if given), no logits.
 
-  The last layer's keys and values need only its input: its attention and MLP, a layer's worth
-  of work for every prompt token, would only feed logits that nobody reads (each prompt's last
-  token goes through the decode step instead). So `Decoder` runs the other layers, and the last
-  layer's keys and values are computed from their output, the input of the final norm.
+  As `Decoder`, with the model's `Block` in a scan over the layers, except the last layer: its
+  keys and values need only its input, and its attention and MLP, a layer's worth of work for
+  every prompt token, would only feed logits that nobody reads (each prompt's last token goes
+  through the decode step instead). The scan indexes the stacked parameters itself (running
+  `Decoder` on a slice of the first layers copied them).
   """
-  N = cfg.num_layers
-  first = {**params, "layers": jax.tree.map(lambda a: a[:N - 1], params["layers"])}
-  grabbed = []
-
-  def grab_final_norm_input(next_fun, args, kwargs, context):
-    if context.method_name == "__call__" and context.module.name == "final_norm":
-      grabbed.append(args[0])
-      args = (args[0][:, :1],) + tuple(args[1:])  # logits unused: one token's worth
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(grab_final_norm_input):
-    _, kv = model_lib.Decoder(cfg.replace(num_layers=N - 1)).apply(
-        {"params": first}, tokens_PL, positions_PL,
-        cache=None if cache is None else {name: x[:N - 1] for name, x in cache.items()})
-  if len(grabbed) != 1:
-    raise RuntimeError("the model's layout changed: its final norm was not called once")
+  P, L = tokens_PL.shape
   if positions_PL is None:
-    positions_PL = jnp.broadcast_to(jnp.arange(tokens_PL.shape[1], dtype=jnp.int32),
-                                    tokens_PL.shape)
-  k_PLKH, v_PLKH = decode_step.key_value(cfg, layers[-1], grabbed[0], positions_PL)
-  return {"k": jnp.concatenate([kv["k"], k_PLKH[None].astype(kv["k"].dtype)]),
-          "v": jnp.concatenate([kv["v"], v_PLKH[None].astype(kv["v"].dtype)])}
+    positions_PL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (P, L))
+  x_PLD = jnp.take(params["embedding"], tokens_PL, axis=0).astype(cfg.dtype)  # as `Decoder`
+  if cfg.embed_scale:
+    x_PLD = x_PLD * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
+  x_PLD = nn.with_logical_constraint(
+      x_PLD, ("activation_batch", "activation_length", "activation_embed"))
+  self_mask_PLL = positions_PL[:, None, :] <= positions_PL[:, :, None]
+  cache_mask_PLS = None
+  if cache is not None:
+    S = cache["k"].shape[2]
+    cache_mask_PLS = jnp.broadcast_to(
+        (jnp.arange(S, dtype=jnp.int32)[None, :] < positions_PL[:, :1])[:, None, :], (P, L, S))
+
+  def layer(x_PLD, i):
+    block = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False),
+                         params["layers"])
+    cache_kv = None if cache is None else tuple(
+        jax.lax.dynamic_index_in_dim(cache[name], i, keepdims=False) for name in ("k", "v"))
+    return model_lib.Block(cfg).apply({"params": block}, x_PLD, positions_PL, self_mask_PLL,
+                                      cache_mask_PLS, cache_kv)
+
+  x_PLD, (k_lPLKH, v_lPLKH) = jax.lax.scan(layer, x_PLD, jnp.arange(cfg.num_layers - 1))
+  k_PLKH, v_PLKH = decode_step.key_value(cfg, layers[-1], x_PLD, positions_PL)
+  return {"k": jnp.concatenate([k_lPLKH, k_PLKH[None].astype(k_lPLKH.dtype)]),
+          "v": jnp.concatenate([v_lPLKH, v_PLKH[None].astype(v_lPLKH.dtype)])}
 
 
 def _prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array,
