@@ -18,7 +18,11 @@ def get_config(arg: str | None = None):
   c = config_lib.base_config()
   c.data.kind = "arith"
   c.data.seed = 0
-  c.data.sizes = {"train": 1000, "valid": 100, "test": 500}
+  # 2000 training problems with answers, of which the first 1000 also have a worked ("human")
+  # solution: the base model and sft_human learn from those; ReST^EM samples all 2000.
+  c.data.sizes = {"train": 2000, "valid": 100, "test": 500}
+  c.data.human_solutions = 1000
+  c.data.pack = True
   # Two or three additions and subtractions of a digit, within 0..99: a from-scratch model
   # learns the format fast and slips on carries and borrows, so samples beat greedy decoding.
   c.data.knobs = config_lib.embedded_task_config("arith", ops="+-", max_value=99)
@@ -30,17 +34,19 @@ def get_config(arg: str | None = None):
   c.data.targets_length = 64
   c.sampling.max_new_tokens = 64
   c.sampling.batch_size = 256
-  c.base_trainer.num_train_steps = 500
+  c.base_trainer.num_train_steps = 600
   c.base_trainer.learning_rate = 3e-3
   c.base_trainer.warmup_steps = 50
   c.base_trainer.eval_every = 200
-  c.finetune.num_train_steps = 150
-  c.finetune.eval_every = 50
+  # sft_human and every iteration: the same budget and recipe, always from the base.
+  c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                    num_train_steps=300, eval_every=100)
   c.eval.num_samples = 8
   c.eval.ks = (1, 4, 8)
   c.eval.sampled_problems = 100
   if variant == "smoke":
     c.data.sizes = {"train": 48, "valid": 16, "test": 32}
+    c.data.human_solutions = 32
     c.vocab.size = 320
     c.model = config_lib.model_config("tiny", vocab_size=320, max_len=192, num_layers=2,
                                       d_model=64, num_heads=2, head_dim=32, d_ff=128)
@@ -49,6 +55,7 @@ def get_config(arg: str | None = None):
     c.base_trainer.warmup_steps = 5
     c.base_trainer.eval_every = 100
     c.finetune.num_train_steps = 10
+    c.finetune.warmup_steps = 2
     c.finetune.eval_every = 10
     c.base_trainer.batch_size = c.finetune.batch_size = 16
     c.restem.num_iterations = 2
