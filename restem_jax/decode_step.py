@@ -134,7 +134,10 @@ def key_value(cfg: model_lib.ModelConfig, layer, x_BLD: Array, positions_BL: Arr
 
 def _key_value(cfg: model_lib.ModelConfig, w_attn, h_BLD: Array, positions_BL: Array):
   kv_BL2KH = jnp.einsum("BLD,DCKH->BLCKH", h_BLD, w_attn["key_value"])
-  return (model_lib.apply_rope(kv_BL2KH[:, :, 0], positions_BL, cfg.rope_theta),
+  if cfg.qkv_bias:
+    kv_BL2KH = kv_BL2KH + w_attn["key_value_bias"]
+  return (model_lib.apply_rope(kv_BL2KH[:, :, 0], positions_BL, cfg.rope_theta,
+                               model_lib.rope_inv_freq(cfg)),
           kv_BL2KH[:, :, 1])
 
 
@@ -149,7 +152,8 @@ def _rope_cos_sin(cfg: model_lib.ModelConfig, position_B: Array) -> tuple[Array,
   half = cfg.head_dim // 2
   unit_H = jnp.concatenate([jnp.ones((half,), jnp.float32), jnp.zeros((half,), jnp.float32)])
   cs_1M1H = model_lib.apply_rope(jnp.broadcast_to(unit_H, (1, cfg.max_len, 1, 2 * half)),
-                                 jnp.arange(cfg.max_len)[None], cfg.rope_theta)
+                                 jnp.arange(cfg.max_len)[None], cfg.rope_theta,
+                                 model_lib.rope_inv_freq(cfg))
   cs_B1H = jnp.take(cs_1M1H[0], position_B, axis=0)
   return cs_B1H[..., :half], cs_B1H[..., half:]
 
@@ -179,8 +183,12 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Arra
   B = h_BD.shape[0]
   dtype = jnp.dtype(cfg.dtype)
   q_BNH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])
+  if cfg.qkv_bias:
+    q_BNH = q_BNH + w_attn["query_bias"]
   q_BKGH = (_rotate(q_BNH, *rope) * (H ** -0.5)).reshape(B, K, G, H)
   kv_B2KH = jnp.einsum("BD,DCKH->BCKH", h_BD, w_attn["key_value"])
+  if cfg.qkv_bias:
+    kv_B2KH = kv_B2KH + w_attn["key_value_bias"]
   k_BKH = _rotate(kv_B2KH[:, 0], *rope)
   # Written before it is read, as one scatter per cache, batched over rows (so the rows stay
   # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
@@ -320,6 +328,10 @@ def split_layers(cfg: model_lib.ModelConfig, params) -> list:
         "mlp": {"wi_gate_up": jnp.stack([mlp["wi_gate"], mlp["wi_up"]], axis=1).astype(dtype),
                 "wo": mlp["wo"].astype(dtype)},
     }
+    if cfg.qkv_bias:  # Qwen2
+      layer["attn"]["query_bias"] = attn["query_bias"].astype(dtype)
+      layer["attn"]["key_value_bias"] = jnp.stack([attn["key_bias"], attn["value_bias"]]
+                                                  ).astype(dtype)
     if "pre_mlp_norm" in p:
       layer["pre_mlp_norm"] = p["pre_mlp_norm"]
     out.append(layer)

@@ -122,16 +122,8 @@ def test_import_matches_transformers_then_export_round_trips(imported, tokens):
   assert _rel_err(ours, _logits(exported, tokens)) <= 1e-4
 
 
-# The sampler's decode step (decode_step.py) does not apply query/key/value biases or RoPE
-# scaling yet: these two fail until it does (the model itself matches above).
-_DECODE_STEP_TODO = ("llama3", "qwen2")
-
-
-def test_greedy_generation_matches_transformers(imported, tokens, request):
+def test_greedy_generation_matches_transformers(imported, tokens):
   family, hf, _, params, cfg = imported
-  if family in _DECODE_STEP_TODO:
-    request.applymarker(pytest.mark.xfail(
-        strict=True, reason="decode_step.py ignores qkv_bias and rope_scaling"))
   # Our sampler (prefill + cached decode loop) against transformers' generate.
   prompts = [list(tokens[0, :5]), list(tokens[1, :11])]
   sampler = sampling.Sampler(params, cfg, mesh=_one_device(), eos_id=None)

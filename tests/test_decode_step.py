@@ -14,6 +14,8 @@ VARIANTS = {
     "gemma_like_gqa_untied": dict(num_kv_heads=2, tied_embeddings=False, embed_scale=True,
                                   norm="rmsnorm", norm_scale_plus_one=True,
                                   mlp_activation="gelu", parallel_block=False),
+    "qwen2_like_bias_llama3_rope": dict(model.LLAMA_STYLE, qkv_bias=True, rope_scaling="llama3",
+                                        rope_scaling_factor=8.0, rope_original_max_len=32),
 }
 
 
@@ -24,6 +26,8 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
                      vocab_size=97, max_len=64, **VARIANTS[variant])
   params = nn.unbox(model.Decoder(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
                     ["params"])
+  params = jax.tree_util.tree_map_with_path(  # biases start at zero: make a missing one show
+      lambda path, x: x + 0.5 if "bias" in jax.tree_util.keystr(path) else x, params)
   rng = np.random.default_rng(0)
   lengths_P = np.array([5, 9], np.int32)
   T, L = 3, 12  # 3 new tokens, prompts padded to 12
