@@ -423,7 +423,9 @@ def test_judge_works_in_a_forked_process(judge):
 def test_timeouts_are_bounded(judge):
   start = time.monotonic()
   verdict = judge.judge_apps(ADD_STDIO, "while True:\n    pass\n")
-  assert not verdict.passed and "timeout" in verdict.reason
+  # The wall-clock timeout or, on an idle machine, the CPU-time limit may end it first.
+  assert not verdict.passed
+  assert "timeout" in verdict.reason or "CPU time limit" in verdict.reason, verdict.reason
   assert time.monotonic() - start < 10
 
 
