@@ -87,20 +87,14 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
       vocab_path.copy(directory / name)
       if (vocab_path.parent / HF_TOKENIZER_CONFIG).exists():  # the special tokens' roles
         (vocab_path.parent / HF_TOKENIZER_CONFIG).copy(directory / HF_TOKENIZER_CONFIG)
-  _sync_hosts(f"checkpoint_prepared:{directory}")
+  partitioning.sync_hosts(f"checkpoint_prepared:{directory}")
   checkpointer = ocp.StandardCheckpointer()
   checkpointer.save(directory / PARAMS_DIR, {"params": params})
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:
     write_text_atomic(directory / COMPLETE_FILE, "")
-  _sync_hosts(f"checkpoint_complete:{directory}")
+  partitioning.sync_hosts(f"checkpoint_complete:{directory}")
   return directory
-
-
-def _sync_hosts(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
 
 
 def load_config(directory: epath.PathLike) -> model_lib.ModelConfig:

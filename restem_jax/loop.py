@@ -323,8 +323,7 @@ class Run:
     if sample_shards.is_complete(out):
       return
     sampler = self.sampler(generator_dir)
-    # One mesh over several hosts: every host runs every batch, process 0 writes the shards.
-    # Otherwise each host samples its own shards on its own devices.
+    # The run's mesh spans every host: all hosts run every batch together, process 0 writes.
     spans_hosts = any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
     hosts = dict(process_index=0, process_count=1,
                  write=jax.process_index() == 0) if spans_hosts else {}
@@ -336,7 +335,7 @@ class Run:
         stop_strings=self.stop_strings, batch_size=s.batch_size,
         problems_per_shard=r.shard_problems, progress=self.config.progress_bar,
         extra_spec={"generator": generator_dir}, **hosts)
-    _sync_hosts(f"generate_iter{it}")
+    partitioning.sync_hosts(f"generate_iter{it}")
 
   def score(self, it: int) -> list[str]:
     """Rewards of every sample, shard by shard into iterN/scores/ (resumable)."""
@@ -355,7 +354,7 @@ class Run:
                              score_dir / path.name)
       bar.update(1)
     bar.close()
-    _sync_hosts(f"score_iter{it}")
+    partitioning.sync_hosts(f"score_iter{it}")
     return [str(score_dir / p.name) for p in shards]
 
   def filter(self, it: int, shard_paths: list[str]) -> dict[str, Any]:
@@ -403,13 +402,6 @@ class Run:
     name = finetune.register_finetune_task(f"restem_run_kept_iter{it}", kept_dir, self.vocab)
     rows = self._decoder_rows(name, "train")
     return self.train_model(f"iter{it}", base_dir, rows, self.config.finetune)
-
-
-def _sync_hosts(name: str) -> None:
-  """Waits until every host got here (their shards are all on the shared workdir)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    multihost_utils.sync_global_devices(name)
 
 
 def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:

@@ -164,6 +164,13 @@ def to_host(x: Any) -> np.ndarray:
   return np.asarray(x)
 
 
+def sync_hosts(name: str) -> None:
+  """Waits until every host got here (a no-op with one process)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
   """Calls `jax.distributed.initialize` once on multi-host runs (Cloud TPU pods, multi-process).
 
