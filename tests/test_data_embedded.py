@@ -2,6 +2,7 @@
 
 import ast
 import json
+import random
 import re
 
 import pytest
@@ -122,17 +123,56 @@ def test_prog_knobs():
     prog.ProgConfig.from_dict({"stages": 2})
 
 
-def test_prog_wrong_solution_fails_some_test():
-  """The tests are strong enough to reject a plausible wrong program (off-by-one threshold)."""
-  rejected = total = 0
-  for problem in prog.generate({"test": 200}, seed=0)["test"]:
-    body = problem["canonical_solution"]
-    wrong = re.sub(r"x > (\d+)", lambda m: f"x > {int(m.group(1)) + 1}", body)
-    if wrong == body:
-      continue
-    total += 1
-    namespace = {}
-    exec(f"def transform({problem['arg']}):\n{wrong}", namespace)  # our own template code
-    outs = [namespace["transform"](x) for x in problem["inputs"]]
-    rejected += outs != problem["outputs"]
-  assert total > 10 and rejected / total > 0.9
+def _wrong_bodies(body):
+  """Plausible wrong programs, written here independently of the generator's own mutants: an
+  integer one off, another letter, a stage line dropped, two stage lines swapped."""
+  lines = body.splitlines(keepends=True)
+  for i, line in enumerate(lines):
+    for m in re.finditer(r"\d+", line):
+      for v in (int(m.group()) - 1, int(m.group()) + 1):
+        yield "".join(lines[:i] + [line[:m.start()] + str(v) + line[m.end():]] + lines[i + 1:])
+    for m in re.finditer(r"'([a-eA-E])'", line):
+      for c in "abcde":
+        if c != m.group(1).lower():
+          yield "".join(lines[:i] + [line[:m.start()] + repr(c) + line[m.end():]] + lines[i + 1:])
+  for i in range(len(lines) - 1):  # the last line is the return
+    yield "".join(lines[:i] + lines[i + 1:])
+    if i + 2 < len(lines):
+      yield "".join(lines[:i] + [lines[i + 1], lines[i]] + lines[i + 2:])
+
+
+def _outputs(arg, body, inputs):
+  namespace = {}
+  exec(f"def transform({arg}):\n{body}", namespace)  # template code, not model output
+  out = []
+  for x in inputs:
+    try:
+      out.append(repr(namespace["transform"](x)))
+    except Exception as e:  # noqa: BLE001
+      out.append(type(e).__name__)
+  return out
+
+
+def test_prog_tests_reject_wrong_programs():
+  """A wrong program that differs from the reference on some input of the generator's domain
+  fails the problem's unit tests (almost always: the tests are chosen against mutants)."""
+  config = prog.ProgConfig()
+  rng = random.Random(7)
+  rejected = differing = 0
+  for problem in prog.generate({"test": 120}, seed=0)["test"]:
+    arg, body = problem["arg"], problem["canonical_solution"]
+    if arg == "xs":
+      pool = [[rng.randint(0, config.max_elem) for _ in range(rng.randint(0, config.max_len))]
+              for _ in range(400)]
+    else:
+      pool = ["".join(rng.choice("abcde") for _ in range(rng.randint(0, config.max_len)))
+              for _ in range(400)]
+    reference = _outputs(arg, body, pool)
+    expected = [repr(y) for y in problem["outputs"]]
+    assert _outputs(arg, body, problem["inputs"]) == expected
+    for wrong in _wrong_bodies(body):
+      if _outputs(arg, wrong, pool) != reference:
+        differing += 1
+        rejected += _outputs(arg, wrong, problem["inputs"]) != expected
+  assert differing > 500
+  assert rejected / differing >= 0.99, (rejected, differing)

@@ -1,17 +1,26 @@
 """`prog`: the embedded code task, small list and string transforms with unit tests.
 
-A problem is a pipeline of one to a few stages applied to a list of integers (map, filter, sort,
-reverse) or a string (replace, remove, reverse, repeat, upper case), and a final step (return the
-result, its sum, length, largest element, a character count). Each problem comes with
+A problem is a pipeline of two to four stages (the default knobs) applied to a list of integers
+(map, filter, sort, reverse) or a string (replace, remove, reverse, repeat, upper case), and a
+final step (return the result, its sum, length, largest element, a character count). Each problem
+comes with
 
   - a HumanEval-style prompt: the signature and a docstring with one example;
   - a reference solution (the function body) that passes the tests;
   - unit tests as a HumanEval `check(candidate)` function and as APPS call-based `input_output`.
 
-The prompt is ~40-70 SentencePiece tokens and the body ~15-40, so a from-scratch model on a CPU
-can learn the format; the knobs in `ProgConfig` (stages, value ranges) set how often it gets the
-semantics right. Splits are disjoint by the pipeline (not just the text), filled test, valid,
-train from one random stream as in `arith`. Everything is deterministic in (sizes, seed, config).
+The tests are chosen greedily, from 80 random candidate inputs, to reject the plausible wrong
+programs a model writes: mutants of the pipeline (a parameter off by one or another letter, a
+stage dropped, two stages swapped, another final step). In the first 300 default test problems
+every mutant that differs from the reference on one of 300 random inputs fails a test.
+
+With the default knobs the prompt is ~50-110 tokens of a 512-piece SentencePiece vocabulary
+(mean 75) and the body ~20-90 (mean 51), so a from-scratch model on a CPU learns the format; the
+knobs in `ProgConfig` (stages, value ranges) set how often it gets the semantics right. A tiny
+model most often errs by copying a stage's parameter wrong (a character, a threshold), which
+temperature sampling often gets right where greedy decoding does not. Splits are disjoint by the
+pipeline (not just the text), filled test, valid, train from one random stream as in `arith`.
+Everything is deterministic in (sizes, seed, config).
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ _STR_FINALS = {
     "count": ("return how many times '{a}' occurs in it", "return s.count('{a}')"),
 }
 _LETTERS = "abcde"  # a small alphabet, so replacements and counts hit often in short tests
+_CANDIDATES = 80  # random test inputs a problem's tests are chosen from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +82,8 @@ class ProgConfig:
     max_len: longest test list or string.
     num_tests: unit tests per problem (the first one is the docstring example).
   """
-  min_stages: int = 1
-  max_stages: int = 2
+  min_stages: int = 2
+  max_stages: int = 4
   kinds: tuple[str, ...] = ("list", "str")
   max_param: int = 9
   max_elem: int = 9
@@ -149,33 +159,97 @@ def _render(kind: str, stages: list, final: tuple) -> tuple[str, str]:
   return sentence, "".join(f"    {line}\n" for line in code)
 
 
-def _test_inputs(rng: random.Random, kind: str, stages: list, config: ProgConfig) -> list:
+def _draw_input(rng: random.Random, kind: str, stages: list, config: ProgConfig,
+                min_len: int) -> list | str:
   # Values near the pipeline's parameters (k - 1, k, k + 1, its characters) make the tests tell a
   # threshold of k from k + 1, or '>' from '>=', which uniform draws often would not.
   params = [p for _, p in stages]
   near_k = sorted({v for p in params if "k" in p for v in (p["k"] - 1, p["k"], p["k"] + 1)
                    if 0 <= v <= config.max_elem})
+  n = rng.randint(min(min_len, config.max_len), config.max_len)
+  if kind == "list":
+    return [rng.choice(near_k) if near_k and rng.random() < 0.4 else
+            rng.randint(0, config.max_elem) for _ in range(n)]
   chars = sorted({p["a"] for p in params if "a" in p} | set(_LETTERS))
-  inputs = []
-  while len(inputs) < config.num_tests:
-    # The docstring example (the first input) is at least 3 long; later ones may be empty.
-    n = rng.randint(0 if inputs else min(3, config.max_len), config.max_len)
-    if kind == "list":
-      x = [rng.choice(near_k) if near_k and rng.random() < 0.4 else
-           rng.randint(0, config.max_elem) for _ in range(n)]
-    else:
-      x = "".join(rng.choice(chars) for _ in range(n))
-    if x not in inputs:
-      inputs.append(x)
-  return inputs
+  return "".join(rng.choice(chars) for _ in range(n))
 
 
-def _run_reference(body: str, arg: str, inputs: list) -> list:
-  # The reference is code this module wrote from its own templates (never model output), so
-  # running it in-process to compute the expected outputs is safe.
+def _mutants(kind: str, stages: list, final: tuple) -> list[tuple[list, tuple]]:
+  """Plausible wrong pipelines: a parameter off by one or another character, a stage dropped,
+  two stages swapped, another final step. The tests are chosen to reject them."""
+  out = []
+  for i, (name, p) in enumerate(stages):
+    for key, value in p.items():
+      alternatives = ([value - 1, value + 1] if isinstance(value, int) else
+                      [c for c in _LETTERS if c != value])
+      for v in alternatives:
+        out.append((stages[:i] + [(name, {**p, key: v})] + stages[i + 1:], final))
+    out.append((stages[:i] + stages[i + 1:], final))
+    if i + 1 < len(stages):
+      out.append((stages[:i] + [stages[i + 1], stages[i]] + stages[i + 2:], final))
+  finals_table = _LIST_FINALS if kind == "list" else _STR_FINALS
+  for name in finals_table:
+    if name != final[0] and ("{a}" not in finals_table[name][1] or "a" in final[1]):
+      out.append((stages, (name, final[1])))
+  if "a" in final[1]:
+    out.extend((stages, (final[0], {**final[1], "a": c})) for c in _LETTERS
+               if c != final[1]["a"].lower())
+  return out
+
+
+def _function(body: str, arg: str):
+  # The reference and its mutants are code this module wrote from its own templates (never model
+  # output), so running them in-process to compute outputs is safe.
   namespace: dict = {}
   exec(f"def {ENTRY_POINT}({arg}):\n{body}", namespace)  # pylint: disable=exec-used
-  return [namespace[ENTRY_POINT](x) for x in inputs]
+  return namespace[ENTRY_POINT]
+
+
+def _compile(body: str, arg: str):
+  """The function of `body`, returning repr(output) or how it raised."""
+  fn = _function(body, arg)
+
+  def call(x):
+    try:
+      return repr(fn(x))
+    except Exception as e:  # pylint: disable=broad-except  # a mutant may raise: also wrong
+      return f"raises {type(e).__name__}"
+  return call
+
+
+def _choose_tests(rng: random.Random, kind: str, stages: list, final: tuple,
+                  config: ProgConfig) -> list:
+  """Test inputs: the docstring example first (at least 3 long), chosen from random candidates
+  to reject the most mutants, then more candidates while they reject mutants the tests so far
+  let through, then the empty input, then candidates with new outputs up to `num_tests`."""
+  arg = "xs" if kind == "list" else "s"
+  reference = _compile(_render(kind, stages, final)[1], arg)
+  mutants = [_compile(_render(kind, st, fi)[1], arg) for st, fi in _mutants(kind, stages, final)]
+  candidates: list = [[] if kind == "list" else ""]  # the empty input: an edge case worth a test
+  for i in range(_CANDIDATES):
+    x = _draw_input(rng, kind, stages, config, 3 if i < _CANDIDATES // 4 else 0)
+    if x not in candidates:
+      candidates.append(x)
+  expected = [reference(x) for x in candidates]
+  # kills[c]: the mutants candidate c rejects.
+  kills = [{m for m, mutant in enumerate(mutants) if mutant(x) != y}
+           for x, y in zip(candidates, expected)]
+  chosen: list[int] = []
+  alive = set(range(len(mutants)))
+  while len(chosen) < config.num_tests:
+    pool = [c for c in range(len(candidates)) if c not in chosen and
+            (chosen or len(candidates[c]) >= min(3, config.max_len))]
+    if not pool:
+      break
+    best = max(pool, key=lambda c: (len(kills[c] & alive), len({expected[c]} - {
+        expected[d] for d in chosen})))
+    if not kills[best] & alive and chosen:
+      # Every mutant that can be rejected is: the empty input next, then new outputs.
+      rest = [c for c in pool if expected[c] not in {expected[d] for d in chosen}] or pool
+      best = 0 if 0 in pool else rest[0]
+    chosen.append(best)
+    alive -= kills[best]
+  return [candidates[c] for c in chosen]
 
 
 def make_problem(rng: random.Random, config: ProgConfig) -> dict:
@@ -196,14 +270,10 @@ def make_problem(rng: random.Random, config: ProgConfig) -> dict:
     kind, stages, final = _draw_pipeline(rng, config)
     arg = "xs" if kind == "list" else "s"
     sentence, body = _render(kind, stages, final)
-    for _ in range(5):
-      inputs = _test_inputs(rng, kind, stages, config)
-      outputs = _run_reference(body, arg, inputs)
-      if len({repr(y) for y in outputs}) >= min_distinct:
-        break
-    else:
-      continue
-    break
+    inputs = _choose_tests(rng, kind, stages, final, config)
+    outputs = [_function(body, arg)(x) for x in inputs]
+    if len(inputs) == config.num_tests and len({repr(y) for y in outputs}) >= min_distinct:
+      break
   prompt = (f"def {ENTRY_POINT}({arg}):\n    \"\"\"{sentence}\n"
             f"    >>> {ENTRY_POINT}({inputs[0]!r})\n    {outputs[0]!r}\n    \"\"\"\n")
   test = "def check(candidate):\n" + "".join(
