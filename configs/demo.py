@@ -51,6 +51,7 @@ def get_config(arg: str | None = None):
     c.vocab.size = 320
     c.model = config_lib.model_config("tiny", vocab_size=320, max_len=192, num_layers=2,
                                       d_model=64, num_heads=2, head_dim=32, d_ff=128)
+    c.data.inputs_length = 64  # the smaller vocabulary spells prompts in more pieces
     c.base_trainer.num_train_steps = 300
     c.base_trainer.learning_rate = 3e-3
     c.base_trainer.warmup_steps = 5

@@ -52,3 +52,22 @@ def test_paper_settings():
 def test_unknown_variant_is_an_error():
   with pytest.raises(ValueError, match="unknown variant"):
     _load(os.path.join(REPO, "configs", "demo.py"), "smok")
+
+
+@pytest.mark.parametrize("name, variant", [("demo.py", None), ("demo.py", "smoke"),
+                                           ("demo_code.py", None), ("demo_code.py", "smoke")])
+def test_embedded_demos_fit_their_rows(name, variant, tmp_path):
+  """No prompt or human solution of a demo is cut by its row lengths (the loop's vocabulary)."""
+  from restem_jax import loop, vocab as vocab_lib
+  from restem_jax.data import finetune, tasks
+  c = _load(os.path.join(REPO, "configs", name), variant)
+  options = loop.Run._task_options(c.data.kind, c.data)
+  vocab_path = vocab_lib.train_sentencepiece(tasks.training_texts(c.data.kind, **options),
+                                             tmp_path / "v.model", c.vocab.size)
+  task_name = tasks.register_task(c.data.kind, vocab_lib.load_vocab(vocab_path),
+                                  name=f"fit_{name[:-3]}_{variant}", **options)
+  lengths = {"inputs": c.data.inputs_length, "targets": c.data.targets_length}
+  for split in c.data.sizes:
+    over = finetune.overlong_examples(tasks.seqio.get_mixture_or_task(task_name), lengths, split)
+    assert over["inputs"][0] == 0 and over["targets"][0] == 0, (split, over)
+    assert over["targets"][1] <= c.sampling.max_new_tokens  # a sample can be as long

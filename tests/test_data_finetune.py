@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import seqio
 
 from restem_jax import vocab as vocab_lib
 from restem_jax.data import finetune, tasks
@@ -75,6 +76,25 @@ def test_reregistering_reads_the_new_directory(tmp_path, vocab):
   name = finetune.register_finetune_task("kept_x", _write(tmp_path / "b", SAMPLES[:1]), vocab)
   assert len(finetune.decoder_examples(name, {"inputs": 48, "targets": 32})[
       "decoder_target_tokens"]) == 1
+
+
+def test_truncation_is_counted_and_logged(tmp_path, vocab, caplog):
+  name = finetune.register_finetune_task("kept_long", _write(tmp_path / "kept", SAMPLES), vocab)
+  task = seqio.get_mixture_or_task(name)
+  lengths = [(len(vocab.encode(s["prompt"])), len(vocab.encode(s["text"])) + 1) for s in SAMPLES]
+  longest_target = max(t for _, t in lengths)
+  limit = {"inputs": 64, "targets": longest_target - 1}
+  over = finetune.overlong_examples(task, limit, "train")
+  assert over == {"inputs": (0, max(i for i, _ in lengths), 3),
+                  "targets": (sum(t > limit["targets"] for _, t in lengths), longest_target, 3)}
+  with caplog.at_level("WARNING"):
+    finetune.decoder_examples(name, limit)
+  assert f"have targets longer than {limit['targets']} tokens (longest {longest_target})" in (
+      caplog.text)
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    finetune.decoder_examples(name, {"inputs": 64, "targets": longest_target})
+  assert "truncated" not in caplog.text
 
 
 @pytest.mark.parametrize("rows, message", [

@@ -18,6 +18,7 @@ target tokens only, optionally packed, as numpy arrays `train_data.ShuffledExamp
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import seqio
@@ -119,6 +120,38 @@ def feature_converter(pack: bool = False) -> seqio.PrefixLMFeatureConverter:
   return seqio.PrefixLMFeatureConverter(pack=pack, loss_on_targets_only=True)
 
 
+def overlong_examples(task: seqio.Task, sequence_length: dict[str, int], split: str
+                      ) -> dict[str, tuple[int, int, int]]:
+  """How many examples with a solution seqio would truncate to `sequence_length`.
+
+  Args:
+    task: a Task with "inputs" and "targets" (targets end in EOS).
+    sequence_length: {"inputs": ..., "targets": ...} token limits.
+    split: the split to read.
+
+  Returns:
+    {feature: (examples longer than its limit, longest length, examples with a solution)}.
+  """
+  ds = task.get_dataset(None, split=split, shuffle=False, use_cached=False,
+                        trim_output_features=False)
+  ds = ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
+  lengths = np.array(list(ds.map(lambda ex: (tf.size(ex["inputs"]), tf.size(ex["targets"])))
+                          .as_numpy_iterator()), np.int64).reshape(-1, 2)
+  return {k: (int((lengths[:, i] > sequence_length[k]).sum()),
+              int(lengths[:, i].max(initial=0)), len(lengths))
+          for i, k in enumerate(("inputs", "targets"))}
+
+
+def warn_if_truncated(task: seqio.Task, sequence_length: dict[str, int], split: str) -> None:
+  """Logs a warning when rows would cut prompts or solutions (a cut solution loses its end)."""
+  for feature, (over, longest, total) in overlong_examples(task, sequence_length, split).items():
+    if over:
+      logging.warning(
+          "%d of %d %s examples of %s have %s longer than %d tokens (longest %d) and are "
+          "truncated; raise data.%s_length", over, total, split, task.name, feature,
+          sequence_length[feature], longest, feature)
+
+
 def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str = "train",
                      pack: bool = False) -> dict[str, np.ndarray]:
   """A Task's examples as decoder rows for the trainer.
@@ -140,6 +173,7 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
     ValueError: the split has no example with a solution.
   """
   task = seqio.get_mixture_or_task(task_name)
+  warn_if_truncated(task, sequence_length, split)
   ds = task.get_dataset(sequence_length, split=split, shuffle=False, use_cached=False)
   ds = ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
   ds = feature_converter(pack)(ds, sequence_length)
