@@ -125,3 +125,30 @@ def test_kill_minus_nine_anywhere_then_resume_equals_uninterrupted(smoke_run, tm
   got = json.loads((workdir / "summary.json").read_text())
   want = json.loads((reference / "summary.json").read_text())
   assert got == want
+
+
+def test_code_demo_smoke_trains_on_samples_that_pass_sandboxed_tests(tmp_path):
+  """`configs/demo_code.py:smoke`: the loop on the code task, its programs judged in the sandbox."""
+  workdir = tmp_path / "code"
+  out = subprocess.run([sys.executable, "-m", "restem_jax.main",
+                        "--config=configs/demo_code.py:smoke", "--config.progress_bar=False",
+                        f"--workdir={workdir}"], cwd=REPO, env=smoke_env(), capture_output=True,
+                       text=True, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert {(e["model"], e["task"]) for e in summary["evaluations"]} >= {
+      ("base", "prog"), ("sft_human", "prog"), ("iter1", "prog")}
+  (it,) = summary["iterations"]
+  assert it["num_samples"] == 32 * 4 and 0 < it["num_kept"] <= 32 * 2
+  scores = [json.loads(line) for p in sorted((workdir / "iter1" / "scores").glob("*.jsonl"))
+            for line in p.read_text().splitlines()]
+  assert len(scores) == 32 * 4
+  # Verdicts come from running the unit tests: failures say why (an assertion, an error).
+  assert all(r["reason"] == "passed" for r in scores if r["passed"])
+  assert all(r["reason"].startswith(("failed", "error", "timeout")) for r in scores
+             if not r["passed"])
+  passed = {(r["id"], r["sample_index"]) for r in scores if r["passed"]}
+  kept = [json.loads(line) for line in
+          (workdir / "iter1" / "kept" / "kept.jsonl").read_text().splitlines()]
+  assert kept and all((k["id"], k["sample_index"]) in passed for k in kept)
+  assert (workdir / "train" / "iter1").is_dir()  # the iteration fine-tuned on them
