@@ -404,9 +404,19 @@ class Run:
     return self.train_model(f"iter{it}", base_dir, rows, self.config.finetune)
 
 
-def run(config: ml_collections.ConfigDict, workdir: epath.PathLike) -> dict[str, Any]:
-  """Runs (or resumes) a ReST^EM run; returns the summary."""
-  partitioning.maybe_initialize_distributed(config.distributed)
+def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
+        distributed_options: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Runs (or resumes) a ReST^EM run; returns the summary.
+
+  Args:
+    config: the run's config (see `config_lib.base_config`).
+    workdir: the run directory, shared by all hosts of a multi-host run.
+    distributed_options: `jax.distributed.initialize` arguments (coordinator_address,
+      num_processes, process_id) where JAX cannot detect the cluster; given, they imply
+      `config.distributed`.
+  """
+  partitioning.maybe_initialize_distributed(config.distributed or bool(distributed_options),
+                                            **(distributed_options or {}))
   workdir = checkpoints.absolute(workdir)  # Orbax needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   check_and_save_config(config, workdir)

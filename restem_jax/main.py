@@ -26,6 +26,16 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://); resumed if "
                                "it holds a run.")
 flags.mark_flags_as_required(["config", "workdir"])
+# Multi-process runs where JAX cannot detect the cluster (Cloud TPU, SLURM and others it can):
+# every process gets the same coordinator and count, and its own id.
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "HOST:PORT of process 0's JAX coordinator, for multi-process "
+    "runs outside the clusters JAX detects; needs --num_processes and --process_id and implies "
+    "--config.distributed=True.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run (with "
+                                      "--coordinator_address).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0 .. num_processes - 1 "
+                                   "(with --coordinator_address).")
 
 # Short spellings of config overrides: `c.vocab` is a group (path, size), and its path is the
 # one a user sets.
@@ -39,6 +49,30 @@ def expand_aliases(argv: list[str]) -> list[str]:
     name, eq, value = arg.partition("=")
     out.append(_ALIASES[name] + eq + value if name in _ALIASES else arg)
   return out
+
+
+def distributed_options(coordinator_address: str | None, num_processes: int | None,
+                        process_id: int | None) -> dict:
+  """`jax.distributed.initialize` arguments from the command line ({} when none is given).
+
+  Raises:
+    app.UsageError: some but not all of the three are given, or they do not fit together.
+  """
+  given = {"coordinator_address": coordinator_address, "num_processes": num_processes,
+           "process_id": process_id}
+  if all(v is None for v in given.values()):
+    return {}
+  missing = [f"--{k}" for k, v in given.items() if v is None]
+  if missing:
+    raise app.UsageError(f"a multi-process run needs --coordinator_address, --num_processes and "
+                         f"--process_id together; missing {', '.join(missing)}")
+  host, _, port = coordinator_address.rpartition(":")
+  if not host or not port.isdigit():
+    raise app.UsageError(f"--coordinator_address must be HOST:PORT, got {coordinator_address!r}")
+  if num_processes < 1 or not 0 <= process_id < num_processes:
+    raise app.UsageError(f"need 0 <= --process_id < --num_processes, got {process_id} and "
+                         f"{num_processes}")
+  return given
 
 
 def _setup_logging(workdir: str) -> None:
@@ -63,9 +97,10 @@ def _setup_logging(workdir: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  distributed = distributed_options(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   _setup_logging(_WORKDIR.value)
   from restem_jax import loop  # after flag parsing: keeps --help fast
-  loop.run(_CONFIG.value, _WORKDIR.value)
+  loop.run(_CONFIG.value, _WORKDIR.value, distributed_options=distributed)
 
 
 def run() -> None:

@@ -152,3 +152,26 @@ def test_code_demo_smoke_trains_on_samples_that_pass_sandboxed_tests(tmp_path):
           (workdir / "iter1" / "kept" / "kept.jsonl").read_text().splitlines()]
   assert kept and all((k["id"], k["sample_index"]) in passed for k in kept)
   assert (workdir / "train" / "iter1").is_dir()  # the iteration fine-tuned on them
+
+
+def test_multi_process_flags_reach_jax_distributed(tmp_path, monkeypatch):
+  from absl import app
+  from restem_jax import config_lib, loop, main as main_lib
+  assert main_lib.distributed_options(None, None, None) == {}
+  options = main_lib.distributed_options("10.0.0.2:1234", 4, 3)
+  assert options == {"coordinator_address": "10.0.0.2:1234", "num_processes": 4, "process_id": 3}
+  for bad, message in [(("10.0.0.2:1234", 4, None), "missing --process_id"),
+                       (("10.0.0.2", 4, 0), "HOST:PORT"), (("h:1", 2, 2), "process_id <")]:
+    with pytest.raises(app.UsageError, match=message):
+      main_lib.distributed_options(*bad)
+  seen = []
+
+  def fake_initialize(**kwargs):
+    seen.append(kwargs)
+    raise RuntimeError("initialized")
+  monkeypatch.setattr(loop.partitioning.jax.distributed, "initialize", fake_initialize)
+  config = config_lib.base_config()
+  assert not config.distributed  # the flags alone turn it on
+  with pytest.raises(RuntimeError, match="initialized"):
+    loop.run(config, tmp_path, distributed_options=options)
+  assert seen == [options]
