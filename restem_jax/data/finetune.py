@@ -120,6 +120,11 @@ def feature_converter(pack: bool = False) -> seqio.PrefixLMFeatureConverter:
   return seqio.PrefixLMFeatureConverter(pack=pack, loss_on_targets_only=True)
 
 
+def _with_solution(ds: tf.data.Dataset) -> tf.data.Dataset:
+  # Targets that are only EOS (no human solution, e.g. test problems) are not training examples.
+  return ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
+
+
 def overlong_examples(task: seqio.Task, sequence_length: dict[str, int], split: str
                       ) -> dict[str, tuple[int, int, int]]:
   """How many examples with a solution seqio would truncate to `sequence_length`.
@@ -132,9 +137,8 @@ def overlong_examples(task: seqio.Task, sequence_length: dict[str, int], split: 
   Returns:
     {feature: (examples longer than its limit, longest length, examples with a solution)}.
   """
-  ds = task.get_dataset(None, split=split, shuffle=False, use_cached=False,
-                        trim_output_features=False)
-  ds = ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
+  ds = _with_solution(task.get_dataset(None, split=split, shuffle=False, use_cached=False,
+                                       trim_output_features=False))
   lengths = np.array(list(ds.map(lambda ex: (tf.size(ex["inputs"]), tf.size(ex["targets"])))
                           .as_numpy_iterator()), np.int64).reshape(-1, 2)
   return {k: (int((lengths[:, i] > sequence_length[k]).sum()),
@@ -174,8 +178,8 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
   """
   task = seqio.get_mixture_or_task(task_name)
   warn_if_truncated(task, sequence_length, split)
-  ds = task.get_dataset(sequence_length, split=split, shuffle=False, use_cached=False)
-  ds = ds.filter(lambda ex: tf.size(ex["targets"]) > 1)
+  ds = _with_solution(task.get_dataset(sequence_length, split=split, shuffle=False,
+                                       use_cached=False))
   ds = feature_converter(pack)(ds, sequence_length)
   rows = list(ds.as_numpy_iterator())
   if not rows:
