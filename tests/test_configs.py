@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
+import seqio
 
 from restem_jax import model as model_lib
 
@@ -68,6 +69,6 @@ def test_embedded_demos_fit_their_rows(name, variant, tmp_path):
                                   name=f"fit_{name[:-3]}_{variant}", **options)
   lengths = {"inputs": c.data.inputs_length, "targets": c.data.targets_length}
   for split in c.data.sizes:
-    over = finetune.overlong_examples(tasks.seqio.get_mixture_or_task(task_name), lengths, split)
+    over = finetune.overlong_examples(seqio.get_mixture_or_task(task_name), lengths, split)
     assert over["inputs"][0] == 0 and over["targets"][0] == 0, (split, over)
     assert over["targets"][1] <= c.sampling.max_new_tokens  # a sample can be as long
