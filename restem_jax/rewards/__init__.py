@@ -5,9 +5,10 @@
     verdicts = reward.score_batch(problems, completions, workers=8)
 
   name            problem fields it needs            what earns 1
-  math            answer (gold final answer)        the last \\boxed{} / "The final answer is"
-                                                    / "The answer is" equals it (MATH, Minerva)
-  gsm8k           answer                            as math, "#### N" lines count too
+  math            answer (gold final answer);       the last \\boxed{} / "The final answer is"
+                  question or problem (its text     / "The answer is" / "Answer:" / "#### N"
+                  decides a form it asks for)       equals it (MATH, Minerva, GSM8K)
+  gsm8k           answer; question                  as math
   code_apps       input_output (or tests): JSON     every APPS test passes in the sandbox
                   {"inputs", "outputs", "fn_name"?}
   code_humaneval  prompt, test, entry_point         check(entry_point) passes in the sandbox
@@ -41,7 +42,9 @@ class Reward(Protocol):
     ...
 
 
-_MATH_EXTRACTORS = ("boxed", "final_answer", "answer_is")
+# "#### N" and "**Answer:** N" endings count for every math data set (the generic JSONL format
+# holds GSM8K-style and chat-style solutions too); markdown "#### Step 1" headings do not.
+_MATH_EXTRACTORS = ("boxed", "final_answer", "answer_is", "answer_label", "gsm8k")
 
 
 def _math(**options: Any) -> MathReward:
@@ -51,7 +54,7 @@ def _math(**options: Any) -> MathReward:
 def _gsm8k(**options: Any) -> MathReward:
   # GSM8K prompts end solutions with "#### N"; a MATH-trained model (the paper's transfer
   # evaluation) writes Minerva's "Final Answer" sentence instead: both count.
-  return MathReward(**{"extractors": ("gsm8k",) + _MATH_EXTRACTORS, **options})
+  return MathReward(**{"extractors": _MATH_EXTRACTORS, **options})
 
 
 def _code(style: str, **options: Any) -> CodeReward:

@@ -32,11 +32,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from restem_jax.rewards import _math_forms as _forms
+from restem_jax.rewards import _math_same as _same
 from restem_jax.rewards.base import Verdict
 
 # ----------------------------------------------------------------------------- extraction
 
-EXTRACTORS = ("boxed", "final_answer", "answer_is", "gsm8k")
+EXTRACTORS = ("boxed", "final_answer", "answer_is", "answer_label", "gsm8k")
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
 # Lookaheads, so that matches may overlap ("Final Answer: The final answer is X" holds two).
 # Answers are capped in length, so a degenerate sample repeating a marker on one long line
@@ -44,6 +46,12 @@ _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _FINAL_ANSWER_RE = re.compile(r"(?=(?:[Tt]he final answer is|Final Answer:)[ \t]*([^\n]{0,500}))")
 _ANSWER_IS_RE = re.compile(r"(?=[Tt]he answer is:?[ \t]*([^\n]{0,500}))")
 _GSM8K_RE = re.compile(r"(?=####[ \t]*([^\n]{0,500}))")
+# "**Answer:** 17", "Answer: 17", "**Final answer**: 17" (markdown emphasis around the label).
+_ANSWER_LABEL_RE = re.compile(
+    r"(?=(?<![A-Za-z])(?:\*\*|__)?(?:[Ff]inal [Aa]nswer|Answer|ANSWER)(?:\*\*|__)?[ \t]*:"
+    r"[ \t]*(?:\*\*|__)?[ \t]*([^\n]{0,500}))")
+# A markdown heading ("#### Step 2: add") is not a GSM8K "#### 72" line.
+_HEADING_RE = re.compile(r"[A-Za-z]{2,}[^\n]*\s\S")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$")
 _TEX_TOKEN_RE = re.compile(r"[^\s$]{1,500}")
 
@@ -105,12 +113,17 @@ def _boxed_spans(text: str) -> list[tuple[int, str]]:
 
 
 def _line_spans(pattern: re.Pattern, text: str) -> list[tuple[int, str]]:
-  """(start, answer) for each match of a marker whose answer runs to the end of its sentence."""
+  """[(start, answer)] of the last match of a marker (whose answer runs to the end of its
+  sentence) that holds an answer; only the last can be the final answer."""
   spans = []
-  for match in pattern.finditer(text):
+  for match in reversed(list(pattern.finditer(text))):
     # The sentence ends at ". " (a decimal point is never followed by a space) or the line end.
     answer = re.split(r"\.\s", _HOPE_RE.sub("", match.group(1)), maxsplit=1)[0]
-    spans.append((match.start(1), answer.strip().removesuffix(".").strip()))
+    answer = answer.strip().strip("*_").strip().removesuffix(".").strip()
+    if not answer or pattern is _GSM8K_RE and _HEADING_RE.match(answer):
+      continue
+    spans.append((match.start(1), answer))
+    break
   return spans
 
 
@@ -118,6 +131,7 @@ _EXTRACTOR_FNS = {
     "boxed": _boxed_spans,
     "final_answer": functools.partial(_line_spans, _FINAL_ANSWER_RE),
     "answer_is": functools.partial(_line_spans, _ANSWER_IS_RE),
+    "answer_label": functools.partial(_line_spans, _ANSWER_LABEL_RE),
     "gsm8k": functools.partial(_line_spans, _GSM8K_RE),
 }
 
@@ -295,27 +309,48 @@ def answer_key(answer: str | None) -> str | None:
 _DEFER_RTOL = 1e-5
 
 
-def answers_equal(gold: str, pred: str, timeout_s: float = 5.0) -> bool:
+def answers_equal(gold: str, pred: str, timeout_s: float = 5.0,
+                  question: str | None = None) -> bool:
   """Whether a predicted answer equals the gold answer (both extracted, not normalized).
 
   Args:
     gold: the reference answer (e.g. a MATH solution's last `\\boxed{}` content).
     pred: the model's extracted answer.
     timeout_s: time limit for the symbolic comparison; over it counts as not equal.
+    question: the problem's text, when known: it decides the form where it asks for one
+      ("Expand", "Factor", "simplest radical form", "common fraction", "in base 2", "what
+      percent", ...).
 
   Returns:
     True only when the answers are equivalent; False for garbage, timeouts and checker errors.
   """
-  return _verdict(gold, pred, timeout_s)[0]
+  return _verdict(gold, pred, timeout_s, question)[0]
 
 
-def _verdict(gold: str, pred: str, timeout_s: float) -> tuple[bool, str]:
+@functools.lru_cache(maxsize=1 << 16)
+def _reading(text: str, question: _forms.Question) -> _forms.Answer | None:
+  return _forms.read_answer(text, question)
+
+
+def _verdict(gold: str, pred: str, timeout_s: float,
+             question: str | None = None) -> tuple[bool, str]:
   """(equal, how it was decided)."""
+  if not isinstance(gold, str) or not isinstance(pred, str):
+    return False, "empty answer"
+  q = _forms.read_question(question)
+  ga, pa = _reading(gold, q), _reading(pred, q)
+  if ga is not None and pa is not None:
+    same = _same.same(ga, pa, q)
+    if same is not None:
+      return same, ga.kind if ga.kind == pa.kind else f"{ga.kind} vs {pa.kind}"
   g, p = normalize_answer(gold), normalize_answer(pred)
   if not g or not p:
     return False, "empty answer"
   if g == p:
     return True, "same text"
+  if q != _forms.Question() or (ga is not None and ga.kind == "based"):
+    # The question asks for a form that only our reader can check.
+    return False, "form not checkable"
   if _is_text_answer(g) or _is_text_answer(p):
     return g.lower() == p.lower(), "text"
   gn, pn = _as_number(g), _as_number(p)
@@ -490,7 +525,9 @@ class MathReward:
     """Scores one completion.
 
     Args:
-      problem: needs "answer", the gold final answer (a string).
+      problem: needs "answer", the gold final answer (a string); "question" (generic JSONL,
+        GSM8K) or "problem" (MATH), when present, decides the answer's form where it asks for
+        one.
       completion: the model's text.
 
     Returns:
@@ -503,7 +540,9 @@ class MathReward:
       pred = extract_answer(completion, self.extractors)
       if pred is None:
         return Verdict(False, "no final answer found")
-      equal, how = _verdict(gold, pred, self.timeout_s)
+      question = problem.get("question") or problem.get("problem")
+      equal, how = _verdict(gold, pred, self.timeout_s,
+                            question if isinstance(question, str) else None)
       reason = f"correct ({how})" if equal else f"wrong answer ({how})"
       return Verdict(equal, reason, answer=pred, key=answer_key(pred))
     except Exception as e:  # a checker bug must cost one sample, not the run

@@ -1,0 +1,565 @@
+"""Answer forms: read a final answer into what it says (a number with a unit, an interval, a
+set, a list, a matrix, an equation, a number in a base, a choice, words), then compare two
+such readings as a grader of MATH / GSM8K would, using the question where it fixes the form.
+
+`read_answer(text)` -> an `Answer` or None (None: outside the forms known here; the caller
+falls back to sympy). `read_question(text)` -> a `Question` (which form the question asks for).
+`same(gold, pred, question)` -> True / False, or None when only a symbolic check can decide.
+
+Rules an expert applies and this module encodes:
+  - a value is a value whatever its spelling: `12{,}000` = `12\\,000` = `12 000` = `12,000`;
+    `\\tfrac12` = `1/2` = `0.5`; `2\\frac12` and `2 1/2` are mixed numbers (5/2);
+    `0.\\overline{3}` = 1/3; `1.2\\times10^{5}` = 120000;
+  - units, `\\text{}` words after a number, `\\$`, degree signs do not change the value, but two
+    different units are different answers; `25\\%` answers "what percent" and `0.25` does not;
+  - an interval equals the inequality or phrase that describes the same set (`x > 4`,
+    `(4,\\infty)`; `\\mathbb{R}`, "all real numbers", `(-\\infty,\\infty)`); the ends' openness
+    matters;
+  - solutions listed in any order (`x=4 \\text{ or } x=-1` = `-1, 4`), sets in any order;
+    tuples in order; `y = 2x+1` = `2x+1`; an equation equals any nonzero multiple of itself;
+  - a number in a base is its digits in that base (`111_2` != `111_3`; `111` = `111_2` when
+    the question asks for base 2);
+  - the question's "Expand", "Factor", "simplest radical form", "common fraction", "mixed
+    number", "decimal", "in terms of \\pi", "scientific notation" and "percent" decide whether
+    a right value in the wrong form is right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fractions
+import functools
+import re
+
+from restem_jax.rewards import _math_expr as ex
+
+Fraction = fractions.Fraction
+
+# ----------------------------------------------------------------------------- questions
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+  """The forms a question asks for (all False / None for a question that fixes none)."""
+  expand: bool = False
+  factor: bool = False
+  simplify: bool = False
+  radical: bool = False
+  common_fraction: bool = False
+  lowest_terms: bool = False
+  mixed: bool = False
+  decimal: bool = False
+  in_pi: bool = False
+  scientific: bool = False
+  percent: bool = False
+  ordered: bool = False
+  listing: bool = False
+  base: int | None = None
+
+
+_BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
+_BASE_ANY_RE = re.compile(r"base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
+
+
+@functools.lru_cache(maxsize=4096)
+def read_question(text: str | None) -> Question:
+  """Which answer form the question's wording asks for."""
+  if not isinstance(text, str) or not text:
+    return Question()
+  q = text[-2000:]  # the instructions are at the end; a bounded scan
+  low = q.lower()
+  base = None
+  targets = _BASE_RE.findall(q)
+  if targets:
+    base = int(targets[-1])
+  elif len(set(_BASE_ANY_RE.findall(q))) == 1:
+    base = int(_BASE_ANY_RE.findall(q)[0])
+  if base is not None and not 2 <= base <= 36:
+    base = None
+  factor = bool(re.search(r"\bfactor\b(?!s| of| out)", low)) and not re.search(
+      r"(common|prime|scale|integer|largest|greatest|smallest) factor\b", low)
+  return Question(
+      expand=bool(re.search(r"\b(expand|multiply out)\b", low)),
+      factor=factor,
+      simplify=bool(re.search(r"\bsimplify\b", low)),
+      radical=("simplest radical form" in low or "rationaliz" in low),
+      common_fraction="common fraction" in low,
+      lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
+      mixed="mixed number" in low,
+      decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
+                             r"thousandth)|decimal form|in decimal)", low)),
+      in_pi=bool(re.search(r"in terms of \$?\\pi", low)),
+      scientific="scientific notation" in low,
+      percent=bool(re.search(r"(what|which) percent|as a percent|percentage|\bpercent\b.*\?",
+                             low)),
+      ordered=bool(re.search(r"(increasing|decreasing|ascending|descending) order|"
+                             r"least to greatest|greatest to least|smallest to largest", low)),
+      listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
+      base=base)
+
+
+# ----------------------------------------------------------------------------- clean-up
+
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|"
+                          r"mbox|hbox|operatorname|textsf|mathsf)\s*\{")
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
+_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|"
+                            r"Bigg|displaystyle)(?![a-zA-Z])")
+_SEP_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,|\\ |~|\\;|\\:|,\\!|\\!,|\\!)(?=\d{3}(?!\d))")
+_COMPARE = [(r"\\leqslant|\\leq|\\le(?![a-zA-Z])|≤", "<="),
+            (r"\\geqslant|\\geq|\\ge(?![a-zA-Z])|≥", ">="), (r"\\lt(?![a-zA-Z])", "<"),
+            (r"\\gt(?![a-zA-Z])", ">"), (r"\\neq|\\ne(?![a-zA-Z])|≠", "!=")]
+
+
+def _matching_brace(s: str, i: int) -> int | None:
+  depth = 0
+  while i < len(s):
+    ch = s[i]
+    if ch == "\\":
+      i += 2
+      continue
+    if ch == "{":
+      depth += 1
+    elif ch == "}":
+      depth -= 1
+      if depth == 0:
+        return i
+    i += 1
+  return None
+
+
+def _unwrap(s: str, pattern: re.Pattern, pad: str = "") -> str:
+  for _ in range(50):
+    m = pattern.search(s)
+    if not m:
+      break
+    close = _matching_brace(s, m.end() - 1)
+    if close is None:
+      break
+    s = s[:m.start()] + pad + s[m.end():close] + pad + s[close + 1:]
+  return s
+
+
+@dataclasses.dataclass(frozen=True)
+class _Marks:
+  percent: bool = False
+  degree: bool = False
+  dollar: bool = False
+
+
+def clean(s: str) -> tuple[str, _Marks]:
+  """Strips presentation (delimiters, spacing, sizes, `\\text`) and notes %, degree and $."""
+  s = s.strip().replace("\u2212", "-").replace("\u2013", "-")
+  s = _unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
+  s = s.replace("\\\\", "\x01")  # a matrix row break survives the escape clean-up below
+  dollar = "\\$" in s or bool(re.search(r"\$\s*\d", s)) and s.count("$") == 1
+  s = s.replace("\\$", " ").replace("$", " ")
+  s = re.sub(r"\\[()\[\]]", " ", s)
+  s = _LEFT_RIGHT_RE.sub("", s)
+  s = _SEP_THOUSANDS_RE.sub(",", s)
+  s = s.replace("{,}", ",").replace("\\!", "")
+  s = re.sub(r"\\[,:; ]|\\q?quad(?![a-zA-Z])|~", " ", s)
+  s = re.sub(r"\\[dt](frac|binom)(?![a-zA-Z])", r"\\\1", s)
+  s = re.sub(r"\\langle(?![a-zA-Z])", "(", s)
+  s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
+  s = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", " allreals ", s)
+  s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", " emptyset ", s)
+  s = _unwrap(s, _TEXT_CMD_RE, pad=" ")
+  degree = bool(_DEGREE_RE.search(s))
+  s = _DEGREE_RE.sub(" ", s)
+  percent = "%" in s
+  s = s.replace("\\%", " ").replace("%", " ")
+  for pattern, repl in _COMPARE:
+    s = re.sub(pattern, repl, s)
+  s = re.sub(r"\s+", " ", s).strip()
+  s = re.sub(r"[.\s]+$", "", s).strip()
+  s = re.sub(r"^(?:and|or)\s+", "", s)
+  return s, _Marks(percent, degree, dollar)
+
+
+def _split_top(s: str, seps: re.Pattern) -> list[str]:
+  """s split at matches of seps outside any brackets."""
+  parts, depth, start, i = [], 0, 0, 0
+  while i < len(s):
+    ch = s[i]
+    if ch == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
+      depth += 1 if s[i + 1] == "{" else -1
+      i += 2
+      continue
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    elif depth == 0:
+      m = seps.match(s, i)
+      if m and m.end() > i:
+        parts.append(s[start:i])
+        start = i = m.end()
+        continue
+    i += 1
+  parts.append(s[start:])
+  return [p.strip() for p in parts]
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+@dataclasses.dataclass(frozen=True)
+class Answer:
+  """One reading of an answer.
+
+  kind: "expr" (node; unit; percent; mixed), "based" (digits, base), "interval" (a union:
+  tuple of (lo, hi, lo_closed, hi_closed) with nodes), "bracket" (open, close, items),
+  "set" (items), "list" (items), "matrix" (rows of nodes), "eq" (var or None, lhs, rhs),
+  "choice" (letter), "text" (words).
+  """
+  kind: str
+  value: object
+  unit: str = ""
+  percent: bool = False
+  mixed: bool = False
+  text: str = ""
+
+
+_UNIT_CANON = {
+    "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "millimeter": "mm",
+    "kilometer": "km", "inch": "in", "inche": "in", "foot": "ft", "feet": "ft", "yard": "yd",
+    "mile": "mi", "hour": "hr", "hr": "hr", "minute": "min", "second": "sec", "sec": "sec",
+    "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
+    "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
+    "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
+KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
+_NOT_UNITS = frozenset("sin cos tan sec csc cot ln log exp or and pi mod".split())
+_UNIT_TAIL_RE = re.compile(
+    r"(?P<unit>(?:\s*(?:(?<![\\a-zA-Z])[a-zA-Z]{2,}\.?|\^\s*\{?[23]\}?|/(?=\s*[a-zA-Z]{2,})))+)"
+    r"\s*$")
+
+
+def canonical_unit(words: str) -> str:
+  """A unit phrase in one spelling (`square centimeters` and `cm^2` give `cm^2`)."""
+  w = words.lower().replace("{", "").replace("}", "").replace(" per ", "/")
+  w = re.sub(r"\s+", " ", w).strip()
+  out = []
+  power = ""
+  for token in re.findall(r"[a-z]+|\^\s*\d|/", w):
+    if token in ("square", "sq"):
+      power = "^2"
+      continue
+    if token == "cubic":
+      power = "^3"
+      continue
+    if token.startswith("^"):
+      if out:
+        out[-1] += "^" + token[-1]
+      continue
+    if token in ("squared",) and out:
+      out[-1] += "^2"
+      continue
+    if token != "/":
+      token = token[:-1] if token.endswith("s") and len(token) > 3 else token
+      token = _UNIT_CANON.get(token, token)
+    out.append(token + power if token != "/" else token)
+    power = ""
+  return " ".join(out).replace(" / ", "/")
+
+
+_PLAIN_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
+_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_INNER_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])")
+_SPACE_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\s*\{(\d+)\}\s*\{(\d+)\}|\\frac(\d)(\d)|"
+                       r"\s(\d+)\s*/\s*(\d+))")
+_REPEAT_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}?")
+_SCI_E_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d{1,4}")
+_BASED_RE = re.compile(r"([0-9A-Za-z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
+_CHOICE_RE = re.compile(r"\(?([A-Ha-h])\)(?:\s.*)?|([A-H])")
+_ALLREALS_RE = re.compile(r"(all\s*)?(real\s*numbers|reals|allreals|real\s*values?(\s*of\s*x)?)|"
+                          r"x\s*\\in\s*allreals|-?\s*\\infty\s*<\s*x\s*<\s*\\infty", re.I)
+_EMPTY_RE = re.compile(r"emptyset|no\s+(real\s+)?solutions?|none", re.I)
+_MATRIX_RE = re.compile(r"\\begin\s*\{([pbBvV]?matrix|array)\}(?:\s*\{[^{}]*\})?(.*?)"
+                        r"\\end\s*\{\1\}", re.S)
+_LIST_SEP_RE = re.compile(r"\s*(?:,|;|\bor\b|\band\b)\s*")
+_UNION_RE = re.compile(r"\s*(?:\\cup|\bU\b)\s*")
+_CMP_RE = re.compile(r"<=|>=|!=|<|>")
+
+
+def _words_only(s: str) -> bool:
+  return bool(re.fullmatch(r"[A-Za-z][A-Za-z' \-]*", s))
+
+
+def read_answer(text: str, question: Question = Question()) -> Answer | None:
+  """The reading of an (extracted) answer, or None when it is outside the known forms."""
+  if not isinstance(text, str) or len(text) > 600:
+    return None
+  s, marks = clean(text)
+  if not s:
+    return None
+  return _read(s, marks, question)
+
+
+def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
+  if _MATRIX_RE.search(s):
+    return _read_matrix(s)
+  if _ALLREALS_RE.fullmatch(s):
+    return Answer("interval", ((_NEG_INF, _POS_INF, False, False),))
+  if _EMPTY_RE.fullmatch(s):
+    return Answer("set", ())
+  if not q.listing and (_THOUSANDS_RE.fullmatch(s) or _SPACE_THOUSANDS_RE.fullmatch(s)):
+    return _number(s.replace(",", "").replace(" ", ""), marks)
+  if not q.listing and s[0] not in "([\\":
+    s = _INNER_THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), s)
+  union = _split_top(s, _UNION_RE)
+  if len(union) > 1:
+    parts = [_read_item(p, marks, q) for p in union]
+    if all(p is not None and p.kind in ("interval", "bracket") for p in parts):
+      ivs = [_as_interval(p) for p in parts]
+      if all(iv is not None for iv in ivs):
+        return Answer("interval", tuple(x for iv in ivs for x in iv.value))
+    return None
+  items = _split_top(s, _LIST_SEP_RE)
+  if len(items) > 1:
+    if any(not item for item in items):
+      return None
+    parts = [_read_item(p, marks, q) for p in items]
+    if any(p is None for p in parts):
+      return None
+    if all(p.kind == "interval" for p in parts) and any(
+        _CMP_RE.search(item) for item in items):  # x < -1 or x > 2: one set
+      return Answer("interval", tuple(x for p in parts for x in p.value))
+    return Answer("list", tuple(_strip_assignment(p) for p in parts))
+  return _read_item(s, marks, q)
+
+
+def _number(s: str, marks: _Marks, **kw) -> Answer | None:
+  node = ex.parse_expr(s)
+  if node is None:
+    return None
+  return Answer("expr", node, unit="usd" if marks.dollar else ("deg" if marks.degree else ""),
+                percent=marks.percent, **kw)
+
+
+_NEG_INF = ("neg", ("c", "inf"))
+_POS_INF = ("c", "inf")
+
+
+def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
+  s = s.strip()
+  if not s:
+    return None
+  if s.startswith("\\{") and s.endswith("\\}"):
+    inner = s[2:-2].strip()
+    if not inner:
+      return Answer("set", ())
+    items = [_read_item(p, marks, q) for p in _split_top(inner, re.compile(r"\s*[,;]\s*"))]
+    return None if any(i is None for i in items) else Answer(
+        "set", tuple(_strip_assignment(i) for i in items))
+  if s.startswith("\\langle") and s.endswith("\\rangle"):
+    s = "(" + s[len("\\langle"):-len("\\rangle")] + ")"
+  if s[0] in "([" and s[-1] in ")]" and _closes_at_end(s):
+    inner = _split_top(s[1:-1], re.compile(r"\s*,\s*"))
+    if len(inner) > 1:
+      items = [_read_item(p, _Marks(), q) for p in inner]
+      if any(i is None for i in items):
+        return None
+      return Answer("bracket", (s[0], s[-1], tuple(_strip_assignment(i) for i in items)))
+  if _CMP_RE.search(s):
+    return _read_inequality(s)
+  if "\\pm" in s or "\\mp" in s:
+    plus, minus = s.replace("\\mp", "\\pm").replace("\\pm", "+", 1), s.replace(
+        "\\mp", "\\pm").replace("\\pm", "-", 1)
+    a, b = _read_item(plus, marks, q), _read_item(minus, marks, q)
+    return None if a is None or b is None else Answer("list", (a, b))
+  sides = _split_top(s, re.compile(r"\s*=\s*"))
+  if len(sides) == 2:
+    return _read_equation(sides, marks, q)
+  if len(sides) > 2:
+    return None
+  choice = _CHOICE_RE.fullmatch(s)
+  if choice:
+    return Answer("choice", (choice.group(1) or choice.group(2)).upper())
+  return _read_value(s, marks, q)
+
+
+def _closes_at_end(s: str) -> bool:
+  """Whether the bracket opening s closes at its last character."""
+  depth = 0
+  for i, ch in enumerate(s):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+      if depth == 0 and i != len(s) - 1:
+        return False
+  return depth == 0
+
+
+def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
+  """A single value: number / expression with an optional unit, a based number, or words."""
+  unit = ""
+  tail = _UNIT_TAIL_RE.search(s)
+  if tail and tail.start() > 0:
+    words = tail.group("unit")
+    names = re.findall(r"[a-zA-Z]{2,}", words)
+    head = s[:tail.start()].strip()
+    spaced = words[:1].isspace() or canonical_unit(names[0]) in KNOWN_UNITS if names else False
+    if (head and spaced and not any(w.lower() in _NOT_UNITS for w in names)
+        and not head.endswith("\\")):
+      unit = canonical_unit(words)
+      s = head
+  elif tail and _words_only(s):
+    return _read_words(s)
+  if marks.degree:
+    unit = unit or "deg"
+  if marks.dollar:
+    unit = unit or "usd"
+  if unit in ("deg", "degree"):
+    unit = "deg"
+  if _THOUSANDS_RE.fullmatch(s) or _SPACE_THOUSANDS_RE.fullmatch(s):
+    s = s.replace(",", "").replace(" ", "")
+  based = _BASED_RE.fullmatch(s)
+  if based:
+    digits, base = based.group(1), int(based.group(2))
+    if 2 <= base <= 36 and _valid_digits(digits, base) and any(c.isdigit() for c in digits):
+      return Answer("based", (digits.upper().lstrip("0") or "0", base), unit=unit)
+  mixed = _MIXED_RE.fullmatch(s)
+  if mixed:
+    sign, whole = mixed.group(1), int(mixed.group(2))
+    num = mixed.group(3) or mixed.group(5) or mixed.group(7)
+    den = mixed.group(4) or mixed.group(6) or mixed.group(8)
+    if 0 < int(num) < int(den):
+      value = whole + Fraction(int(num), int(den))
+      return Answer("expr", ("n", -value if sign == "-" else value, False), unit=unit,
+                    percent=marks.percent, mixed=True)
+  repeat = _REPEAT_RE.fullmatch(s.replace(" ", ""))
+  if repeat:
+    sign, whole, fixed, rep = repeat.groups()
+    value = Fraction(int(whole or 0)) + (Fraction(int(fixed), 10 ** len(fixed)) if fixed else 0)
+    value += Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
+    return Answer("expr", ("n", -value if sign == "-" else value, False), unit=unit,
+                  percent=marks.percent)
+  if _SCI_E_RE.fullmatch(s):
+    mantissa, exponent = re.split("[eE]", s)
+    s = f"{mantissa}\\times10^{{{exponent}}}"
+  if re.search(r"\d\s+\d", s):  # "2 3" is no number a grader would read
+    return None
+  node = ex.parse_expr(s)
+  if node is None:
+    if _words_only(s):
+      return _read_words(s)
+    return None
+  return Answer("expr", node, unit=unit, percent=marks.percent, text=s)
+
+
+def _valid_digits(digits: str, base: int) -> bool:
+  try:
+    int(digits, base)
+    return True
+  except ValueError:
+    return False
+
+
+def _read_words(s: str) -> Answer:
+  words = re.sub(r"\s+", " ", s.lower()).strip()
+  words = re.sub(r"^(the|a|an)\s+", "", words)
+  if _ALLREALS_RE.fullmatch(words):
+    return Answer("interval", ((_NEG_INF, _POS_INF, False, False),))
+  return Answer("text", words)
+
+
+def _strip_assignment(a: Answer) -> Answer:
+  if a.kind == "eq" and a.value[0] is not None:
+    return a.value[2]
+  return a
+
+
+_VAR_RE = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?")
+
+
+def _read_equation(sides: list[str], marks: _Marks, q: Question) -> Answer | None:
+  lhs, rhs = sides
+  if not lhs or not rhs:
+    return None
+  if _VAR_RE.fullmatch(lhs) and lhs not in ("\\pi", "\\infty"):
+    value = _read(rhs, marks, q) if ("," in rhs or "\\cup" in rhs) else _read_item(rhs, marks, q)
+    if value is None:
+      return None
+    rhs_node = ex.parse_expr(rhs) if value.kind == "expr" else None
+    return Answer("eq", (lhs.replace("{", "").replace("}", ""), ex.parse_expr(lhs), value,
+                         rhs_node))
+  l, r = ex.parse_expr(lhs), ex.parse_expr(rhs)
+  if l is None or r is None:
+    return None
+  return Answer("eq", (None, l, r, None))
+
+
+def _read_inequality(s: str) -> Answer | None:
+  """x > 4, 4 < x, -2 < x <= 3, x != 3 (one variable) -> a union of intervals."""
+  parts = re.split(r"(<=|>=|!=|<|>)", s)
+  exprs, ops = [p.strip() for p in parts[0::2]], parts[1::2]
+  if len(exprs) not in (2, 3) or any(not e for e in exprs):
+    return None
+  var_at = [i for i, e in enumerate(exprs) if re.fullmatch(r"[a-zA-Z]", e)]
+  if len(var_at) != 1:
+    return None
+  nodes = [None if i in var_at else ex.parse_expr(e) for i, e in enumerate(exprs)]
+  if any(n is None for i, n in enumerate(nodes) if i not in var_at):
+    return None
+  lo, hi, lo_c, hi_c = _NEG_INF, _POS_INF, False, False
+  v = var_at[0]
+  if ops == ["!="]:
+    other = nodes[1 - v]
+    return Answer("interval", ((_NEG_INF, other, False, False), (other, _POS_INF, False, False)))
+  for k, op in enumerate(ops):
+    if op == "!=":
+      return None
+    left, right = k, k + 1
+    if v not in (left, right):
+      continue
+    other = nodes[right] if v == left else nodes[left]
+    # Normalise to "var OP other".
+    if v == right:
+      op = {"<": ">", ">": "<", "<=": ">=", ">=": "<="}[op]
+    if op in ("<", "<="):
+      hi, hi_c = other, op == "<="
+    else:
+      lo, lo_c = other, op == ">="
+  if len(ops) == 2 and ops[0][0] != ops[1][0]:
+    return None  # 1 < x > 3 is no interval
+  return Answer("interval", ((lo, hi, lo_c, hi_c),))
+
+
+def _read_matrix(s: str) -> Answer | None:
+  m = _MATRIX_RE.search(s)
+  if m.group(1) in ("vmatrix", "Vmatrix"):
+    return None  # a determinant: a number the sympy fallback can read
+  prefix, suffix = s[:m.start()].strip(), s[m.end():].strip()
+  if suffix:
+    return None
+  scale = None
+  if prefix:
+    scale = ex.parse_expr(prefix.rstrip("*").removesuffix("\\cdot").strip())
+    if scale is None:
+      return None
+  rows = []
+  for row in m.group(2).split("\x01"):
+    if not row.strip():
+      continue
+    cells = []
+    for cell in row.split("&"):
+      node = ex.parse_expr(cell.strip())
+      if node is None:
+        return None
+      cells.append(node if scale is None else ("*", [scale, node]))
+    rows.append(tuple(cells))
+  if not rows or len({len(r) for r in rows}) != 1:
+    return None
+  return Answer("matrix", tuple(rows))
+
+
+def _as_interval(a: Answer) -> Answer | None:
+  if a.kind == "interval":
+    return a
+  if a.kind == "bracket" and len(a.value[2]) == 2 and all(i.kind == "expr" for i in a.value[2]):
+    lo, hi = a.value[2][0].value, a.value[2][1].value
+    return Answer("interval", ((lo, hi, a.value[0] == "[", a.value[1] == "]"),))
+  return None
