@@ -3,9 +3,13 @@
     python -m restem_jax.score --problems FILE --samples FILE [--k 1,10,100]
 
 Problems are in a published format (`restem_jax.formats`: HumanEval JSONL(.gz), APPS JSONL, a
-MATH directory, GSM8K JSONL, the generic JSONL math format), detected from the file or given
-with --format. Samples are JSONL, one {"task_id" or "id": ..., "completion": str} a line; code
-completions run in the sandbox of `rewards.code`.
+MATH directory, GSM8K JSONL, MATH-500 JSONL, the generic JSONL math and code formats (HumanEval
+or MBPP style)), detected from the file or given with --format; or a parquet file or a local
+snapshot of a Hugging Face hub data set (`restem_jax.hub`: openai/gsm8k, EleutherAI/hendrycks_math,
+HuggingFaceH4/MATH-500, codeparrot/apps, openai/openai_humaneval, google-research-datasets/mbpp),
+of which --split (default test) is scored. Samples are JSONL, one {"task_id" or "id": ...,
+"completion": str} a line; code completions run in the sandbox of `rewards.code` (an MBPP-style
+completion is the whole program, a HumanEval one continues the prompt).
 
 Writes SAMPLES_results.jsonl (each sample with "passed" and "result", the reason; written to a
 temporary name and renamed, so it is complete or absent) and prints pass@k (unbiased, averaged
@@ -25,12 +29,13 @@ import time
 
 from etils import epath
 
-from restem_jax import formats, metrics, rewards
+from restem_jax import formats, hub, metrics, rewards
 from restem_jax.rewards import sandbox
 
 # Which reward scores each problem format.
 REWARD_FOR_FORMAT = {"humaneval": "code_humaneval", "apps": "code_apps", "math": "math",
-                     "gsm8k": "gsm8k", "jsonl": "math"}
+                     "gsm8k": "gsm8k", "jsonl": "math", "math500": "math",
+                     "mbpp": "code_humaneval"}
 
 
 def read_samples(path: epath.PathLike, problem_ids: set[str]) -> list[tuple[str, dict]]:
@@ -82,10 +87,13 @@ def _parse_ks(text: str) -> list[int]:
 def parse_args(argv: list[str]) -> argparse.Namespace:
   parser = argparse.ArgumentParser(prog="python -m restem_jax.score", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--problems", required=True, help="problems file or MATH directory")
+  parser.add_argument("--problems", required=True,
+                      help="problems file, MATH directory or hub snapshot directory")
   parser.add_argument("--samples", required=True, help="samples JSONL")
   parser.add_argument("--k", type=_parse_ks, default=[1, 10, 100], help="pass@k values")
   parser.add_argument("--format", choices=formats.FORMATS, help="problem format (detected)")
+  parser.add_argument("--split", default="test",
+                      help="the split scored when --problems is a snapshot directory")
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                       help="samples scored in parallel")
   parser.add_argument("--timeout", type=float, help="code: seconds per test (APPS) or per "
@@ -112,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   samples_path = epath.Path(args.samples)
   try:
-    fmt, problems = formats.read_problems(args.problems, args.format)
+    fmt, problems = hub.read_problems(args.problems, args.format, args.split)
     by_id = {p["id"]: p for p in problems}
     samples = read_samples(samples_path, set(by_id))
   except (formats.FormatError, FileNotFoundError) as e:

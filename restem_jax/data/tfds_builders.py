@@ -5,12 +5,19 @@ T5X users keep data sets as prepared TFDS directories (local or gs://) and read 
 authors publish, from `--manual_dir`, validates them (`records`) and writes TFRecords under
 `--data_dir`:
 
-  restem_math       MATH (Hendrycks et al. 2021): split/subject/N.json
-  restem_apps       APPS (Hendrycks et al. 2021): train.jsonl, test.jsonl
-  restem_humaneval  HumanEval (Chen et al. 2021): HumanEval.jsonl.gz
+  restem_math       MATH (Hendrycks et al. 2021): split/subject/N.json; or the hub's
+                    EleutherAI/hendrycks_math or HuggingFaceH4/MATH-500 (test only)
+  restem_apps       APPS (Hendrycks et al. 2021): train.jsonl, test.jsonl (codeparrot/apps)
+  restem_humaneval  HumanEval (Chen et al. 2021): HumanEval.jsonl.gz or openai/openai_humaneval
+  restem_mbpp       MBPP (Austin et al. 2021): google-research-datasets/mbpp, full/ or
+                    sanitized/ (train, validation, test)
   gsm8k             TFDS's own catalog builder, with its download step replaced by the local
-                    train.jsonl / test.jsonl, so the result is the catalog's `gsm8k` data set and
-                    is read through the catalog builder.
+                    train.jsonl / test.jsonl (or the hub's openai/gsm8k parquet files), so the
+                    result is the catalog's `gsm8k` data set and is read through the catalog
+                    builder.
+
+Hub snapshots are read by `restem_jax.hub` (see there for the layouts and ids); a split the files
+do not have (MATH-500's train) is not written.
 
 Our builders store the flat record layout of `records.FIELDS`, so a prepared data set and the
 same files read directly give identical examples. The builders are not added to TFDS's global
@@ -25,6 +32,7 @@ from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.text.gsm8k import gsm8k as tfds_gsm8k
 
+from restem_jax import hub
 from restem_jax.data import records
 
 _VERSION = "1.0.0"
@@ -61,7 +69,7 @@ class _RecordsBuilder(_NoDownloads, tfds.core.GeneratorBasedBuilder, skip_regist
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = epath.Path(dl_manager.manual_dir)
     return {split: self._generate_examples(manual_dir, split)
-            for split in records.SOURCES[self.KIND].splits}
+            for split in records.splits_present(self.KIND, manual_dir)}
 
   def _generate_examples(self, manual_dir: epath.Path, split: str):
     for record in records.read(self.KIND, manual_dir, split):
@@ -89,6 +97,13 @@ class RestemHumaneval(_RecordsBuilder, skip_registration=True):
   MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message(KIND, "--manual_dir")
 
 
+class RestemMbpp(_RecordsBuilder, skip_registration=True):
+  """MBPP from a snapshot of its hub repository (HumanEval-style records, `formats.mbpp_problem`)."""
+  name = "restem_mbpp"
+  KIND = "mbpp"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message(KIND, "--manual_dir")
+
+
 class Gsm8kFromFiles(_NoDownloads, tfds_gsm8k.Gsm8k, skip_registration=True):
   """TFDS's catalog `gsm8k`, built from local copies of the files it would download."""
   name = "gsm8k"
@@ -97,20 +112,27 @@ class Gsm8kFromFiles(_NoDownloads, tfds_gsm8k.Gsm8k, skip_registration=True):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     manual_dir = epath.Path(dl_manager.manual_dir)
     records.check_present("gsm8k", manual_dir)
-    # The catalog also has the *_socratic splits; they are built when their files are there.
-    return {split: self._generate_examples(manual_dir / f"{split}.jsonl")
+    found = records.snapshot("gsm8k", manual_dir)
+    # The catalog also has the *_socratic splits; they are built when their files are there
+    # (the hub's socratic/ config directory is read when it is the directory given).
+    return {split: self._generate_examples((found, split))
             for split in tfds_gsm8k._URLS  # pylint: disable=protected-access
-            if (manual_dir / f"{split}.jsonl").exists()}
+            if split in found.splits}
 
-  def _generate_examples(self, path: epath.PathLike):
-    # Validate with our reader first, so a malformed file fails with file:line before TFDS
-    # writes anything; then build the catalog's own examples.
-    records.read_gsm8k_file(epath.Path(path))
-    yield from super()._generate_examples(path)
+  def _generate_examples(self, snapshot_and_split):
+    # Validate every record with our reader first, so a malformed file fails with file:line
+    # before TFDS writes anything; then build the catalog's own examples (the catalog's keys:
+    # the 0-based line, here the row index).
+    found, split = snapshot_and_split
+    for problem in hub.read_split(found, split):
+      annotation, short_answer = problem["solution"].rsplit("#### ", 1) \
+          if "#### " in problem["solution"] else (problem["solution"], problem["answer"])
+      yield int(problem["id"]), {"question": problem["question"], "answer": problem["solution"],
+                                 "annotation": annotation, "short_answer": short_answer}
 
 
 BUILDERS = {"math": RestemMath, "apps": RestemApps, "humaneval": RestemHumaneval,
-            "gsm8k": Gsm8kFromFiles}
+            "gsm8k": Gsm8kFromFiles, "mbpp": RestemMbpp}
 
 
 def tfds_name(kind: str) -> str:
@@ -130,8 +152,9 @@ def prepare(kind: str, manual_dir: epath.PathLike, data_dir: epath.PathLike) -> 
   """Builds the TFDS data set `kind` from the published files in `manual_dir`.
 
   Args:
-    kind: "math", "apps", "humaneval" or "gsm8k".
-    manual_dir: the directory holding the published files (see `records.SOURCES`).
+    kind: "math", "apps", "humaneval", "gsm8k" or "mbpp".
+    manual_dir: the directory holding the published files (see `records.SOURCES`), a hub
+      snapshot (`restem_jax.hub`), or one of its config directories or files.
     data_dir: the TFDS data directory to write (local or gs://).
 
   Returns:
@@ -140,7 +163,7 @@ def prepare(kind: str, manual_dir: epath.PathLike, data_dir: epath.PathLike) -> 
   Raises:
     FileNotFoundError: the published files are not in `manual_dir` (names the files and where
       they are published).
-    ValueError: a file is malformed (names file and line).
+    ValueError: a file is malformed (names file and line), or holds another data set.
   """
   if kind not in BUILDERS:
     raise ValueError(f"no TFDS builder for {kind!r}; known: {sorted(BUILDERS)} (the generic "
