@@ -1,29 +1,38 @@
 """The judge's agent inside a sandbox: runs a candidate program and reports what it did.
 
-Runs as the sandbox's program (see `sandbox.py`); `code.py` also imports `encode_value` and
-`decode_value` from here. Stdlib only, Python >= 3.8.
+Runs as the program of a sandbox container (see `sandbox.py` and `_sandbox_init.py`): for each
+sample, the container calls `main()` in a fresh process S, pid 1 of the sample's own pid
+namespace, with the job pipe as stdin and the report pipe as stdout. `code.py` also imports
+`record_tag` from here; values cross as `_values.py` writes them. Stdlib only, Python >= 3.8.
 
-Trust boundary. The harness is our code; the candidate (the model's program) always runs in a
-separate process forked from it, which first closes every file descriptor except pipes of its
-own and stdin/stdout/stderr pointed at pipes or /dev/null. So the candidate cannot write on the
-harness's report channel (its stdout), cannot read the test code (read from stdin only after the
-fork), and cannot patch the harness (another process; no ptrace: seccomp under bwrap,
-non-dumpable under unshare; no /proc).
-Return values cross the boundary as plain values (`encode_value`), rebuilt with exact built-in
-types (`decode_value`): an object whose `__eq__` always says True cannot cross. Expected outputs
-of APPS tests never enter the sandbox: the judge compares them outside.
+Trust boundary. The harness is our code; the candidate (the model's program) always runs in
+processes forked from it *before* the per-sample secret arrives, which close every file
+descriptor except pipes of their own, and which run under an extra seccomp filter: no
+setpgid/setsid, and no signals to any process older than themselves (so not to S, pid 1, nor to
+the stdio runner). Nothing in the sandbox can reach another process (no ptrace, process_vm_*,
+pidfd_*, kcmp, process_madvise; no /proc; S is non-dumpable), so the candidate cannot read the
+secret, and every record S writes carries an HMAC under that secret: a record the candidate
+could have written fails the judge's check. Return values cross from the candidate to S as
+plain values (`encode_value`), rebuilt with exact built-in types (`decode_value`): an object
+whose `__eq__` always says True cannot cross. Expected outputs of APPS tests never enter the
+sandbox: the judge compares them outside. HumanEval's test code runs in S, never in the
+candidate's process, and is read only after the candidate is forked.
 
 Protocol. Every message is a frame: a 4-byte big-endian length, then the payload.
 stdin (from the judge, trusted, `marshal` payloads):
-  1. the job {"mode": "stdio"|"call"|"humaneval", "program": str, ...}
-  2. the tests: stdio {"inputs": [str]}, call {"inputs": [[arg, ...]]}, humaneval
-     {"prompt": str, "test": str} (read only after the candidate is forked).
-stdout (to the judge, `encode_value` payloads): {"accepted": True} once the job is read, then
+  1. the job {"mode": "stdio"|"call"|"humaneval", "program": str, "timeout_s": float, ...};
+  2. read only after the candidate side is forked: {"key": 32 random bytes, "inputs": [...]}
+     (stdio: [str], call: [[arg, ...]]) or, humaneval, {"key", "prompt", "test"}.
+stdout (to the judge): the plain frame `encode_value({"accepted": True})` once the job is read
+(before any candidate code runs), then authenticated records: `encode_value(record)` followed
+by `record_tag(key, n, encoded)` (32 bytes; n = 0, 1, ... counts the records): one
 {"test": i, "status": ..., ...} per test in order, then {"done": True}; or {"error": str} if the
 program cannot be run at all.
 """
 
 import builtins
+import hashlib
+import hmac
 import marshal
 import math
 import os
@@ -33,137 +42,18 @@ import _signal as signal
 import sys
 import time
 
-# ----------------------------------------------------------------------------- plain values
-#
-# A small binary format for plain values, parsed without `json` (whose import of `re` costs more
-# than the rest of the harness's start-up) and without `marshal` or `pickle` (unsafe on data the
-# candidate wrote). One tag byte, then:
-#   N T F                 None, True, False
-#   i<decimal>;  f<repr>;  int, float (repr round-trips, incl. inf and nan)
-#   s<n>:<n bytes utf-8>   b<n>:<n bytes>   str, bytes
-#   c<float><float>        complex (two encoded floats)
-#   l t S Z <n>:<items>    list, tuple, set, frozenset of n encoded items
-#   d<n>:<2n items>        dict (key, value, key, value, ...)
-
-_MAX_DEPTH = 200
-_SEQUENCES = {list: b"l", tuple: b"t", set: b"S", frozenset: b"Z"}
-_SEQUENCE_TYPES = {b"l": list, b"t": tuple, b"S": set, b"Z": frozenset}
-
-
-def _encode(x, out, depth):
-  t = type(x)
-  if x is None:
-    out.append(b"N")
-  elif t is bool:
-    out.append(b"T" if x else b"F")
-  elif t is int:
-    out.append(b"i%d;" % x)  # ValueError past Python's 4300-digit limit: not sendable
-  elif t is float:
-    out.append(b"f" + repr(x).encode() + b";")
-  elif t is str or t is bytes:
-    data = x.encode("utf-8", "surrogatepass") if t is str else x
-    out.append(b"%s%d:" % (b"s" if t is str else b"b", len(data)))
-    out.append(data)
-  elif t is complex:
-    out.append(b"c")
-    _encode(x.real, out, depth)
-    _encode(x.imag, out, depth)
-  elif depth > _MAX_DEPTH:
-    raise ValueError("value nested too deeply")
-  elif t in _SEQUENCES:
-    out.append(b"%s%d:" % (_SEQUENCES[t], len(x)))
-    for v in x:
-      _encode(v, out, depth + 1)
-  elif t is dict:
-    out.append(b"d%d:" % len(x))
-    for k, v in x.items():
-      _encode(k, out, depth + 1)
-      _encode(v, out, depth + 1)
-  else:
-    raise TypeError("cannot send a value of type %s" % t.__name__)
-
-
-def encode_value(x):
-  """Bytes for a plain value (exact built-in types only); raises TypeError/ValueError else."""
-  out = []
-  _encode(x, out, 0)
-  return b"".join(out)
-
-
-def _field(data, pos, end_byte):
-  end = data.index(end_byte, pos, pos + 5000)  # ValueError if absent: malformed
-  return data[pos:end], end + 1
-
-
-def _decode(data, pos, depth):
-  tag = data[pos:pos + 1]
-  pos += 1
-  if tag == b"N":
-    return None, pos
-  if tag == b"T":
-    return True, pos
-  if tag == b"F":
-    return False, pos
-  if tag == b"i":
-    text, pos = _field(data, pos, b";")
-    if not text.lstrip(b"-").isdigit():
-      raise ValueError("malformed int")
-    return int(text), pos
-  if tag == b"f":
-    text, pos = _field(data, pos, b";")
-    return float(text.decode("ascii")), pos
-  if tag == b"c":
-    real, pos = _decode(data, pos, depth)
-    imag, pos = _decode(data, pos, depth)
-    if type(real) is not float or type(imag) is not float:
-      raise ValueError("malformed complex")
-    return complex(real, imag), pos
-  if tag in (b"s", b"b", b"l", b"t", b"S", b"Z", b"d"):
-    text, pos = _field(data, pos, b":")
-    if not text.isdigit():
-      raise ValueError("malformed length")
-    n = int(text)
-    if tag in (b"s", b"b"):
-      if pos + n > len(data):
-        raise ValueError("truncated value")
-      raw = data[pos:pos + n]
-      return (raw.decode("utf-8", "surrogatepass") if tag == b"s" else bytes(raw)), pos + n
-    if depth > _MAX_DEPTH:
-      raise ValueError("value nested too deeply")
-    count = 2 * n if tag == b"d" else n
-    if count > len(data) - pos:  # every item takes at least one byte
-      raise ValueError("truncated value")
-    items = []
-    for _ in range(count):
-      item, pos = _decode(data, pos, depth + 1)
-      items.append(item)
-    try:
-      if tag == b"d":
-        return dict(zip(items[0::2], items[1::2])), pos
-      return _SEQUENCE_TYPES[tag](items), pos
-    except TypeError as e:  # an unhashable key or set element
-      raise ValueError("malformed value: %s" % e)
-  raise ValueError("malformed value")
-
-
-def decode_value(data):
-  """The plain value in bytes from `encode_value`, built from exact built-in types only.
-
-  Raises:
-    ValueError: for anything that is not exactly one well-formed value.
-  """
-  if type(data) is not bytes:
-    raise ValueError("not bytes")
-  try:
-    value, pos = _decode(data, 0, 0)
-  except (IndexError, UnicodeDecodeError, OverflowError, RecursionError) as e:
-    raise ValueError("malformed value: %s" % type(e).__name__)
-  if pos != len(data):
-    raise ValueError("trailing bytes after the value")
-  return value
+if "encode_value" not in globals():  # imported as a module (in the sandbox: compiled before us)
+  from restem_jax.rewards._values import decode_value, encode_value  # noqa: F401
 
 
 # ----------------------------------------------------------------------------- framing
+
+TAG_BYTES = 32
+
+
+def record_tag(key, index, encoded):
+  """The HMAC-SHA256 that authenticates record number `index` (encoded) under the sample key."""
+  return hmac.new(key, index.to_bytes(8, "big") + encoded, hashlib.sha256).digest()
 
 
 def _read_exact(fd, n, deadline=None):
@@ -188,19 +78,40 @@ def _read_frame(fd, deadline=None, max_bytes=1 << 30):
   return _read_exact(fd, length, deadline)
 
 
-def _write_frame(fd, data):
-  _write_all(fd, len(data).to_bytes(4, "big") + data)
+def _write_frame(fd, data, deadline=None):
+  _write_all(fd, len(data).to_bytes(4, "big") + data, deadline)
 
 
-def _write_all(fd, data):
+def _write_all(fd, data, deadline=None):
   view = memoryview(data)
   while view:
-    view = view[os.write(fd, view):]
+    if deadline is not None:
+      remaining = deadline - time.monotonic()
+      if remaining <= 0 or not select.select([], [fd], [], remaining)[1]:
+        raise TimeoutError()
+    view = view[os.write(fd, view[:1 << 16]):]
 
 
-def _emit(record):
-  """Reports a record (a dict of plain values) to the judge: one frame on stdout."""
-  _write_frame(1, encode_value(record))
+class _Reporter:
+  """Writes records to the judge (fd 1): authenticated once the key is known."""
+
+  def __init__(self):
+    self.key = None
+    self.count = 0
+
+  def plain(self, record):
+    _write_frame(1, encode_value(record))
+
+  def emit(self, record):
+    encoded = encode_value(record)
+    if self.key is None:  # nothing may be reported before the key: the judge rejects it
+      raise RuntimeError("no key")
+    tag = record_tag(self.key, self.count, encoded)
+    self.count += 1
+    _write_frame(1, encoded + tag)
+
+
+_REPORT = _Reporter()
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -210,8 +121,13 @@ def _devnull():
   return os.open("/dev/null", os.O_RDWR)
 
 
+# Whether S is pid 1 of the sample's own pid namespace (set by main; inherited by forks).
+_NAMESPACED = [False]
+
+
 def _become_candidate(stdin_fd, stdout_fd, stderr_fd, keep, cpu_s):
-  """In a freshly forked child: own process group, only the given fds, a CPU limit."""
+  """In a freshly forked child: own process group, only the given fds, a CPU limit, and the
+  candidate's seccomp rules (no signals to older processes, no leaving its process group)."""
   os.setpgid(0, 0)
   for target, fd in ((0, stdin_fd), (1, stdout_fd), (2, stderr_fd)):
     os.dup2(fd, target)
@@ -225,6 +141,9 @@ def _become_candidate(stdin_fd, stdout_fd, stderr_fd, keep, cpu_s):
   cpu = max(1, int(math.ceil(cpu_s)))
   resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
   signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+  if _NAMESPACED[0]:
+    _sbx_candidate_seccomp()  # noqa: F821  (defined by _sandbox_init, compiled before us)
 
 
 def _exit_code(exc):
@@ -239,7 +158,10 @@ def _wait(pid, deadline):
   """(status, timed_out): waits for pid until deadline, polling without signals."""
   delay = 0.0005
   while True:
-    done, status = os.waitpid(pid, os.WNOHANG)
+    try:
+      done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # already reaped by _kill_candidates: status unknown
+      return None, False
     if done:
       return status, False
     if time.monotonic() >= deadline:
@@ -248,11 +170,25 @@ def _wait(pid, deadline):
     delay = min(delay * 2, 0.01)
 
 
-def _kill_group(pid):
-  try:
-    os.killpg(pid, signal.SIGKILL)
-  except OSError:
-    pass
+def _kill_candidates(pid):
+  """Kills the candidate process group pid and, in a sandbox, every process of the sample but
+  S and the caller (kill(-1) spares pid 1 and the caller), then reaps what it can in 1 s: a
+  candidate that left its group or stops itself cannot make the harness wait."""
+  for target, sig in ((-pid, signal.SIGKILL), (-1, signal.SIGKILL)):
+    if target == -1 and not _NAMESPACED[0]:
+      continue
+    try:
+      os.kill(target, sig)
+    except OSError:
+      pass
+  deadline = time.monotonic() + 1.0
+  while time.monotonic() < deadline:
+    try:
+      done, _ = os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+      return
+    if not done:
+      time.sleep(0.001)
 
 
 def _describe(status):
@@ -342,24 +278,80 @@ def _run_stdio_test(code, stdin_text, timeout_s, max_output):
     status, timed_out = _wait(pid, deadline)
     if timed_out:
       verdict = "timeout"
-  _kill_group(pid)  # also any background processes it started
+  _kill_candidates(pid)  # also any background processes it started
   if status is None:
-    status, _ = _wait(pid, time.monotonic() + 5)
+    status, _ = _wait(pid, time.monotonic() + 1)
   detail = err.decode("utf-8", "replace")[-500:]
   if verdict is not None:
     return verdict, "", detail
   stdout_text = b"".join(out).decode("utf-8", "replace")
-  if os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
-    return "error", stdout_text, (_describe(status) + ": " + detail).strip()
+  if status is None or os.WIFSIGNALED(status) or os.WEXITSTATUS(status) != 0:
+    return "error", stdout_text, (_describe(status or 9) + ": " + detail).strip()
   return "ok", stdout_text, ""
 
 
-def _stdio_mode(job, tests):
-  code = compile(job["program"], "<solution>", "exec")
+class _StdioRunner:
+  """A process forked before the key arrives that runs one stdin/stdout test per request.
+
+  It is the candidates' parent (and their subreaper), so S never forks after holding the key.
+  S enforces the time of each request itself."""
+
+  def __init__(self, program, test_timeout_s, max_output):
+    code = compile(program, "<solution>", "exec")  # SyntaxError: reported by main
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    self.pid = os.fork()
+    if self.pid == 0:
+      try:
+        os.close(req_w)
+        os.close(rep_r)
+        os.close(0)
+        _sbx_set_subreaper()  # noqa: F821
+        while True:
+          stdin_text = decode_value(_read_frame(req_r))
+          result = _run_stdio_test(code, stdin_text, test_timeout_s, max_output)
+          _write_frame(rep_w, encode_value(list(result)))
+      finally:
+        os._exit(0)
+    os.close(req_r)
+    os.close(rep_w)
+    self.req_w, self.rep_r = req_w, rep_r
+    self.max_reply = max_output + 65536
+
+  def run(self, stdin_text, deadline):
+    """(status, output, detail) of one test, or a failure if the runner does not answer."""
+    try:
+      _write_frame(self.req_w, encode_value(stdin_text), deadline)
+      reply = decode_value(_read_frame(self.rep_r, deadline, self.max_reply))
+    except TimeoutError:
+      return None
+    except (EOFError, OSError, ValueError, RecursionError):
+      return "error", "", "the test runner died"
+    if (type(reply) is not list or len(reply) != 3
+        or not all(type(x) is str for x in reply)):
+      return "error", "", "bad reply from the test runner"
+    return tuple(reply)
+
+
+def _stdio_mode(job, deadline):
+  runner = _StdioRunner(job["program"], job["test_timeout_s"], job["max_output_bytes"])
+  tests = _read_secret(deadline)
+  dead = None
   for i, stdin_text in enumerate(tests["inputs"]):
-    status, stdout_text, detail = _run_stdio_test(code, stdin_text, job["test_timeout_s"],
-                                                  job["max_output_bytes"])
-    _emit({"test": i, "status": status, "output": stdout_text, "detail": detail})
+    if dead is None:
+      # The runner's own limit is test_timeout_s; S allows a little more for the fork.
+      result = runner.run(stdin_text, min(deadline, time.monotonic() + job["test_timeout_s"]
+                                          + 0.25))
+      if result is None:
+        dead = "timeout"
+        result = ("timeout", "", "")
+      elif result[2] == "the test runner died":
+        dead = "error"
+    else:
+      result = (dead, "", "not run: an earlier test ended the runner")
+    status, stdout_text, detail = result
+    _REPORT.emit({"test": i, "status": status, "output": stdout_text, "detail": detail})
+  _kill_candidates(runner.pid)
 
 
 # ----------------------------------------------------------------------------- function calls
@@ -419,11 +411,14 @@ class _CandidateServer:
     try:
       reply = self._reply(deadline)
     except TimeoutError:
+      self.kill()
       return "timed out while loading"
     except (EOFError, ValueError, OSError, RecursionError):
+      self.kill()
       return "crashed while loading"
     if reply.get("ready") is True:
       return None
+    self.kill()
     return "failed to load: %s" % str(reply.get("load_error"))[:500]
 
   def call(self, args, deadline):
@@ -431,7 +426,7 @@ class _CandidateServer:
     if self.dead:
       return "not_run", "the program died in an earlier call"
     try:
-      _write_frame(self.req_w, encode_value(list(args)))
+      _write_frame(self.req_w, encode_value(list(args)), deadline)
       reply = self._reply(deadline)
     except TimeoutError:
       self.kill()
@@ -447,9 +442,9 @@ class _CandidateServer:
     return "error", str(reply.get("exception"))[:500]
 
   def kill(self):
-    self.dead = True
-    _kill_group(self.pid)
-    os.waitpid(self.pid, 0)
+    if not self.dead:
+      self.dead = True
+      _kill_candidates(self.pid)
 
 
 def _exception_text(e):
@@ -459,24 +454,34 @@ def _exception_text(e):
     return type(e).__name__
 
 
-def _call_mode(job, tests):
-  inputs = tests["inputs"]
-  server = _CandidateServer(job["program"], job["fn_name"], job["test_timeout_s"] * len(inputs),
+def _read_secret(deadline):
+  """The second job frame (key and tests); read only once no candidate-side process can be
+  forked from S any more. Sets the reporter's key."""
+  tests = marshal.loads(_read_frame(0, deadline))
+  key = tests.pop("key")
+  if type(key) is not bytes or len(key) < 16:
+    raise ValueError("no key")
+  _REPORT.key = key
+  return tests
+
+
+def _call_mode(job, deadline):
+  server = _CandidateServer(job["program"], job["fn_name"], job["timeout_s"],
                             job["max_output_bytes"])
-  why_not = server.wait_ready(time.monotonic() + job["test_timeout_s"])
-  for i, args in enumerate(inputs):
+  tests = _read_secret(deadline)
+  why_not = server.wait_ready(min(deadline, time.monotonic() + job["test_timeout_s"]))
+  for i, args in enumerate(tests["inputs"]):
     if why_not is not None:
-      _emit({"test": i, "status": "error", "detail": why_not})
+      _REPORT.emit({"test": i, "status": "error", "detail": why_not})
       continue
     if type(args) is not list:
       args = [args]
-    status, result = server.call(args, time.monotonic() + job["test_timeout_s"])
+    status, result = server.call(args, min(deadline, time.monotonic() + job["test_timeout_s"]))
     if status == "ok":
-      _emit({"test": i, "status": "ok", "value": result})
+      _REPORT.emit({"test": i, "status": "ok", "value": result})
     else:
-      _emit({"test": i, "status": status, "detail": result})
-  if not server.dead:
-    server.kill()
+      _REPORT.emit({"test": i, "status": status, "detail": result})
+  server.kill()
 
 
 # ----------------------------------------------------------------------------- HumanEval
@@ -486,8 +491,7 @@ class CandidateError(Exception):
   """The candidate function raised, crashed or timed out (re-raised in the test code)."""
 
 
-def _humaneval_mode(job):
-  deadline = time.monotonic() + job["timeout_s"]
+def _humaneval_mode(job, deadline):
   # Modules the (trusted) prompt imports, loaded once here rather than in both processes.
   for name in job.get("preimport", ()):
     try:
@@ -496,11 +500,11 @@ def _humaneval_mode(job):
       pass
   server = _CandidateServer(job["program"], job["entry_point"], job["timeout_s"],
                             job["max_output_bytes"])
-  # Only now, with the candidate forked, read the tests: its memory never held them.
-  tests = marshal.loads(_read_frame(0, deadline))
+  # Only now, with the candidate forked, read the key and the tests: its memory never held them.
+  tests = _read_secret(deadline)
   why_not = server.wait_ready(deadline)
   if why_not is not None:
-    _emit({"test": 0, "status": "error", "detail": why_not})
+    _REPORT.emit({"test": 0, "status": "error", "detail": why_not})
     return
   calls = [0]
 
@@ -529,38 +533,50 @@ def _humaneval_mode(job):
     exec(compile(tests["test"], "<test>", "exec"), namespace)
     namespace["check"](candidate)
   except BaseException as e:
-    _emit({"test": 0, "status": "failed", "detail": _exception_text(e)})
+    _REPORT.emit({"test": 0, "status": "failed", "detail": _exception_text(e)})
     return
   finally:
-    if not server.dead:
-      server.kill()
+    server.kill()
   if calls[0] == 0:
-    _emit({"test": 0, "status": "failed", "detail": "the test never called the candidate"})
+    _REPORT.emit({"test": 0, "status": "failed", "detail": "the test never called the candidate"})
     return
-  _emit({"test": 0, "status": "passed", "calls": calls[0]})
+  if time.monotonic() > deadline:
+    _REPORT.emit({"test": 0, "status": "failed", "detail": "timed out"})
+    return
+  _REPORT.emit({"test": 0, "status": "passed", "calls": calls[0]})
 
 
 # ----------------------------------------------------------------------------- main
 
 
 def main():
+  """One sample: fd 0 is the job pipe, fd 1 the report pipe (see the protocol above)."""
+  _NAMESPACED[0] = os.getpid() == 1
   signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+  job = marshal.loads(_read_frame(0))
+  deadline = time.monotonic() + job["timeout_s"]
+  _REPORT.plain({"accepted": True})  # before any candidate code runs (see code.py)
   try:
-    job = marshal.loads(_read_frame(0))
-    _emit({"accepted": True})  # before any candidate code runs (see code.py `_records`)
     if job["mode"] == "humaneval":
-      _humaneval_mode(job)
+      _humaneval_mode(job, deadline)
+    elif job["mode"] == "call":
+      _call_mode(job, deadline)
     else:
-      tests = marshal.loads(_read_frame(0))
-      (_stdio_mode if job["mode"] == "stdio" else _call_mode)(job, tests)
+      _stdio_mode(job, deadline)
   except SyntaxError as e:
-    _emit({"error": "syntax error: %s" % e})
+    _emit_error("syntax error: %s" % e, deadline)
     return
   except Exception as e:
-    _emit({"error": _exception_text(e)})
+    _emit_error(_exception_text(e), deadline)
     return
-  _emit({"done": True})
+  _REPORT.emit({"done": True})
 
 
-if __name__ == "__main__":
-  main()
+def _emit_error(text, deadline):
+  if _REPORT.key is None:  # the error came before the key: read it to authenticate the report
+    try:
+      _read_secret(deadline)
+    except Exception:
+      return
+  _REPORT.emit({"error": text})

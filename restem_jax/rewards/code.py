@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hmac
 import itertools
 import json
 import logging
@@ -41,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from restem_jax.rewards import _harness, sandbox
+from restem_jax.rewards import _harness, _values, sandbox
 from restem_jax.rewards.base import Verdict
 
 FLOAT_TOLERANCE = 1e-6
@@ -53,8 +54,19 @@ _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py|Python3?)?[ \t]*\n(.*?)```", re
 
 @functools.lru_cache(maxsize=None)
 def _harness_source() -> str:
-  with open(_harness.__file__, encoding="utf-8") as f:
-    return f.read()
+  """The sandbox's program: the value format, then the harness (which defines main)."""
+  sources = []
+  for module in (_values, _harness):
+    with open(module.__file__, encoding="utf-8") as f:
+      sources.append(f.read())
+  return "\n".join(sources)
+
+
+# Modules every container imports once, before serving samples: what HumanEval-style prompts
+# and typical solutions import, so a sample finds them loaded.
+_PREIMPORT = ("typing", "math", "re", "collections", "itertools", "functools", "string",
+              "heapq", "bisect", "fractions", "statistics", "random", "decimal", "datetime")
+_ACCEPTED = _values.encode_value({"accepted": True})
 
 
 def _frame(obj: Any) -> bytes:
@@ -210,44 +222,54 @@ class JudgeConfig:
 
 
 class CodeJudge:
-  """Runs programs against tests in sandboxes; thread-safe (one fresh sandbox per sample).
+  """Runs programs against tests in sandboxes; thread-safe.
 
-  To take the sandbox's start-up (namespaces, interpreter, imports: most of the cost of a
-  sample) off the critical path, each call starts the sandbox for a later call before it runs
-  its own. A started sandbox is used for exactly one sample; spares are killed by `close()`, when
-  the judge is garbage-collected, or at exit.
+  Samples run in a pool of sandbox containers (`sandbox.Container`), one sample at a time per
+  container, each sample in its own fresh process tree, pid/mount/ipc/net namespaces and /tmp,
+  so nothing one sample does outlives it or reaches another. A container is started once
+  (namespaces, interpreter, imports) and serves many samples: that start-up is most of what a
+  sandbox per sample costs. Idle containers are killed by `close()`, when the judge is
+  garbage-collected, or at exit.
 
-  Sandboxes are started from one long-lived thread of the judge: bwrap's --die-with-parent
-  (PR_SET_PDEATHSIG) fires when the *thread* that started it exits, which would kill a spare
-  started by a caller's short-lived worker thread.
+  Each sample gets a fresh 32-byte key; the judge accepts only records authenticated under it,
+  in order, one per test, then the end marker (see `_harness.py`). The sample's time budget
+  (HumanEval: `humaneval_timeout_s`; APPS: `test_timeout_s` per test) is enforced three times:
+  by the harness, by the container (SIGKILL to the sample's pid-namespace init at budget +
+  KILL_MARGIN_S) and by the judge (the whole container at budget + BACKSTOP_S), so a verdict
+  comes, with every process of the sample gone, within the budget plus 2 s.
+
+  Containers are started from one long-lived thread of the judge: bwrap's --die-with-parent
+  (PR_SET_PDEATHSIG) fires when the *thread* that started it exits.
   """
 
-  _MAX_SPARES = 8
+  _MAX_IDLE = 8
+  KILL_MARGIN_S = 0.5
+  BACKSTOP_S = 1.0
 
   def __init__(self, config: JudgeConfig = JudgeConfig()):
     self.config = config
     self.isolation = sandbox.choose_backend(config.backend, config.allow_unsandboxed)
-    # Passed to each sandbox as an (unused) argument, so `ps` shows which judge owns it.
+    # Passed to each container as an (unused) argument, so `ps` shows which judge owns it.
     self.tag = f"restem-judge-{os.getpid()}-{next(_JUDGE_IDS)}"
     self._lock = threading.Lock()
-    self._spares: list[sandbox.SandboxRun] = []
+    self._idle: list[sandbox.Container] = []
     self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
-    self._finalizer = weakref.finalize(self, _shut_down, self._spares, self._lock, self._starter)
+    self._finalizer = weakref.finalize(self, _shut_down, self._idle, self._lock, self._starter)
     this = weakref.ref(self)
     os.register_at_fork(after_in_child=lambda: this() and this()._forget_after_fork())
 
   def _forget_after_fork(self) -> None:
-    """In a forked child: the spares are the parent's processes (not ours to use or kill), the
+    """In a forked child: the containers are the parent's (not ours to use or kill), the
     starter thread does not exist here, and a lock may have been held at the fork."""
     self._lock = threading.Lock()
-    self._spares = []
+    self._idle = []
     self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
     self._finalizer.detach()
-    self._finalizer = weakref.finalize(self, _shut_down, self._spares, self._lock, self._starter)
+    self._finalizer = weakref.finalize(self, _shut_down, self._idle, self._lock, self._starter)
 
   def close(self) -> None:
-    """Kills the spare sandboxes (the judge stays usable: it starts new ones when called)."""
-    _kill_all(self._spares, self._lock)
+    """Kills the idle containers (the judge stays usable: it starts new ones when called)."""
+    _kill_all(self._idle, self._lock)
 
   def __enter__(self) -> CodeJudge:
     return self
@@ -255,67 +277,90 @@ class CodeJudge:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  def _start(self) -> sandbox.SandboxRun:
-    return self._starter.submit(sandbox.start, self.isolation, _harness_source(), [self.tag],
-                                self.config.limits).result()
+  def _acquire(self) -> sandbox.Container:
+    with self._lock:
+      container = self._idle.pop() if self._idle else None
+    if container is not None and container.alive():
+      return container
+    if container is not None:
+      container.kill()
+    return self._starter.submit(sandbox.Container, self.isolation, _harness_source(),
+                                self.config.limits, _PREIMPORT, self.tag).result()
 
-  def _take_run(self) -> sandbox.SandboxRun:
-    """A started sandbox for this sample, and a spare started for the next one."""
+  def _release(self, container: sandbox.Container) -> None:
     with self._lock:
-      run = self._spares.pop() if self._spares else None
-    if run is None or not run.alive():
-      if run is not None:
-        run.kill()
-      run = self._start()
-    spare = self._start()
-    with self._lock:
-      if len(self._spares) < self._MAX_SPARES:
-        self._spares.append(spare)
-        spare = None
-    if spare is not None:
-      spare.kill()
-    return run
+      if len(self._idle) < self._MAX_IDLE and container.alive():
+        self._idle.append(container)
+        return
+    container.kill()
 
   def _verdict(self, passed: bool, reason: str, tests_passed: int, total: int) -> Verdict:
     return Verdict(passed, reason, isolation=self.isolation, tests_passed=tests_passed,
                    tests_total=total)
 
-  def _records(self, job: dict, tests: dict, deadline: float, max_stdout: int):
-    """Runs the harness; yields its report records, then a final ("end", why) tuple.
+  def _session(self, job: dict, tests: dict, max_stdout: int, on_record):
+    """Runs one sample; calls on_record(record) for each authenticated record in order until
+    it returns a result (not None), which is returned. Otherwise returns ("end", why).
 
-    A sandbox that dies before the harness confirms it has the job (nothing of the sample has
-    run yet: a spare killed from outside, a failed start) is replaced once, so that such
-    failures do not cost a correct sample its reward.
+    A container that fails before the harness confirms it has the job (nothing of the sample
+    has run yet) is replaced once, so such failures do not cost a correct sample its reward.
     """
+    budget = float(job["timeout_s"])
     for attempt in range(2):
-      accepted = False
-      with self._take_run() as run:
-        run.max_stdout_bytes = max_stdout
-        run.send(_frame(job) + _frame(tests), close=True)
-        for frame in run.frames(deadline):
+      container = self._acquire()
+      healthy, accepted, result = False, False, None
+      try:
+        start = time.monotonic()
+        run = container.sample(budget + self.KILL_MARGIN_S, max_stdout)
+        key = os.urandom(32)
+        run.send(_frame(job) + _frame(dict(tests, key=key)), close=True)
+        index = 0
+        for frame in run.frames(start + budget + self.BACKSTOP_S):
+          if result is not None:  # anything after the end: the sample fails
+            result = ("end", "the sandbox wrote after its last record")
+            break
+          if not accepted:
+            accepted = frame == _ACCEPTED
+            if not accepted:
+              result = ("end", "the sandbox wrote malformed output")
+            continue
+          body, tag = frame[:-_harness.TAG_BYTES], frame[-_harness.TAG_BYTES:]
+          if (len(frame) <= _harness.TAG_BYTES
+              or not hmac.compare_digest(tag, _harness.record_tag(key, index, body))):
+            result = ("end", "a record failed authentication")
+            break
+          index += 1
           try:
-            record = _harness.decode_value(frame)
+            record = _values.decode_value(body)
           except ValueError:
             record = None
           if not isinstance(record, dict):
-            yield "end", "the sandbox wrote malformed output"
-            return
-          if not accepted:
-            accepted = record == {"accepted": True}
-            if not accepted:
-              yield "end", "the sandbox wrote malformed output"
-              return
-            continue
-          yield "record", record
-        if accepted or attempt == 1 or run.timed_out or run.overflowed:
-          if run.timed_out:
-            yield "end", "timed out"
-          elif run.overflowed:
-            yield "end", "too much output"
-          else:
-            tail = run.stderr_tail.strip().splitlines()
-            yield "end", "the sandbox exited early" + (f": {tail[-1][:200]}" if tail else "")
-          return
+            result = ("end", "the sandbox wrote a malformed record")
+            break
+          result = on_record(record)
+          if result is not None and not (result[0] == "verdict" and result[1].passed):
+            break  # a failure ends the sample; a pass must still be the last thing it writes
+        timed_out, overflowed = run.timed_out, run.overflowed
+        healthy = not timed_out and run.finish(start + budget + self.BACKSTOP_S + 0.5)
+        timed_out = timed_out or run.timed_out
+      except sandbox.ContainerDied:
+        timed_out = overflowed = False
+      finally:
+        if healthy:
+          self._release(container)
+        else:
+          container.kill()  # returns once every process of it is gone
+      if result is not None and result[0] != "end":
+        return result
+      if timed_out:
+        return "end", "timed out"
+      if overflowed:
+        return "end", "too much output"
+      if result is not None:
+        return result
+      if accepted or attempt == 1:
+        return "end", "the sandbox ended without a verdict"
+    return "end", "the sandbox ended without a verdict"
 
   def judge_apps(self, problem: Mapping, completion: str) -> Verdict:
     """Judges an APPS-style problem (stdin/stdout or call-based).
@@ -325,7 +370,8 @@ class CodeJudge:
       completion: the model's program (a ```python fence is unwrapped).
 
     Returns:
-      The Verdict; passed only if every test passed.
+      The Verdict; passed only if every test passed. The sample's time budget is
+      `test_timeout_s` per test.
     """
     try:
       inputs, outputs, fn_name = apps_tests(problem)
@@ -341,34 +387,38 @@ class CodeJudge:
       job = {"mode": "call", "fn_name": str(fn_name)}
       tests = {"inputs": inputs}  # JSON values from the data set: marshal takes them as they are
     job.update(program=extract_program(completion), test_timeout_s=cfg.test_timeout_s,
+               timeout_s=len(inputs) * cfg.test_timeout_s,
                max_output_bytes=cfg.max_output_bytes)
-    # Each test may take its time limit plus a process start; the sandbox adds a few seconds.
-    deadline = time.monotonic() + len(inputs) * (cfg.test_timeout_s + 0.5) + 10
     # The harness cuts each test's output at max_output_bytes; reports add a little framing.
     max_stdout = len(inputs) * (cfg.max_output_bytes + 65536) + (1 << 20)
-    index, passed, failure = 0, 0, None
-    for kind, record in self._records(job, tests, deadline, max_stdout):
-      if kind == "end":
-        return self._verdict(False, failure or record, passed, len(inputs))
+    state = {"index": 0, "passed": 0, "failure": None}
+    total = len(inputs)
+
+    def on_record(record):
+      index = state["index"]
       if "error" in record:
-        return self._verdict(False, str(record["error"])[:300], passed, len(inputs))
+        return "verdict", self._verdict(False, str(record["error"])[:300], state["passed"], total)
       if record.get("done") is True:
-        if index != len(inputs):
-          failure = failure or "the harness ended early"
-        return self._verdict(failure is None, failure or "passed all tests", passed,
-                             len(inputs))
-      if record.get("test") != index:
-        return self._verdict(False, "the harness reported tests out of order", passed,
-                             len(inputs))
+        failure = state["failure"] or (None if index == total else "the harness ended early")
+        return "verdict", self._verdict(failure is None, failure or "passed all tests",
+                                        state["passed"], total)
+      if index >= total or record.get("test") != index:
+        return "verdict", self._verdict(False, "the harness reported tests out of order",
+                                        state["passed"], total)
       ok, why = self._check_test(record, outputs[index], fn_name is not None)
-      index += 1
+      state["index"] = index + 1
       if ok:
-        passed += 1
-      elif failure is None:
-        failure = f"test {index - 1}: {why}"
+        state["passed"] += 1
+      elif state["failure"] is None:
+        state["failure"] = f"test {index}: {why}"
         if cfg.stop_at_first_failure:
-          return self._verdict(False, failure, passed, len(inputs))
-    return self._verdict(False, failure or "no report from the sandbox", passed, len(inputs))
+          return "verdict", self._verdict(False, state["failure"], state["passed"], total)
+      return None
+
+    kind, outcome = self._session(job, tests, max_stdout, on_record)
+    if kind == "verdict":
+      return outcome
+    return self._verdict(False, state["failure"] or outcome, state["passed"], total)
 
   @staticmethod
   def _check_test(record: Mapping, expected, call_based: bool) -> tuple[bool, str]:
@@ -393,7 +443,7 @@ class CodeJudge:
       completion: the model's continuation of the prompt.
 
     Returns:
-      The Verdict (one "test": the check function).
+      The Verdict (one "test": the check function); the time budget is humaneval_timeout_s.
     """
     missing = [k for k in ("prompt", "test", "entry_point") if not isinstance(problem.get(k), str)]
     if missing:
@@ -406,36 +456,40 @@ class CodeJudge:
            "max_output_bytes": cfg.max_output_bytes,
            "preimport": _imported_modules(problem["prompt"])}
     tests = {"prompt": problem["prompt"], "test": problem["test"]}
-    deadline = time.monotonic() + cfg.humaneval_timeout_s + 10
-    result = None
-    for kind, record in self._records(job, tests, deadline, 1 << 20):
-      if kind == "end":
-        return self._verdict(False, record, 0, 1)
+    results = []
+
+    def on_record(record):
       if "error" in record:
-        return self._verdict(False, str(record["error"])[:300], 0, 1)
+        return "verdict", self._verdict(False, str(record["error"])[:300], 0, 1)
       if record.get("done") is True:
-        break
-      if result is not None or record.get("test") != 0:
-        return self._verdict(False, "the harness reported an unexpected test", 0, 1)
-      result = record
-    if result is None:
-      return self._verdict(False, "no report from the sandbox", 0, 1)
-    calls = result.get("calls")
-    if result.get("status") == "passed" and type(calls) is int and calls > 0:
-      return self._verdict(True, "passed", 1, 1)
-    return self._verdict(False, f"{result.get('status')}: {str(result.get('detail'))[:250]}",
-                         0, 1)
+        if len(results) != 1:
+          return "verdict", self._verdict(False, "no report from the sandbox", 0, 1)
+        result = results[0]
+        calls = result.get("calls")
+        if result.get("status") == "passed" and type(calls) is int and calls > 0:
+          return "verdict", self._verdict(True, "passed", 1, 1)
+        return "verdict", self._verdict(
+            False, f"{result.get('status')}: {str(result.get('detail'))[:250]}", 0, 1)
+      if results or record.get("test") != 0:
+        return "verdict", self._verdict(False, "the harness reported an unexpected test", 0, 1)
+      results.append(record)
+      return None
+
+    kind, outcome = self._session(job, tests, 1 << 20, on_record)
+    if kind == "verdict":
+      return outcome
+    return self._verdict(False, outcome, 0, 1)
 
 
-def _kill_all(runs: list, lock: threading.Lock) -> None:
+def _kill_all(containers: list, lock: threading.Lock) -> None:
   with lock:
-    doomed, runs[:] = list(runs), []
-  for run in doomed:
-    run.kill()
+    doomed, containers[:] = list(containers), []
+  for container in doomed:
+    container.kill()
 
 
-def _shut_down(runs: list, lock: threading.Lock, starter: ThreadPoolExecutor) -> None:
-  _kill_all(runs, lock)
+def _shut_down(containers: list, lock: threading.Lock, starter: ThreadPoolExecutor) -> None:
+  _kill_all(containers, lock)
   starter.shutdown(wait=False)
 
 

@@ -1,23 +1,28 @@
-"""OS isolation for untrusted code: every run is a fresh process tree in its own namespaces.
+"""OS isolation for untrusted code: containers that run each sample in fresh namespaces.
+
+A `Container` is one long-lived sandbox process tree that serves samples one at a time (see
+`_sandbox_init.py`): each sample runs as a fresh process tree, pid 1 of its own pid, mount, ipc
+and net namespaces, with its own size-limited /tmp, no capabilities, a seccomp filter, and
+resource limits; when it ends (or is killed at its deadline) the kernel kills every process it
+started before the container reports back. Starting the container (namespaces, interpreter,
+imports) is paid once, not per sample.
 
 Backends, best first (`detect_isolation` probes them once per process):
   bwrap    bubblewrap: new user, pid, net, ipc, uts and cgroup namespaces; the file system is
-           read-only system directories, a size-limited tmpfs at /tmp (the only writable place),
-           a minimal read-only /dev and no /proc; no capabilities, no nested user namespaces, a
-           seccomp filter that denies ptrace and process_vm_readv/writev.
+           read-only system directories, a tmpfs at /tmp (each sample mounts its own over it),
+           a minimal read-only /dev and no /proc; no nested user namespaces.
   unshare  util-linux `unshare` with new user, pid, net, ipc and uts namespaces;
-           `_sandbox_init.py` builds the same file system view with mount(2) and chroot(2), drops
-           every capability and makes the harness non-dumpable (no ptrace).
-  none     no isolation, only resource limits and a process group. Refused unless the caller
-           passes allow_unsandboxed=True, and then logged loudly: untrusted code could read and
-           delete your files, use the network and leave processes behind.
+           `_sandbox_init.py` builds the same file system view with mount(2) and chroot(2).
+  none     no isolation, only resource limits. Refused unless the caller passes
+           allow_unsandboxed=True, and then logged loudly: untrusted code could read and delete
+           your files, use the network and leave processes behind.
 
 In all backends the program runs as `python -I -S -B -X utf8` (no site-packages, no
-environment, no bytecode writes) with resource limits set before it starts (`Limits`). When the
-judge runs as root it drops to uid/gid 65534 (nobody) before creating the sandbox: the kernel
-does not apply RLIMIT_NPROC to root, and a fork bomb must hit that limit. Killing the sandbox's
-first process ends everything in it: bwrap (--die-with-parent) and unshare (--kill-child) then
-kill the namespace's init, and the kernel kills every process in a pid namespace whose init dies.
+environment, no bytecode writes). When the judge runs as root it drops to uid/gid 65534
+(nobody) before creating the sandbox: the kernel does not apply RLIMIT_NPROC to root, and a
+fork bomb must hit that limit (counted per container's user namespace, so per sample).
+`Container.kill()` SIGKILLs the container's first process (pid 1 of its namespaces) through a
+pidfd and returns once it has exited, i.e. once the kernel has killed everything inside.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ import functools
 import logging
 import marshal
 import os
-import platform
+import select
 import selectors
 import shutil
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -41,6 +47,9 @@ from collections.abc import Iterator
 
 BACKENDS = ("bwrap", "unshare", "none")
 _NOBODY = 65534
+# Processes of a container besides the sample's own: its server, the sample's supervisor and S.
+_OWN_PROCESSES = 3
+KILLED_AT_DEADLINE = 250  # a sample's exit code when the container killed it at its deadline
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # System directories the sandboxed interpreter needs, mounted read-only at the same paths.
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -76,7 +85,8 @@ class Limits:
 
 
 # Runs the program's code object, given as hex of marshal data in argv[1].
-_BOOTSTRAP = "import marshal,sys;exec(marshal.loads(bytes.fromhex(sys.argv.pop(1))))"
+_BOOTSTRAP = ("import marshal,sys,zlib;"
+              "exec(marshal.loads(zlib.decompress(bytes.fromhex(sys.argv.pop(1)))))")
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,8 +104,9 @@ def _compiled(python: str, source: str) -> str:
   only: nothing untrusted runs here.
   """
   result = subprocess.run(
-      [python, "-I", "-S", "-B", "-c", "import marshal,sys;sys.stdout.write(marshal.dumps("
-       "compile(sys.stdin.read(),'<sandbox>','exec')).hex())"],
+      [python, "-I", "-S", "-B", "-c",
+       "import marshal,sys,zlib;sys.stdout.write(zlib.compress(marshal.dumps("
+       "compile(sys.stdin.read(),'<sandbox>','exec')),9).hex())"],
       input=_init_source() + "\n" + source, capture_output=True, text=True, check=True)
   return result.stdout
 
@@ -144,69 +155,35 @@ def _ro_paths(prefix: str) -> list[str]:
   return paths
 
 
-# Syscalls the seccomp filter denies (EPERM) under bwrap: the program's processes run as the same
-# uid as the harness and must not read or write its memory. Numbers per architecture.
-_DENIED_SYSCALLS = {
-    "x86_64": (0xC000003E, {"ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311}),
-    "aarch64": (0xC00000B7, {"ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271}),
-}
-
-
-@functools.lru_cache(maxsize=None)
-def seccomp_program() -> bytes | None:
-  """A classic-BPF seccomp filter for bwrap's --seccomp, or None on other architectures.
-
-  Kills a process that makes a system call of another ABI (e.g. 32-bit int 0x80 calls, whose
-  numbers differ) and denies the x32 ABI on x86_64, so the denied calls cannot be reached by
-  another number.
-  """
-  machine = platform.machine()
-  if machine not in _DENIED_SYSCALLS:
-    return None
-  audit_arch, denied = _DENIED_SYSCALLS[machine]
-  load, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06  # BPF_LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, RET|K
-  allow, eperm, kill = 0x7FFF0000, 0x00050000 | 1, 0x80000000
-  program = [(load, 0, 0, 4), (jeq, 1, 0, audit_arch), (ret, 0, 0, kill), (load, 0, 0, 0)]
-  if machine == "x86_64":
-    program += [(jge, 0, 1, 0x40000000), (ret, 0, 0, eperm)]
-  for number in denied.values():
-    program += [(jeq, 0, 1, number), (ret, 0, 0, eperm)]
-  program.append((ret, 0, 0, allow))
-  return b"".join(struct.pack("=HBBI", *insn) for insn in program)
-
-
 def _drop_privileges() -> bool:
   return os.geteuid() == 0
 
 
-def _command(backend: str, source: str, args: list[str], limits: Limits,
-             seccomp_fd: int | None = None) -> list[str]:
-  """The argv that runs `source` (Python code) with args under the backend's isolation.
-
-  seccomp_fd: bwrap only, a readable fd holding `seccomp_program()`; without one the harness
-  makes itself non-dumpable instead.
-  """
+def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ...]) -> list[str]:
+  """The argv of a container that serves `source` (which defines `main()`) under backend."""
   drop = _drop_privileges()
   python, prefix = sandbox_python(drop and backend != "none")
   ro_paths = _ro_paths(prefix)
-  config = {"rlimits": limits.rlimits(), "unshare": backend == "unshare",
-            "undumpable": backend == "bwrap" and seccomp_fd is None,
-            "ro_paths": ro_paths, "tmpfs_bytes": limits.tmpfs_bytes}
-  inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP, _compiled(python, source),
-           marshal.dumps(config).hex(), *args]
+  rlimits = dict(limits.rlimits())
+  rlimits["RLIMIT_NPROC"] += _OWN_PROCESSES
+  config = {"rlimits": rlimits, "unshare": backend == "unshare",
+            "namespaced": backend != "none", "ro_paths": ro_paths,
+            "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport)}
+  inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP,
+           _compiled(python, source + "\n_sbx_serve(main)\n"), marshal.dumps(config).hex()]
   if backend == "bwrap":
-    argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
-            "--new-session", "--hostname", "sandbox", "--clearenv",
-            "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
-    if seccomp_fd is not None:
-      argv += ["--seccomp", str(seccomp_fd)]
+    # The container keeps capabilities in its own user namespace (to give each sample fresh
+    # namespaces and a fresh /tmp); every sample drops them all before running anything.
+    argv = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--cap-add", "ALL",
+            "--as-pid-1", "--die-with-parent", "--new-session", "--hostname", "sandbox",
+            "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
     for path in ro_paths:
       if os.path.islink(path):
         argv += ["--symlink", os.readlink(path), path]
       else:
         argv += ["--ro-bind", path, path]
     # bwrap's /dev is a tmpfs: read-only too, so /tmp stays the only writable place.
-    argv += ["--dev", "/dev", "--remount-ro", "/dev", "--size", str(limits.tmpfs_bytes),
+    argv += ["--dev", "/dev", "--remount-ro", "/dev", "--size", str(1 << 20),
              "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp", "--"]
     return argv + inner
   if backend == "unshare":
@@ -217,87 +194,178 @@ def _command(backend: str, source: str, args: list[str], limits: Limits,
   raise ValueError(f"unknown sandbox backend {backend!r}; known: {BACKENDS}")
 
 
-class SandboxRun:
-  """One running sandbox: feeds its stdin, yields its stdout frames, kills it on close.
+class ContainerDied(RuntimeError):
+  """The container exited or stopped answering (not the sample's fault: nothing of it ran)."""
 
-  Use as a context manager; leaving the block kills the whole process tree.
+
+class Container:
+  """A long-lived sandbox that runs samples one at a time, each in fresh namespaces.
+
+  See `_sandbox_init.py` for what happens inside. Not thread-safe: one user at a time (the
+  judge's pool hands each container to one thread). `kill()` ends it and everything in it, and
+  returns only once every process in it is gone.
   """
 
-  def __init__(self, argv: list[str], isolation: str, max_stdout_bytes: int,
-               pass_fds: tuple[int, ...] = ()):
-    self.isolation = isolation
-    self.timed_out = False
-    self.overflowed = False
-    self.max_stdout_bytes = max_stdout_bytes
-    self._stdout_total = 0
-    self._pending = b""
-    self._buffer = b""
-    self._stderr_tail = b""
-    drop = _drop_privileges() and isolation != "none"
+  def __init__(self, backend: str, source: str, limits: Limits,
+               preimport: tuple[str, ...] = (), tag: str = "",
+               start_timeout_s: float = 60.0):
+    self.isolation = backend
+    self.samples = 0
+    argv = _command(backend, source, limits, preimport) + ([tag] if tag else [])
+    drop = _drop_privileges() and backend != "none"
     setpriv = shutil.which("setpriv") if drop else None
     if setpriv:
       # setpriv changes uid in the new process, so Popen can use vfork (Popen(user=...) must
       # fork, copying the page tables of a judge process that may hold gigabytes of JAX).
       argv = [setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"] + argv
     # Without isolation there is no private /tmp: the program at least gets its own directory.
-    self._workdir = tempfile.mkdtemp(prefix="restem-unsandboxed-") if isolation == "none" \
+    self._workdir = tempfile.mkdtemp(prefix="restem-unsandboxed-") if backend == "none" \
         else None
+    if self._workdir and drop:
+      os.chown(self._workdir, _NOBODY, _NOBODY)
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}
     if self._workdir:
       env.update(HOME=self._workdir, TMPDIR=self._workdir)
-    self._proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=env, cwd=self._workdir or "/", close_fds=True, pass_fds=pass_fds,
-        start_new_session=True, user=_NOBODY if drop and not setpriv else None,
-        group=_NOBODY if drop and not setpriv else None,
-        extra_groups=[] if drop and not setpriv else None)
-    self._selector = selectors.DefaultSelector()
-    for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-      os.set_blocking(pipe.fileno(), False)
-    self._selector.register(self._proc.stdout, selectors.EVENT_READ)
-    self._selector.register(self._proc.stderr, selectors.EVENT_READ)
-    self._stdin_open = True
-    self._close_after_send = False
+    self._ctl, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    self._ctl.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    self._stderr = tempfile.TemporaryFile()
+    self._pidfd = None
+    self.pid: int | None = None
+    try:
+      self._proc = subprocess.Popen(
+          argv, stdin=theirs, stdout=subprocess.DEVNULL, stderr=self._stderr, env=env,
+          cwd=self._workdir or "/", close_fds=True, start_new_session=True,
+          user=_NOBODY if drop and not setpriv else None,
+          group=_NOBODY if drop and not setpriv else None,
+          extra_groups=[] if drop and not setpriv else None)
+    finally:
+      theirs.close()
+    try:
+      message, pid = self._receive(time.monotonic() + start_timeout_s)
+      if message != b"ready" or pid is None:
+        raise ContainerDied(f"the sandbox did not start: {message!r} {self.stderr_tail()!r}")
+      # The container's first process (pid 1 of its namespaces): once it has exited, the
+      # kernel has killed and reaped every process in the container.
+      self._pidfd = os.pidfd_open(pid)
+      self.pid = pid
+    except BaseException:
+      self.kill()
+      raise
+
+  def stderr_tail(self) -> str:
+    """The last KB the container wrote to stderr (start-up errors)."""
+    try:
+      self._stderr.seek(0, os.SEEK_END)
+      size = self._stderr.tell()
+      self._stderr.seek(max(0, size - 1024))
+      return self._stderr.read().decode("utf-8", "replace").strip()
+    except (OSError, ValueError):
+      return ""
+
+  def _receive(self, deadline: float) -> tuple[bytes, int | None]:
+    """(message, sender pid) of the container's next control message; ContainerDied at EOF or
+    at the deadline."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0 or not select.select([self._ctl], [], [], remaining)[0]:
+      raise ContainerDied("no answer from the sandbox in time")
+    try:
+      message, ancillary, _, _ = self._ctl.recvmsg(256, socket.CMSG_SPACE(12))
+    except OSError as e:
+      raise ContainerDied(f"the sandbox closed its control socket: {e}") from e
+    if not message:
+      raise ContainerDied(f"the sandbox exited: {self.stderr_tail()[-300:]}")
+    pid = None
+    for level, kind, data in ancillary:
+      if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS and len(data) >= 12:
+        pid = struct.unpack("=iII", data[:12])[0]
+    return message, pid
 
   def alive(self) -> bool:
-    """Whether the sandbox's first process is still running."""
     return self._proc.poll() is None
 
-  def __enter__(self) -> SandboxRun:
-    return self
+  def pids(self) -> set[int]:
+    """Host pids of the container's own processes (its launcher and its server), not samples'."""
+    return {p for p in (self._proc.pid, self.pid) if p is not None}
 
-  def __exit__(self, *exc) -> None:
-    self.kill()
+  def sample(self, kill_after_s: float, max_stdout_bytes: int) -> SampleRun:
+    """Starts one sample; the container kills it (and all it started) after kill_after_s."""
+    job_r, job_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    try:
+      self._ctl.sendmsg([marshal.dumps({"kill_after_s": float(kill_after_s)})],
+                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("2i", job_r, rep_w))])
+    except OSError as e:
+      for fd in (job_r, job_w, rep_r, rep_w):
+        os.close(fd)
+      raise ContainerDied(f"the sandbox is gone: {e}") from e
+    os.close(job_r)
+    os.close(rep_w)
+    self.samples += 1
+    return SampleRun(self, job_w, rep_r, max_stdout_bytes)
 
-  @property
-  def stderr_tail(self) -> str:
-    """The last few KB the sandbox wrote to stderr (setup errors, crashes)."""
-    return self._stderr_tail.decode("utf-8", "replace")
+  def kill(self) -> None:
+    """Kills the container and everything in it, and waits until all of it is gone."""
+    if self._pidfd is not None:
+      try:
+        signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        select.select([self._pidfd], [], [], 10)
+      except OSError:
+        pass
+      os.close(self._pidfd)
+      self._pidfd = None
+    if self._proc.poll() is None:
+      try:
+        os.killpg(self._proc.pid, signal.SIGKILL)
+      except (ProcessLookupError, PermissionError):
+        self._proc.kill()
+    self._proc.wait()
+    if self._workdir:
+      shutil.rmtree(self._workdir, ignore_errors=True)
+      self._workdir = None
+    self._ctl.close()
+    self._stderr.close()
+
+
+class SampleRun:
+  """One sample in a container: feeds its job pipe, yields its report frames, reports its end.
+
+  frames() stops at EOF of the report pipe, at the deadline (`timed_out`) or past the output
+  cap (`overflowed`); finish() then waits for the container's word that every process of the
+  sample is gone (`exit_code`).
+  """
+
+  def __init__(self, container: Container, job_w: int, rep_r: int, max_stdout_bytes: int):
+    self.container = container
+    self.timed_out = False
+    self.overflowed = False
+    self.exit_code: int | None = None
+    self.max_stdout_bytes = max_stdout_bytes
+    self._job_w, self._rep_r = job_w, rep_r
+    os.set_blocking(job_w, False)
+    os.set_blocking(rep_r, False)
+    self._pending = b""
+    self._close_after_send = False
+    self._buffer = b""
+    self._total = 0
+    self._selector = selectors.DefaultSelector()
+    self._selector.register(rep_r, selectors.EVENT_READ)
 
   def send(self, data: bytes, close: bool = False) -> None:
-    """Queues data for the sandbox's stdin (written while `frames` waits); close: then EOF."""
+    """Queues data for the job pipe (written while `frames` waits); close: then EOF."""
     self._pending += data
-    if self._stdin_open and self._pending and self._proc.stdin not in self._registered():
-      self._selector.register(self._proc.stdin, selectors.EVENT_WRITE)
     self._close_after_send = close
-    if close and not self._pending:
-      self._close_stdin()
+    if self._job_w is not None and self._pending:
+      self._selector.register(self._job_w, selectors.EVENT_WRITE)
 
-  def _registered(self):
-    return [key.fileobj for key in self._selector.get_map().values()]
-
-  def _close_stdin(self) -> None:
-    if self._stdin_open:
-      if self._proc.stdin in self._registered():
-        self._selector.unregister(self._proc.stdin)
-      self._proc.stdin.close()
-      self._stdin_open = False
+  def _close_job(self) -> None:
+    if self._job_w is not None:
+      if self._job_w in [k.fileobj for k in self._selector.get_map().values()]:
+        self._selector.unregister(self._job_w)
+      os.close(self._job_w)
+      self._job_w = None
 
   def frames(self, deadline: float) -> Iterator[bytes]:
-    """Yields stdout frames (4-byte big-endian length, payload) until EOF, deadline or cap.
-
-    Sets `timed_out` or `overflowed` when it stops for those reasons.
-    """
+    """Yields report frames (4-byte big-endian length, payload) until EOF, deadline or cap."""
     while True:
       while len(self._buffer) >= 4:
         length = int.from_bytes(self._buffer[:4], "big")
@@ -308,112 +376,97 @@ class SandboxRun:
           break
         frame, self._buffer = self._buffer[4:4 + length], self._buffer[4 + length:]
         yield frame
-      if self._proc.stdout not in self._registered():
+      if self._rep_r is None:
         return
       remaining = deadline - time.monotonic()
       if remaining <= 0:
         self.timed_out = True
         return
       for key, _ in self._selector.select(remaining):
-        self._service(key.fileobj)
-      if self._stdout_total > self.max_stdout_bytes:
+        if key.fileobj == self._job_w:
+          self._write_job()
+        else:
+          self._read_report()
+      if self._total > self.max_stdout_bytes:
         self.overflowed = True
         return
 
-  def _service(self, pipe) -> None:
-    if pipe is self._proc.stdin:
-      try:
-        written = os.write(pipe.fileno(), self._pending[:1 << 16])
-      except BlockingIOError:
-        return
-      except BrokenPipeError:  # the sandbox died or stopped reading: nothing more to send
-        self._pending = b""
-        self._close_stdin()
-        return
-      self._pending = self._pending[written:]
-      if not self._pending:
-        self._selector.unregister(pipe)
-        if self._close_after_send:
-          self._close_stdin()
-      return
+  def _write_job(self) -> None:
     try:
-      chunk = os.read(pipe.fileno(), 1 << 16)
+      written = os.write(self._job_w, self._pending[:1 << 16])
+    except BlockingIOError:
+      return
+    except BrokenPipeError:  # the sample stopped reading: nothing more to send
+      self._pending = b""
+      self._close_job()
+      return
+    self._pending = self._pending[written:]
+    if not self._pending:
+      self._selector.unregister(self._job_w)
+      if self._close_after_send:
+        self._close_job()
+
+  def _read_report(self) -> None:
+    try:
+      chunk = os.read(self._rep_r, 1 << 16)
     except BlockingIOError:
       return
     if not chunk:
-      self._selector.unregister(pipe)
+      self._selector.unregister(self._rep_r)
+      os.close(self._rep_r)
+      self._rep_r = None
       return
-    if pipe is self._proc.stdout:
-      self._stdout_total += len(chunk)
-      self._buffer += chunk
-    else:
-      self._stderr_tail = (self._stderr_tail + chunk)[-4096:]
+    self._total += len(chunk)
+    self._buffer += chunk
 
-  def kill(self) -> None:
-    """Kills the sandbox's process tree and reaps it (idempotent)."""
-    if self._proc.poll() is None:
-      try:
-        os.killpg(self._proc.pid, signal.SIGKILL)
-      except (ProcessLookupError, PermissionError):
-        self._proc.kill()
-    self._proc.wait()
-    if self._workdir:
-      shutil.rmtree(self._workdir, ignore_errors=True)
-      self._workdir = None
+  def finish(self, deadline: float) -> bool:
+    """Closes both pipes (a sample still writing gets EPIPE and ends) and waits for the
+    container to say the sample's processes are all gone. False (and the container must be
+    killed) if that does not happen by the deadline."""
+    self._close_job()
+    if self._rep_r is not None:
+      self._selector.unregister(self._rep_r)
+      os.close(self._rep_r)
+      self._rep_r = None
     self._selector.close()
-    for pipe in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
-      try:
-        pipe.close()
-      except OSError:
-        pass
-
-
-def start(backend: str, source: str, args: list[str], limits: Limits,
-          max_stdout_bytes: int = 64 << 20) -> SandboxRun:
-  """Starts Python code in a sandbox.
-
-  Args:
-    backend: one of BACKENDS (`choose_backend` picks one).
-    source: Python source (stdlib only, Python >= 3.8) to run after the isolation is set up.
-    args: its sys.argv[1:].
-    limits: the resource limits.
-    max_stdout_bytes: `SandboxRun.frames` stops (sets `overflowed`) past this much stdout.
-
-  Returns:
-    The running sandbox; use it as a context manager so it is always killed.
-  """
-  program = seccomp_program() if backend == "bwrap" else None
-  if program is None:
-    return SandboxRun(_command(backend, source, args, limits), backend, max_stdout_bytes)
-  read_fd, write_fd = os.pipe()
-  try:
-    os.write(write_fd, program)  # a few hundred bytes: fits in the pipe buffer
-    os.close(write_fd)
-    write_fd = None
-    return SandboxRun(_command(backend, source, args, limits, seccomp_fd=read_fd), backend,
-                      max_stdout_bytes, pass_fds=(read_fd,))
-  finally:
-    os.close(read_fd)
-    if write_fd is not None:
-      os.close(write_fd)
+    try:
+      message, _ = self.container._receive(deadline)  # pylint: disable=protected-access
+    except ContainerDied:
+      self.timed_out = self.timed_out or time.monotonic() >= deadline
+      return False
+    parts = message.split()
+    if len(parts) != 2 or parts[0] != b"exit" or not parts[1].isdigit():
+      return False
+    self.exit_code = int(parts[1])
+    if self.exit_code == KILLED_AT_DEADLINE:
+      self.timed_out = True
+    return True
 
 
 _PROBE_SOURCE = """
 import os, socket
-def report(text):
-    data = text.encode()
-    os.write(1, len(data).to_bytes(4, "big") + data)
-try:
-    open("/escaped", "w")
-    report("root is writable")
-except OSError:
+def main():
+    def report(text):
+        data = text.encode()
+        os.write(1, len(data).to_bytes(4, "big") + data)
+    os.read(0, 1)
+    try:
+        open("/escaped", "w")
+        return report("root is writable")
+    except OSError:
+        pass
     with open("/tmp/probe", "w") as f:
         f.write("x")
+    if _NAMESPACED and _sbx_platform.machine() in _SBX_SYSCALLS:
+        number = _SBX_SYSCALLS[_sbx_platform.machine()][1]["pidfd_open"]
+        if _SBX_LIBC.syscall(number, os.getpid(), 0) >= 0:
+            return report("the seccomp filter is not active")
     try:
         socket.create_connection(("192.0.2.1", 9), timeout=0.5)
         report("network is reachable")
     except OSError:
         report("isolated")
+_NAMESPACED = os.getpid() == 1 or "%s" != "none"
 """
 
 
@@ -422,14 +475,20 @@ def probe(backend: str) -> str | None:
   if backend != "none" and shutil.which(backend) is None:
     return f"{backend} is not installed"
   try:
-    with start(backend, _PROBE_SOURCE, [], Limits()) as run:
-      run.send(b"", close=True)
-      out = b"".join(run.frames(time.monotonic() + 30)).decode("utf-8", "replace")
-      err = run.stderr_tail.strip()
-  except (OSError, subprocess.CalledProcessError, SandboxUnavailableError) as e:
+    container = Container(backend, _PROBE_SOURCE % backend, Limits(), start_timeout_s=30)
+  except (OSError, subprocess.CalledProcessError, SandboxUnavailableError, ContainerDied) as e:
     return f"{backend} failed to start: {e}"
+  try:
+    run = container.sample(30, 1 << 16)
+    run.send(b"x", close=True)
+    out = b"".join(run.frames(time.monotonic() + 30)).decode("utf-8", "replace")
+    run.finish(time.monotonic() + 5)
+  except ContainerDied as e:
+    return f"{backend} failed: {e}"
+  finally:
+    container.kill()
   if out != "isolated":
-    return f"{backend} probe said {out or 'nothing'!r} {err[-300:]!r}"
+    return f"{backend} probe said {out or 'nothing'!r} {container.stderr_tail()[-300:]!r}"
   return None
 
 
