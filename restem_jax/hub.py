@@ -230,18 +230,21 @@ def read_problems(path: epath.PathLike, fmt: str | None = None,
   Args:
     path: a file in one of `formats.FORMATS` (JSONL) or a parquet file; a MATH directory of JSON
       files; or a snapshot directory (module docstring).
-    fmt: force a format (JSONL files and MATH directories only); None detects it.
+    fmt: the format (JSONL files: read as it; parquet and snapshots: checked); None detects it.
     split: the split read from a snapshot directory (a single file is read whole).
 
   Returns:
     (format, problems); the format names the reward (`score.REWARD_FOR_FORMAT`).
   """
   path = epath.Path(path)
-  if fmt is not None or (path.is_file() and not _is_parquet(path) and not _is_jsonl(path)):
-    return formats.read_problems(path, fmt)
+  if path.is_file() and not _is_parquet(path):
+    return formats.read_problems(path, fmt)  # one JSONL file, whatever its name
   snapshot = find_snapshot(path)
   if snapshot is None:
-    return formats.read_problems(path, "math")
+    return formats.read_problems(path, fmt or "math")
+  if fmt is not None and fmt != snapshot.fmt:
+    raise formats.FormatError(path, None, f"holds {snapshot.fmt} problems ({snapshot.layout}), "
+                              f"not {fmt}")
   if path.is_file():
     split = next(iter(snapshot.splits))
   return snapshot.fmt, read_split(snapshot, split)

@@ -199,3 +199,11 @@ def test_prepare_errors_are_one_line_with_exit_2(snapshots, tmp_path, capsys):
     assert cli.main(["prepare", *args, f"--data_dir={tmp_path / 'out'}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_format_flag_is_checked_against_a_snapshot(snapshots):
+  with pytest.raises(formats.FormatError, match=r"holds gsm8k problems \(config main/\), not math"):
+    hub.read_problems(snapshots["gsm8k"], fmt="math")
+  assert hub.read_problems(snapshots["math500"] / "test.jsonl", fmt="math500")[0] == "math500"
+  with pytest.raises(FileNotFoundError, match="no such file or directory"):
+    hub.read_problems(snapshots["gsm8k"] / "nope")

@@ -163,9 +163,8 @@ def detect_kind(manual_dir: epath.PathLike) -> str:
     return "humaneval"
   found = hub.find_snapshot(manual_dir)
   if found is None:
-    if _legacy("math", manual_dir) and any(manual_dir.glob("*/*/*.json")) or any(
-        manual_dir.glob("MATH/*/*/*.json")):
-      return "math"
+    if any(manual_dir.glob("*/*/*.json")) or any(manual_dir.glob("MATH/*/*/*.json")):
+      return "math"  # MATH.tar's split/subject/N.json
     raise ValueError(f"{manual_dir}: no data set layout recognised (expected a hub snapshot, "
                      "parquet or JSONL files, or MATH.tar's JSON files)")
   if found.fmt not in FORMAT_KIND:
