@@ -1,22 +1,22 @@
 """The judge's agent inside a sandbox: runs a candidate program and reports what it did.
 
 Runs as the program of a sandbox container (see `sandbox.py` and `_sandbox_init.py`): for each
-sample, the container calls `main()` in a fresh process S, pid 1 of the sample's own pid
-namespace, with the job pipe as stdin and the report pipe as stdout. `code.py` also imports
-`record_tag` from here; values cross as `_values.py` writes them. Stdlib only, Python >= 3.8.
+sample, the container calls `main()` in a fresh process S with the job pipe as stdin and the
+report pipe as stdout. S's children (the candidate side) start a fresh pid namespace: S is not
+in it, so no candidate process can even name S. `code.py` imports `record_tag` from here;
+values cross as `_values.py` writes them. Stdlib only, Python >= 3.8.
 
 Trust boundary. The harness is our code; the candidate (the model's program) always runs in
-processes forked from it *before* the per-sample secret arrives, which close every file
-descriptor except pipes of their own, and which run under an extra seccomp filter: no
-setpgid/setsid, and no signals to any process older than themselves (so not to S, pid 1, nor to
-the stdio runner). Nothing in the sandbox can reach another process (no ptrace, process_vm_*,
-pidfd_*, kcmp, process_madvise; no /proc; S is non-dumpable), so the candidate cannot read the
-secret, and every record S writes carries an HMAC under that secret: a record the candidate
-could have written fails the judge's check. Return values cross from the candidate to S as
-plain values (`encode_value`), rebuilt with exact built-in types (`decode_value`): an object
-whose `__eq__` always says True cannot cross. Expected outputs of APPS tests never enter the
-sandbox: the judge compares them outside. HumanEval's test code runs in S, never in the
-candidate's process, and is read only after the candidate is forked.
+processes forked from it *before* the per-sample key arrives, which close every file descriptor
+except pipes of their own, and which run under an extra seccomp filter (no setpgid/setsid, no
+signals to any process older than themselves). Nothing in the sandbox can reach into another
+process (no ptrace, process_vm_*, pidfd_*, kcmp, process_madvise; no /proc; S is non-dumpable),
+so the candidate cannot read the key, and every record S writes carries an HMAC under it: a
+record the candidate could have written fails the judge's check. Return values cross from the
+candidate to S as plain values (`encode_value`), rebuilt with exact built-in types
+(`decode_value`): an object whose `__eq__` always says True cannot cross. Expected outputs of
+APPS tests never enter the sandbox: the judge compares them outside. HumanEval's test code runs
+in S, never in the candidate's process, and is read only after the candidate is forked.
 
 Protocol. Every message is a frame: a 4-byte big-endian length, then the payload.
 stdin (from the judge, trusted, `marshal` payloads):
@@ -121,7 +121,8 @@ def _devnull():
   return os.open("/dev/null", os.O_RDWR)
 
 
-# Whether S is pid 1 of the sample's own pid namespace (set by main; inherited by forks).
+# Whether S's children start in a fresh pid namespace, of which the first (the candidate server
+# or the stdio runner) is the init (set by main; inherited by forks).
 _NAMESPACED = [False]
 
 
@@ -171,14 +172,16 @@ def _wait(pid, deadline):
 
 
 def _kill_candidates(pid):
-  """Kills the candidate process group pid and, in a sandbox, every process of the sample but
-  S and the caller (kill(-1) spares pid 1 and the caller), then reaps what it can in 1 s: a
-  candidate that left its group or stops itself cannot make the harness wait."""
-  for target, sig in ((-pid, signal.SIGKILL), (-1, signal.SIGKILL)):
-    if target == -1 and not _NAMESPACED[0]:
-      continue
+  """Kills the candidate process group pid and, in a sandbox, every candidate process: S kills
+  the init of the candidates' pid namespace (the kernel then kills the rest), the stdio runner
+  (that init) kills everything else in it with kill(-1). Then reaps what it can in 1 s: a
+  candidate that stops itself or ignores signals cannot make the harness wait."""
+  targets = [-pid]
+  if _NAMESPACED[0]:
+    targets.append(-1 if os.getpid() == 1 else pid)
+  for target in targets:
     try:
-      os.kill(target, sig)
+      os.kill(target, signal.SIGKILL)
     except OSError:
       pass
   deadline = time.monotonic() + 1.0
@@ -189,6 +192,13 @@ def _kill_candidates(pid):
       return
     if not done:
       time.sleep(0.001)
+
+
+def _end_candidates(pid):
+  """After the last test: in a sandbox nothing to do (when S exits, the container kills every
+  other process of the sample); else kill them now."""
+  if not _NAMESPACED[0]:
+    _kill_candidates(pid)
 
 
 def _describe(status):
@@ -351,7 +361,7 @@ def _stdio_mode(job, deadline):
       result = (dead, "", "not run: an earlier test ended the runner")
     status, stdout_text, detail = result
     _REPORT.emit({"test": i, "status": status, "output": stdout_text, "detail": detail})
-  _kill_candidates(runner.pid)
+  _end_candidates(runner.pid)
 
 
 # ----------------------------------------------------------------------------- function calls
@@ -481,7 +491,7 @@ def _call_mode(job, deadline):
       _REPORT.emit({"test": i, "status": "ok", "value": result})
     else:
       _REPORT.emit({"test": i, "status": status, "detail": result})
-  server.kill()
+  _end_candidates(server.pid)
 
 
 # ----------------------------------------------------------------------------- HumanEval
@@ -536,7 +546,7 @@ def _humaneval_mode(job, deadline):
     _REPORT.emit({"test": 0, "status": "failed", "detail": _exception_text(e)})
     return
   finally:
-    server.kill()
+    _end_candidates(server.pid)
   if calls[0] == 0:
     _REPORT.emit({"test": 0, "status": "failed", "detail": "the test never called the candidate"})
     return
@@ -551,7 +561,7 @@ def _humaneval_mode(job, deadline):
 
 def main():
   """One sample: fd 0 is the job pipe, fd 1 the report pipe (see the protocol above)."""
-  _NAMESPACED[0] = os.getpid() == 1
+  _NAMESPACED[0] = bool(globals().get("_SBX_STATE", {}).get("namespaced"))
   signal.signal(signal.SIGPIPE, signal.SIG_IGN)
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   job = marshal.loads(_read_frame(0))

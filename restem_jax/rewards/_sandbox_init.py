@@ -10,14 +10,15 @@
      once; makes itself non-dumpable;
   2. says b"ready" on fd 0, a unix SOCK_SEQPACKET socket to the judge, then for every request
      (a marshalled dict with `kill_after_s`, plus two fds passed with SCM_RIGHTS: the sample's
-     job pipe and its report pipe) runs one *sample*: forks a supervisor that enters fresh pid,
-     mount, ipc and net namespaces and forks the sample's first process S (pid 1 there). S mounts
-     a private size-limited tmpfs at /tmp, gets the job pipe as fd 0, the report pipe as fd 1 and
+     job pipe and its report pipe) runs one *sample*: forks S, which enters fresh mount, ipc
+     and net namespaces and a fresh pid namespace for its children, mounts a private
+     size-limited tmpfs at /tmp, gets the job pipe as fd 0, the report pipe as fd 1 and
      /dev/null as fd 2 (nothing else), drops every capability for good, installs the seccomp
-     filter, stays non-dumpable, sets the resource limits and calls `main()`. The supervisor
-     SIGKILLs S after `kill_after_s` seconds; as S is the init of its pid namespace, the kernel
-     then kills every process of the sample, and the supervisor's wait returns only once all
-     are gone. Then the container answers b"exit <code>" (250: killed at the deadline).
+     filter, stays non-dumpable, sets the resource limits and calls `main()`. When S exits, or
+     `kill_after_s` seconds after the start (then SIGKILL), the container (pid 1 of its pid
+     namespace) kills every other process in it with kill(-1) and reaps until none is left, so
+     nothing of the sample survives; then it answers b"exit <code>" (250: killed at the
+     deadline).
 Samples run one after another, each in its own namespaces with its own /tmp: nothing a sample
 leaves (files, processes, SysV IPC, sockets) exists when the next one starts. The container
 holds capabilities only in its own user namespace; a sample has none.
@@ -61,6 +62,8 @@ _SBX_NS_FLAGS = (_SBX_CLONE_NEWNS | _SBX_CLONE_NEWCGROUP | _SBX_CLONE_NEWUTS | _
 _SBX_SECUREBITS = 0b11101111
 _SBX_NEW_ROOT = "/tmp"  # mount point of the new root; hides the host's /tmp in our namespace only
 _SBX_KILLED_AT_DEADLINE = 250
+# Set in S: whether its children start in a fresh pid namespace (all backends but "none").
+_SBX_STATE = {"namespaced": False}
 
 # System call numbers: (audit arch, {name: number}) per machine.
 _SBX_SYSCALLS = {
@@ -253,12 +256,15 @@ def _sbx_drop_capabilities():
 
 
 def _sbx_sample(main, job_fd, report_fd, config):
-  """Process S, pid 1 of the sample's namespaces: isolates itself, then runs main()."""
+  """Process S: isolates itself, then runs main(). Its children start a new pid namespace."""
   code = 1
   try:
     _sbx_prctl(_SBX_PR_SET_PDEATHSIG, 9, "pdeathsig")
     _sbx_os.setsid()
+    _SBX_STATE["namespaced"] = config["namespaced"]
     if config["namespaced"]:
+      _sbx_check(_SBX_LIBC.unshare(_SBX_CLONE_NEWPID | _SBX_CLONE_NEWNS | _SBX_CLONE_NEWIPC
+                                   | _SBX_CLONE_NEWNET), "unshare")
       _sbx_mount(None, "/", None, _SBX_MS_REC | _SBX_MS_PRIVATE)
       _sbx_mount("tmpfs", "/tmp", "tmpfs", _SBX_MS_NOSUID | _SBX_MS_NODEV,
                  "size=%d,mode=1777" % config["tmpfs_bytes"])
@@ -307,34 +313,39 @@ def _sbx_wait(pid, timeout):
       _sbx_os.close(pidfd)
 
 
-def _sbx_supervise(main, job_fd, report_fd, config, kill_after_s):
-  """The supervisor (outside the sample's pid namespace): fork S, kill it at the deadline."""
-  code = 125
-  try:
-    _sbx_prctl(_SBX_PR_SET_PDEATHSIG, 9, "pdeathsig")
-    if config["namespaced"]:
-      _sbx_check(_SBX_LIBC.unshare(_SBX_CLONE_NEWPID | _SBX_CLONE_NEWNS | _SBX_CLONE_NEWIPC
-                                   | _SBX_CLONE_NEWNET), "unshare")
-    pid = _sbx_os.fork()
-    if pid == 0:
-      _sbx_sample(main, job_fd, report_fd, config)
-    _sbx_os.close(job_fd)
-    _sbx_os.close(report_fd)
-    status = _sbx_wait(pid, kill_after_s)
-    if status is None:
-      _sbx_os.kill(pid, 9)
-      # Returns once S is reaped: S was its pid namespace's init, so the kernel has killed and
-      # reaped every other process of the sample before that.
-      _sbx_os.waitpid(pid, 0)
-      code = _SBX_KILLED_AT_DEADLINE
-    elif _sbx_os.WIFEXITED(status):
-      code = min(_sbx_os.WEXITSTATUS(status), 249)
-    else:
-      code = 128 + _sbx_os.WTERMSIG(status)
-  except BaseException:
-    code = 125
-  finally:
-    _sbx_os._exit(code)
+def _sbx_run_sample(main, job_fd, report_fd, config, kill_after_s):
+  """Runs one sample and returns once every process of it is gone; its exit code (250: killed
+  at the deadline)."""
+  pid = _sbx_os.fork()
+  if pid == 0:
+    _sbx_sample(main, job_fd, report_fd, config)
+  _sbx_os.close(job_fd)
+  _sbx_os.close(report_fd)
+  status = _sbx_wait(pid, kill_after_s)
+  if status is None:
+    code = _SBX_KILLED_AT_DEADLINE
+  elif _sbx_os.WIFEXITED(status):
+    code = min(_sbx_os.WEXITSTATUS(status), 249)
+  else:
+    code = 128 + _sbx_os.WTERMSIG(status)
+  if config["namespaced"]:
+    # We are pid 1 of the container: this kills every other process in it, i.e. whatever is
+    # left of the sample (S's children were orphaned to us when S ended), and the loop below
+    # returns once all are reaped (an init's death is reaped after its namespace is empty).
+    try:
+      _sbx_os.kill(-1, 9)
+    except OSError:
+      pass
+  else:
+    try:
+      _sbx_os.killpg(pid, 9)
+    except OSError:
+      pass
+  while True:
+    try:
+      _sbx_os.waitpid(-1, 0)
+    except ChildProcessError:
+      return code
 
 
 def _sbx_receive(sock):
@@ -360,6 +371,11 @@ def _sbx_serve(main):
     except Exception:
       pass
   _sbx_prctl(_SBX_PR_SET_DUMPABLE, 0, "dumpable")
+  # Every object so far is shared by all samples' processes: keep the collector from touching
+  # (and so copying) their pages in each forked process.
+  import gc
+  gc.collect()
+  gc.freeze()
   sock = _sbx_socket.socket(fileno=0)
   sock.sendall(b"ready")
   while True:
@@ -372,12 +388,5 @@ def _sbx_serve(main):
       sock.sendall(b"exit 125")
       continue
     request = _sbx_marshal.loads(message)  # from the judge: trusted
-    pid = _sbx_os.fork()
-    if pid == 0:
-      sock.close()
-      _sbx_supervise(main, fds[0], fds[1], config, request["kill_after_s"])
-    for fd in fds:
-      _sbx_os.close(fd)
-    _, status = _sbx_os.waitpid(pid, 0)
-    code = _sbx_os.WEXITSTATUS(status) if _sbx_os.WIFEXITED(status) else 125
+    code = _sbx_run_sample(main, fds[0], fds[1], config, request["kill_after_s"])
     sock.sendall(b"exit %d" % code)
