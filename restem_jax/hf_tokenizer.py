@@ -6,6 +6,10 @@ starting them; `vocab.HfTokenizerVocabulary` wraps it as a seqio vocabulary.
 A tokenizer.json does not say which token ends a sequence: Hugging Face keeps the special
 tokens' roles in the tokenizer_config.json beside it. Without one, the usual names of the
 families that `convert.py` imports decide.
+
+Whether a prompt starts with BOS is the tokenizer's own post-processor's answer (Llama 3's and
+Gemma's tokenizer.json put <|begin_of_text|> / <bos> first; Qwen2's puts nothing), unless the
+tokenizer_config.json sets `add_bos_token` (as transformers' Llama and Gemma tokenizers honour).
 """
 
 from __future__ import annotations
@@ -40,6 +44,18 @@ class SpecialIds:
   unk: int | None
 
 
+def tokenizer_config(path: epath.PathLike) -> dict:
+  """The tokenizer_config.json beside the vocabulary file `path` ({} when there is none)."""
+  config_path = epath.Path(path).parent / CONFIG_FILE
+  return json.loads(config_path.read_text()) if config_path.exists() else {}
+
+
+def add_bos_setting(path: epath.PathLike) -> bool | None:
+  """The `add_bos_token` of the tokenizer_config.json beside `path`, or None if not set."""
+  value = tokenizer_config(path).get("add_bos_token")
+  return value if isinstance(value, bool) else None
+
+
 def _content(value) -> str | None:
   return value.get("content") if isinstance(value, dict) else value
 
@@ -68,8 +84,7 @@ def special_ids(path: epath.PathLike, tokenizer: tokenizers.Tokenizer,
     ValueError: no EOS token can be found, or a named token does not exist.
   """
   path = epath.Path(path)
-  config_path = path.parent / CONFIG_FILE
-  config = json.loads(config_path.read_text()) if config_path.exists() else {}
+  config = tokenizer_config(path)
   eos = _find(tokenizer, path, eos_token or _content(config.get("eos_token")), _KNOWN_EOS)
   if eos is None:
     raise ValueError(f"cannot tell which token of {path} ends a sequence: put a {CONFIG_FILE} "
@@ -79,6 +94,29 @@ def special_ids(path: epath.PathLike, tokenizer: tokenizers.Tokenizer,
       eos=eos, bos=_find(tokenizer, path, _content(config.get("bos_token")), _KNOWN_BOS),
       unk=_find(tokenizer, path, _content(config.get("unk_token")) or model.get("unk_token"),
                 _KNOWN_UNK))
+
+
+def prompt_prefix(path: epath.PathLike, tokenizer: tokenizers.Tokenizer,
+                  special: SpecialIds) -> tuple[int, ...]:
+  """The ids the tokenizer puts before a text (its BOS token, for most families), or ().
+
+  Args:
+    path: the tokenizer.json file; a tokenizer_config.json beside it with a boolean
+      `add_bos_token` decides (BOS or nothing).
+    tokenizer: its contents; without that setting, its post-processor decides: whatever it
+      adds before the tokens of a probe text (with `add_special_tokens=True`).
+    special: its special ids (`special_ids`).
+  """
+  add_bos = add_bos_setting(path)
+  if add_bos is not None:
+    return (special.bos,) if add_bos and special.bos is not None else ()
+  probe = "a"
+  plain = tokenizer.encode(probe, add_special_tokens=False).ids
+  full = tokenizer.encode(probe, add_special_tokens=True).ids
+  for start in range(len(full) - len(plain) + 1):
+    if plain and full[start:start + len(plain)] == plain:
+      return tuple(full[:start])
+  return ()
 
 
 @functools.cache

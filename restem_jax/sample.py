@@ -5,7 +5,8 @@ r"""Samples continuations of prompts from a model checkpoint (like T5X's infer).
        --stop='\n\n' --batch_size=B --mesh=DATA,FSDP,MODEL]
 
 The checkpoint directory (`checkpoints.save`) carries the model config and the vocabulary. Each
-prompt line is {"id": ..., "prompt": "text"} or {"id": ..., "prompt_ids": [token ids]}. Each
+prompt line is {"id": ..., "prompt": "text"} (encoded with the vocabulary's BOS first where its
+tokenizer adds one) or {"id": ..., "prompt_ids": [token ids]} (used as they are). Each
 output line is {"id", "sample_index", "text", "tokens", "finish_reason", "logprob"}, in prompt
 order then sample order. Temperature 0 is greedy. A prompt that does not fit is an error naming
 its id and both lengths; nothing is truncated.
@@ -15,10 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 from absl import app
 from absl import flags
 from etils import epath
+
+from restem_jax import cli
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory.",
                                   required=True)
@@ -36,17 +40,23 @@ _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable); Python 
                                   "as \\n are decoded.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Rows decoded together.")
 _MESH = flags.DEFINE_list("mesh", ["-1", "1", "1"], "Mesh shape (data, fsdp, model).")
+flags.DEFINE_bool("debug", False, "Show tracebacks and the libraries' console output (also "
+                  "RESTEM_DEBUG=1).")
 
 
 def read_prompts(path: epath.PathLike, vocab) -> tuple[list, list[list[int]]]:
   """Reads the prompts file: (ids, token ids), encoding text prompts with `vocab`."""
+  from restem_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top (TensorFlow)
   ids, prompts = [], []
   for number, line in enumerate(epath.Path(path).read_text().splitlines(), start=1):
     if not line.strip():
       continue
-    row = json.loads(line)
     where = f"{path}:{number}"
-    if "id" not in row:
+    try:
+      row = json.loads(line)
+    except ValueError as e:
+      raise ValueError(f"{where}: not a JSON object ({e})") from e
+    if not isinstance(row, dict) or "id" not in row:
       raise ValueError(f"{where}: a prompt line needs an 'id'")
     if ("prompt" in row) == ("prompt_ids" in row):
       raise ValueError(f"{where}: give exactly one of 'prompt' (text) and 'prompt_ids'")
@@ -54,7 +64,7 @@ def read_prompts(path: epath.PathLike, vocab) -> tuple[list, list[list[int]]]:
       if vocab is None:
         raise ValueError(f"{where}: a text prompt needs a vocabulary, and the checkpoint has "
                          "none; give 'prompt_ids'")
-      prompts.append(list(vocab.encode(row["prompt"])))
+      prompts.append([*vocab_lib.prompt_prefix(vocab), *vocab.encode(row["prompt"])])
     else:
       prompts.append([int(t) for t in row["prompt_ids"]])
     ids.append(row["id"])
@@ -63,11 +73,31 @@ def read_prompts(path: epath.PathLike, vocab) -> tuple[list, list[list[int]]]:
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    raise cli.UserError(f"unexpected arguments: {' '.join(argv[1:])}")
+  cli.check_checkpoint(_CHECKPOINT.value, "--checkpoint")
+  if not epath.Path(_PROMPTS.value).exists():
+    raise cli.UserError(f"--prompts: {_PROMPTS.value} does not exist")
   try:
     _sample()
   except ValueError as e:  # bad input (too-long prompt, malformed line): the message says what
-    raise SystemExit(f"error: {e}") from e
+    if isinstance(e, cli.UserError):
+      raise
+    raise cli.UserError(str(e)) from e
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    raise cli.UserError(str(e)) from e
+
+
+def run() -> None:
+  """The command line: exit status 0, 2 for bad input (one line), 130 for Ctrl-C."""
+  quiet = cli.quiet_native_stderr(sys.argv)
+  cli.setup_logging(stderr_filter=quiet)
+  sys.exit(cli.run_main(lambda: app.run(main, flags_parser=_parse_flags), sys.argv,
+                        on_exit=quiet.close if quiet else None))
 
 
 def _sample() -> None:
@@ -101,4 +131,4 @@ def _sample() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

@@ -7,17 +7,18 @@ over a materialised set of examples (ReST^EM's filtered samples fit in host memo
 the concatenation of per-epoch permutations, each a pure function of (seed, epoch), so the
 position is one integer (examples consumed) and a restart continues the exact same sequence.
 
-Examples use seqio's decoder feature names, as `seqio.PrefixLMFeatureConverter(
-loss_on_targets_only=True)` produces them:
-  decoder_input_tokens   [L] int   the row shifted right (0 first): what the model reads
-  decoder_target_tokens  [L] int   prompt + solution: what the model predicts
+Examples use seqio's decoder feature names (`decoder_rows` builds them):
+  decoder_input_tokens   [L] int   what the model reads: each token of the row but the last
+  decoder_target_tokens  [L] int   what it predicts: the next token (prompt + solution)
   decoder_loss_weights   [L] float 0 on prompt and padding, the sample's reward on the solution
-  decoder_segment_ids, decoder_positions  [L] int  (optional, for packed rows)
+  decoder_segment_ids, decoder_positions  [L] int  (optional, for packed rows; 0 on padding)
+Which positions are padding, prompt or solution is carried by these masks, built from the
+examples' lengths: token values never say it (id 0 is "!" in Llama 3's vocabulary).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 import jax
@@ -72,6 +73,75 @@ def prefix_lm_example(inputs: Sequence[int], targets: Sequence[int], length: int
   weights[n_in:len(tokens)] = weight
   return {"decoder_input_tokens": input_tokens, "decoder_target_tokens": target_tokens,
           "decoder_loss_weights": weights}
+
+
+def decoder_rows(examples: Iterable[tuple[Sequence[int], Sequence[int]]], length: int, *,
+                 pack: bool = False, start_id: int | None = 0) -> Batch:
+  """Prompt + solution examples as decoder rows, every mask from the examples' lengths.
+
+  Each example's sequence is [start_id] (unless None) + inputs + targets. The model reads every
+  token of it but the last and predicts the next one; the loss falls on the targets:
+
+    decoder_input_tokens[j] = seq[j], decoder_target_tokens[j] = seq[j + 1],
+    decoder_loss_weights[j] = 1 where seq[j + 1] is a target token, else 0.
+
+  With start_id=0 this is seqio's `PrefixLMFeatureConverter(loss_on_targets_only=True)` layout
+  (the row shifted right, 0 first), and the rows equal seqio's whenever id 0 never occurs in a
+  sequence (seqio then takes every 0 for padding: it drops the loss on it and cuts packed
+  examples short). With start_id=None the first token (BOS, or the prompt's first token) is read
+  but never predicted, as the sampler's prefill reads it. Padding is id 0 with weight 0 (and
+  segment id 0 when packed), whatever token 0 is.
+
+  Args:
+    examples: (inputs, targets) token id sequences; targets normally end in EOS.
+    length: tokens per row (a longer sequence loses its end).
+    pack: put consecutive examples into a row while they fit, as seqio packs: in order, within
+      windows of `length` examples; adds decoder_segment_ids (1, 2, ...) and decoder_positions
+      (0, 1, ... within each example).
+    start_id: the id read before each sequence's first token, or None
+      (`vocab.decoder_start_id`).
+
+  Returns:
+    {feature: [N, length]}: int32 tokens (and segment ids, positions), float32 weights.
+  """
+  seqs = []
+  for inputs, targets in examples:
+    head = ([] if start_id is None else [start_id]) + [int(t) for t in inputs]
+    seq = np.asarray(head + [int(t) for t in targets], np.int32)
+    if len(seq) > 1:  # a lone token has nothing to predict
+      seqs.append((seq, len(head)))
+  rows: list[list[tuple[np.ndarray, int]]] = []
+  for window in range(0, len(seqs), length if pack else 1):
+    used = length + 1  # no open row
+    for seq, n_head in seqs[window:window + length] if pack else seqs[window:window + 1]:
+      n = min(len(seq) - 1, length)
+      if used + n > length:
+        rows.append([])
+        used = 0
+      rows[-1].append((seq, n_head))
+      used += n
+  shape = (len(rows), length)
+  out = {"decoder_input_tokens": np.zeros(shape, np.int32),
+         "decoder_target_tokens": np.zeros(shape, np.int32),
+         "decoder_loss_weights": np.zeros(shape, np.float32)}
+  if pack:
+    out["decoder_segment_ids"] = np.zeros(shape, np.int32)
+    out["decoder_positions"] = np.zeros(shape, np.int32)
+  for r, row in enumerate(rows):
+    at = 0
+    for segment, (seq, n_head) in enumerate(row, 1):
+      n = min(len(seq) - 1, length)
+      # Unpacked, the first padding slot reads the last token, as seqio's shifted row does
+      # (padding is masked out either way).
+      n_in = n if pack else min(len(seq), length)
+      out["decoder_input_tokens"][r, at:at + n_in] = seq[:n_in]
+      out["decoder_target_tokens"][r, at:at + n] = seq[1:n + 1]
+      out["decoder_loss_weights"][r, at + max(n_head - 1, 0):at + n] = 1
+      if pack:
+        out["decoder_segment_ids"][r, at:at + n] = segment
+        out["decoder_positions"][r, at:at + n] = np.arange(n)
+      at += n
+  return out
 
 
 def stack_examples(examples: Sequence[Mapping[str, np.ndarray]] | Mapping[str, np.ndarray]

@@ -4,6 +4,13 @@ Vocabularies trained here are SentencePiece models with seqio's special ids (pad
 no bos). Imported open models bring their own: a SentencePiece `tokenizer.model` (Llama 2,
 Mistral, Gemma), used as it is, or a `tokenizer.json` (Llama 3, Qwen2), wrapped by
 `HfTokenizerVocabulary`. `load_vocab` tells them apart by their contents, not their names.
+
+Token id 0 is padding only in vocabularies trained here (and seqio's); in Llama 3's and Qwen2's
+it is "!", which MATH solutions use for factorials. So nothing downstream tells padding by its
+value: rows and prompts carry their lengths and masks (`train_data.decoder_rows`, the sampler's
+prompt lengths). Two properties of a vocabulary shape the token sequences the model sees:
+`prompt_prefix` (the BOS token that Gemma, Llama and Mistral expect before every prompt) and
+`decoder_start_id` (the id that training rows read before their first token, or none).
 """
 
 from __future__ import annotations
@@ -70,13 +77,48 @@ def load_vocab(path: epath.PathLike) -> seqio.Vocabulary:
   return seqio.SentencePieceVocabulary(str(path))
 
 
+def prompt_prefix(vocab: seqio.Vocabulary) -> tuple[int, ...]:
+  """The ids every prompt starts with, as the vocabulary's own tokenizer would put them.
+
+  A tokenizer.json: what its post-processor (or its tokenizer_config.json's `add_bos_token`)
+  puts first (`hf_tokenizer.prompt_prefix`). A SentencePiece model: its BOS piece when it has
+  one (Llama 2, Mistral, Gemma; transformers adds it by default) unless a tokenizer_config.json
+  beside it sets `add_bos_token` false; the vocabularies trained here have none. Training rows
+  and sampling prompts both start with these ids (`tasks.trim_inputs_left` adds them).
+  """
+  if isinstance(vocab, HfTokenizerVocabulary):
+    return vocab.prompt_prefix
+  if isinstance(vocab, seqio.SentencePieceVocabulary):
+    bos = vocab.tokenizer.bos_id()
+    add_bos = hf_tokenizer.add_bos_setting(vocab.sentencepiece_model_file)
+    return (bos,) if bos >= 0 and add_bos is not False else ()
+  return ()
+
+
+def decoder_start_id(vocab: seqio.Vocabulary) -> int | None:
+  """The id training rows read before each sequence's first token, or None for none.
+
+  seqio's layout shifts each row right with 0 first, which only works where id 0 is padding:
+  the SentencePiece models trained here (pad 0, no BOS) keep it, and so their models and
+  results stay as they were. Everywhere else (a prompt prefix, or id 0 a real token) the first
+  token of a sequence (BOS, or the prompt's first token) is read but never predicted, so that
+  training sees exactly the tokens the sampler's prefill sees.
+  """
+  if prompt_prefix(vocab) or isinstance(vocab, HfTokenizerVocabulary):
+    return None
+  if isinstance(vocab, seqio.SentencePieceVocabulary):
+    return PAD_ID if vocab.tokenizer.pad_id() == PAD_ID else None
+  return PAD_ID  # seqio's other vocabularies reserve id 0 for padding
+
+
 class HfTokenizerVocabulary(seqio.Vocabulary):
   """A Hugging Face `tokenizer.json` tokenizer as a seqio vocabulary.
 
-  Encoding adds no special tokens (as seqio's SentencePiece vocabulary); decoding skips them.
+  Encoding adds no special tokens (as seqio's SentencePiece vocabulary): `prompt_prefix` holds
+  what the tokenizer would put before a text (its BOS). Decoding skips special tokens.
   The EOS, BOS and UNK tokens come from a tokenizer_config.json beside the file when there is
-  one, else from the usual names (`hf_tokenizer.special_ids`). seqio pads with id 0 whatever
-  token that is (for Llama 3 and Qwen2 it is "!"), as for any vocabulary.
+  one, else from the usual names (`hf_tokenizer.special_ids`). `pad_id` is seqio's 0, which
+  here may be a real token ("!" in Llama 3 and Qwen2): padding is told by lengths, never by it.
   """
 
   def __init__(self, path: epath.PathLike, eos_token: str | None = None):
@@ -85,6 +127,7 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
     self._json = self._path.read_text()
     self._tokenizer = tokenizers.Tokenizer.from_str(self._json)
     self._special = hf_tokenizer.special_ids(self._path, self._tokenizer, eos_token)
+    self._prompt_prefix = hf_tokenizer.prompt_prefix(self._path, self._tokenizer, self._special)
     super().__init__(extra_ids=0)
 
   @property
@@ -94,6 +137,11 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
   @property
   def eos_id(self) -> int:
     return self._special.eos
+
+  @property
+  def prompt_prefix(self) -> tuple[int, ...]:
+    """The ids the tokenizer puts before a text (its BOS token, or none)."""
+    return self._prompt_prefix
 
   @property
   def bos_id(self) -> int | None:
@@ -154,11 +202,12 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
   def __eq__(self, other) -> bool:
     return (isinstance(other, HfTokenizerVocabulary) and self._json == other._json
-            and self._special == other._special)
+            and self._special == other._special and self._prompt_prefix == other._prompt_prefix)
 
   def __hash__(self) -> int:
     return hash(hashlib.sha256(self._json.encode("utf-8")).hexdigest())
 
   def __str__(self) -> str:
     return (f"HfTokenizerVocabulary(file={self._path}, size={self.vocab_size}, "
-            f"eos_id={self.eos_id}, bos_id={self.bos_id}, unk_id={self.unk_id})")
+            f"eos_id={self.eos_id}, bos_id={self.bos_id}, unk_id={self.unk_id}, "
+            f"prompt_prefix={list(self.prompt_prefix)})")

@@ -11,12 +11,15 @@ only. The filter step writes them as JSONL files in one directory:
 problem may list the same solution twice (two samples can coincide, and the paper keeps both).
 
 `decoder_examples` turns any Task with "inputs"/"targets" (this one, or a problem Task's human
-solutions for the SFT baseline) into seqio's PrefixLM decoder features with loss weights on the
-target tokens only, optionally packed, as numpy arrays `train_data.ShuffledExamples` takes.
+solutions for the SFT baseline) into decoder rows with loss weights on the target tokens only,
+optionally packed, as numpy arrays `train_data.ShuffledExamples` takes. The rows are built by
+`train_data.decoder_rows` from the examples' lengths, not by seqio's feature converters, which
+take every token 0 for padding (a real token, "!", in Llama 3's and Qwen2's vocabularies).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
@@ -25,13 +28,11 @@ import seqio
 import tensorflow as tf
 from etils import epath
 
+from restem_jax import train_data
+from restem_jax import vocab as vocab_lib
 from restem_jax.data import tasks
 
 SAMPLE_FIELDS = ("id", "prompt", "text")
-# What the trainer reads; the converter's "decoder_causal_attention" is for prefix-LM models
-# with bidirectional attention over the prompt, which our causal decoder does not use.
-DECODER_FEATURES = ("decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
-                    "decoder_segment_ids", "decoder_positions")
 
 
 def read_kept_samples(directory: epath.PathLike) -> list[dict[str, str]]:
@@ -84,6 +85,9 @@ def read_kept_samples(directory: epath.PathLike) -> list[dict[str, str]]:
 def register_finetune_task(name: str, samples_dir: epath.PathLike, vocab) -> str:
   """Registers (or replaces) a Task over kept samples: inputs = prompt, targets = text + EOS.
 
+  Prompts start with the vocabulary's `prompt_prefix` (its BOS, if any), as the problem Tasks'
+  prompts that the samples were drawn from do.
+
   Args:
     name: the Task name (e.g. "restem_kept_iter1").
     samples_dir: the directory of kept samples (read and validated now).
@@ -105,19 +109,17 @@ def register_finetune_task(name: str, samples_dir: epath.PathLike, vocab) -> str
 
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
+  vocab = tasks.as_vocab(vocab)
   seqio.TaskRegistry.add(
       name,
       source=seqio.FunctionDataSource(dataset_fn, splits=["train"],
                                       num_input_examples={"train": len(samples)}),
-      output_features=tasks.output_features(tasks.as_vocab(vocab)),
-      preprocessors=[to_features, seqio.preprocessors.tokenize, tasks.trim_inputs_left,
+      output_features=tasks.output_features(vocab),
+      preprocessors=[to_features, seqio.preprocessors.tokenize,
+                     functools.partial(tasks.trim_inputs_left,
+                                       prefix=vocab_lib.prompt_prefix(vocab)),
                      seqio.preprocessors.append_eos_after_trim])
   return name
-
-
-def feature_converter(pack: bool = False) -> seqio.PrefixLMFeatureConverter:
-  """seqio's PrefixLM converter with the loss on target tokens only."""
-  return seqio.PrefixLMFeatureConverter(pack=pack, loss_on_targets_only=True)
 
 
 def _with_solution(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -171,7 +173,8 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
     pack: pack several examples into a row (adds segment ids and positions).
 
   Returns:
-    {feature: [N, L] array} with the `DECODER_FEATURES` the converter produces.
+    {feature: [N, L] array}: `train_data.decoder_rows` over (inputs, targets), L = inputs +
+    targets length, laid out for the Task's vocabulary (`vocab.decoder_start_id`).
 
   Raises:
     ValueError: the split has no example with a solution.
@@ -180,9 +183,10 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
   warn_if_truncated(task, sequence_length, split)
   ds = _with_solution(task.get_dataset(sequence_length, split=split, shuffle=False,
                                        use_cached=False))
-  ds = feature_converter(pack)(ds, sequence_length)
-  rows = list(ds.as_numpy_iterator())
-  if not rows:
+  examples = list(ds.map(lambda ex: (ex["inputs"], ex["targets"])).as_numpy_iterator())
+  if not examples:
     raise ValueError(f"task {task_name!r} split {split!r} has no example with a solution")
-  return {k: np.stack([r[k] for r in rows]) for k in DECODER_FEATURES if k in rows[0]}
+  vocab = task.output_features["targets"].vocabulary
+  return train_data.decoder_rows(examples, sequence_length["inputs"] + sequence_length["targets"],
+                                 pack=pack, start_id=vocab_lib.decoder_start_id(vocab))
 

@@ -144,12 +144,28 @@ def build_prompt(dataset: tf.data.Dataset, prefix: str, template: str) -> tf.dat
   return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def trim_inputs_left(dataset: tf.data.Dataset, sequence_length=None) -> tf.data.Dataset:
-  """Keeps the last `sequence_length["inputs"]` prompt tokens: the question is at the end."""
+def trim_inputs_left(dataset: tf.data.Dataset, sequence_length=None,
+                     prefix: Sequence[int] = ()) -> tf.data.Dataset:
+  """Keeps the last prompt tokens (the question is at the end) and puts `prefix` first.
+
+  `prefix` is the vocabulary's BOS (`vocab.prompt_prefix`) and counts among the
+  `sequence_length["inputs"]` tokens kept; without a length the whole prompt is kept.
+  """
   if not sequence_length or sequence_length.get("inputs") is None:
-    return dataset
-  n = sequence_length["inputs"]
-  return dataset.map(lambda ex: {**ex, "inputs": ex["inputs"][-n:]})
+    if not prefix:
+      return dataset
+    keep = None
+  else:
+    keep = max(sequence_length["inputs"] - len(prefix), 0)
+  head = tf.constant(list(prefix), tf.int32)
+
+  def fn(ex):
+    inputs = ex["inputs"]
+    if keep is not None:
+      inputs = inputs[tf.maximum(tf.size(inputs) - keep, 0):]
+    return {**ex, "inputs": tf.concat([tf.cast(head, inputs.dtype), inputs], 0)}
+
+  return dataset.map(fn)
 
 
 # ----------------------------------------------------------------------------- postprocess, metrics
@@ -253,16 +269,17 @@ def register_task(kind: str, vocab, *, name: str | None = None, prompt: str | No
   num_shots = spec.num_shots if num_shots is None else num_shots
   source, source_preprocessors = sources.source_and_preprocessors(kind, options)
   name = name or f"restem_{kind}"
+  vocab = as_vocab(vocab)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   seqio.TaskRegistry.add(
-      name, source=source, output_features=output_features(as_vocab(vocab)),
+      name, source=source, output_features=output_features(vocab),
       preprocessors=[
           *source_preprocessors,
           functools.partial(build_prompt, prefix=prompt_set.prefix(num_shots),
                             template=prompt_set.template),
           seqio.preprocessors.tokenize,
-          trim_inputs_left,
+          functools.partial(trim_inputs_left, prefix=vocab_lib.prompt_prefix(vocab)),
           seqio.preprocessors.append_eos_after_trim,
       ],
       postprocess_fn=functools.partial(postprocess, kind=kind, stop=prompt_set.stop),
