@@ -6,27 +6,61 @@
       [--config.vocab=FILE]
 
 Each line: {"id": str, "question": str, "answer": str, "solution": str (optional)}. Without a
-base checkpoint, a tiny model is trained from scratch on the rows that have a `solution` (the
+base checkpoint, a small model is trained from scratch on the rows that have a `solution` (the
 "human data"), then improved by ReST^EM on all training problems; without a valid file, a slice
 of train is held out. With `--config.base_checkpoint`, that model (and its vocabulary) is the
 base instead (e.g. an open model imported by `python -m restem_jax.convert hf-to-orbax`);
 `--config.vocab` (short for `--config.vocab.path`) gives a vocabulary file instead of the
 checkpoint's or a trained one.
+
+The default is a laptop recipe: a ~1M-parameter decoder that a 2-core CPU trains in minutes.
+Sizes set to 0 are derived from the data before any training (`restem_jax.data.fit`): the
+vocabulary (from the training texts), the model's vocab_size and max_len, the prompt and
+solution lengths of fine-tuning rows, max_new_tokens (from the human solutions' lengths) and the
+base model's steps (epochs over the human solutions); a size given explicitly is checked
+against the data instead. README "A laptop recipe for your own math data" has a measured run.
+`:smoke` is the same loop in about a minute (tests).
 """
 
 from restem_jax import config_lib
 
+AUTO = 0  # restem_jax.data.fit.AUTO: derive from the data
+
 
 def get_config(arg: str | None = None):
-  del arg
+  variant = arg or "default"
+  if variant not in ("default", "smoke"):
+    raise ValueError(f"unknown variant {variant!r} of configs/jsonl_math.py: default or smoke")
   c = config_lib.base_config()
   c.data.kind = "jsonl"
-  c.model = config_lib.model_config("tiny", vocab_size=1024, max_len=512)
-  c.vocab.size = 1024
-  c.data.inputs_length = 192
-  c.data.targets_length = 256
-  c.sampling.max_new_tokens = 256
-  c.base_trainer.num_train_steps = 2000
-  c.finetune.num_train_steps = 500
+  c.data.pack = True
+  c.vocab.size = AUTO
+  # The demo's ~1M-parameter decoder (half the tiny preset's width); its vocab_size follows the
+  # vocabulary trained on the data (vocab.size AUTO).
+  c.model = config_lib.model_config("tiny", max_len=AUTO, d_model=128, head_dim=32, d_ff=512)
+  c.data.inputs_length = AUTO
+  c.data.targets_length = AUTO
+  c.sampling.max_new_tokens = AUTO
+  c.sampling.batch_size = 256
+  c.base_trainer.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine",
+                        warmup_steps=50, num_train_steps=AUTO, eval_every=200)
+  c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=20,
+                    num_train_steps=200, eval_every=50)
+  # From scratch, the base already is the model trained on the human solutions.
+  c.baselines.sft_human = False
+  c.restem.num_iterations = 3
+  c.restem.num_samples = 8
+  c.eval.splits = ("test",)
+  c.eval.num_samples = 8
+  c.eval.ks = (1, 4, 8)
+  c.eval.sampled_problems = 100
+  if variant == "smoke":
+    c.model = config_lib.model_config("tiny", max_len=AUTO, num_layers=2,
+                                      d_model=64, num_heads=2, head_dim=32, d_ff=128)
+    c.base_trainer.update(num_train_steps=200, warmup_steps=5, eval_every=100, batch_size=16)
+    c.finetune.update(num_train_steps=10, warmup_steps=2, eval_every=10, batch_size=16)
+    c.restem.update(num_iterations=1, num_samples=4, max_per_problem=2, shard_problems=8)
+    c.trainer_valid_problems = 8
+    c.eval.update(num_samples=4, ks=(1, 4), sampled_problems=8)
   c.lock()
   return c

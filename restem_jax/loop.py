@@ -46,6 +46,7 @@ from restem_jax import train_data
 from restem_jax import vocab as vocab_lib
 from restem_jax.checkpoints import write_text_atomic
 from restem_jax.data import finetune
+from restem_jax.data import fit
 from restem_jax.data import tasks
 
 # Keys a resumed run may change: they extend or re-run later stages without touching earlier
@@ -155,7 +156,7 @@ class Run:
       else:
         texts = tasks.training_texts(data.kind, prompt=data.prompt or None,
                                      **self._task_options(data.kind, data))
-        vocab_lib.train_sentencepiece(texts, out, self.config.vocab.size)
+        vocab_lib.train_sentencepiece(texts, out, fit.vocab_size(texts, self.config.vocab.size))
       return {"path": str(out)}
 
     self.vocab_path = self.stage("vocab", make_vocab)["path"]
@@ -164,6 +165,10 @@ class Run:
                                 data.num_shots)
     self.task_name, self.problems = self.main.name, self.main.problems
     self.reward, self.stop_strings = self.main.reward, self.main.stop_strings
+    # AUTO (0) sizes are derived from the data, and all are checked, before any training.
+    self.sizes = fit.fit(self.config, self.problems, self.vocab, base_model=(
+        checkpoints.load_config(self.config.base_checkpoint)
+        if self.config.base_checkpoint else None))
     # Transfer evaluations (the paper: MATH -> GSM8K, APPS -> HumanEval): test split only.
     self.transfer = [
         self._eval_task(kind, f"restem_run_transfer_{kind}", self.config.transfer[kind],

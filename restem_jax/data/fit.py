@@ -1,0 +1,183 @@
+"""Sizes that depend on the data: derived from it, or checked against it, before any training.
+
+A config may set these fields to `AUTO` (0), meaning "derive from the data":
+
+  vocab.size                     from scratch: SentencePiece pieces for the training texts
+                                 (`vocab_size`): byte fallback + about two per frequent word
+  model.vocab_size               from scratch: the trained vocabulary's size, rounded up to 128
+                                 (also when vocab.size is AUTO: the model follows a vocabulary
+                                 trained here, whatever vocab_size the config's preset has)
+  data.inputs_length             the longest train / valid prompt (few-shot prefix + template +
+                                 question), so no fine-tuning row cuts a prompt
+  sampling.max_new_tokens        the longest human solution (+ EOS) * 1.1, rounded up to 8: room
+                                 for a sample a little longer than any human solution, and no
+                                 more (a batch of samples decodes until its longest row ends,
+                                 and a weak model's runaway samples run to this limit)
+  data.targets_length            max(longest human solution, max_new_tokens) + EOS, so neither a
+                                 human solution nor a kept sample is cut
+  model.max_len                  from scratch: a fine-tuning row and the longest prompt (any
+                                 split) + max_new_tokens, rounded up to 64
+  base_trainer.num_train_steps   from scratch: `BASE_EPOCHS` passes over the human-solution rows
+                                 (at least `MIN_BASE_STEPS`), so the base's budget follows the
+                                 data and not a fixed count
+
+Every value (derived or given) is then checked, and a misfit raises `ValueError` with one line
+naming the config key, the sizes, a problem id and the fix, before any training:
+  - a train or valid prompt longer than data.inputs_length (its fine-tuning rows would lose the
+    prompt's start: a run trained on cut prompts samples from uncut ones and scores ~0);
+  - a human solution (+ EOS) longer than data.targets_length (it would lose its answer);
+  - a prompt of any split + max_new_tokens beyond the model's max_len (the sampler would refuse
+    it after training); a vocabulary larger than a from-scratch model's vocab_size.
+With a base checkpoint the model (vocab_size, max_len) and the vocabulary come from it: its
+max_len is checked, and AUTO model fields are left alone.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+AUTO = 0
+_SPECIAL_AND_BYTE_PIECES = 3 + 256  # pad / eos / unk + byte fallback (vocab.train_sentencepiece)
+_MAX_VOCAB = 8192
+_FREQUENT = 3  # a word seen this often gets pieces of its own
+BASE_EPOCHS = 30  # passes over the human solutions when base_trainer.num_train_steps is AUTO
+MIN_BASE_STEPS = 200
+_WORD_RE = re.compile(r"[^\W\d_]+")
+
+
+def vocab_size(texts: Iterable[str], requested: int = AUTO) -> int:
+  """The SentencePiece size for a from-scratch vocabulary trained on `texts`.
+
+  Args:
+    texts: the vocabulary's training texts (prompt, questions, solutions).
+    requested: the config's `vocab.size`; AUTO derives it.
+
+  Returns:
+    `requested`, or for AUTO: the special and byte pieces plus two pieces per word (letter run)
+    seen at least 3 times (a word and the merges leading to it; digits are always single
+    pieces), within [320, 8192].
+  """
+  if requested != AUTO:
+    return int(requested)
+  counts = collections.Counter(w for t in texts for w in _WORD_RE.findall(t))
+  frequent = sum(1 for c in counts.values() if c >= _FREQUENT)
+  return min(_MAX_VOCAB, max(320, _SPECIAL_AND_BYTE_PIECES + 2 * frequent))
+
+
+def _round_up(n: int, multiple: int) -> int:
+  return int(math.ceil(n / multiple) * multiple)
+
+
+def _longest(pairs: Sequence[tuple[str, int]]) -> tuple[str, int]:
+  return max(pairs, key=lambda p: p[1], default=("", 0))
+
+
+def measure(problems: Mapping[str, Sequence[Mapping[str, Any]]], vocab) -> dict[str, Any]:
+  """Token lengths of a task's prompts and human solutions.
+
+  Args:
+    problems: split -> problems as `tasks.load_problems` returns them (with "prompt_ids").
+    vocab: the run's seqio vocabulary (solutions are encoded with it; EOS counted).
+
+  Returns:
+    {"prompt": {split: (id, tokens) of the longest prompt}, "solution": (id, tokens + EOS) of
+    the longest train / valid human solution, "num_solutions": how many there are,
+    "solution_tokens": their total tokens + EOS, "prompt_tokens": the total prompt tokens of
+    those problems}.
+  """
+  prompt = {split: _longest([(p["id"], len(p["prompt_ids"])) for p in ps])
+            for split, ps in problems.items()}
+  solved = [p for split in ("train", "valid") for p in problems.get(split, ())
+            if p.get("solution")]
+  lengths = [(p["id"], len(vocab.encode(p["solution"])) + 1) for p in solved]
+  return {"prompt": prompt, "solution": _longest(lengths), "num_solutions": len(solved),
+          "solution_tokens": sum(n for _, n in lengths),
+          "prompt_tokens": sum(len(p["prompt_ids"]) for p in solved)}
+
+
+def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mapping[str, Any]]],
+        vocab, base_model=None) -> dict[str, Any]:
+  """Fills the AUTO sizes of `config` in place from the data, then checks every size.
+
+  Args:
+    config: the run config (locked is fine: only existing fields are set).
+    problems: split -> problems of the run's task (`tasks.load_problems`, with "prompt_ids").
+    vocab: the run's seqio vocabulary.
+    base_model: the base checkpoint's `ModelConfig`, or None for a from-scratch model.
+
+  Returns:
+    The sizes in effect, by config key, and the measured lengths (logged; the loop stores it).
+
+  Raises:
+    ValueError: a size does not fit the data (one line: key, sizes, problem id, fix).
+  """
+  m = measure(problems, vocab)
+  sol_id, sol_len = m["solution"]
+  row_id, row_prompt = _longest([m["prompt"][s] for s in ("train", "valid") if s in m["prompt"]])
+  any_id, any_prompt = _longest(list(m["prompt"].values()))
+  d, s, mc = config.data, config.sampling, config.model
+
+  if s.max_new_tokens == AUTO:
+    if not sol_len:
+      raise ValueError("sampling.max_new_tokens is 0 (derive from the data) but no train or "
+                       "valid problem has a solution to measure: set "
+                       "--config.sampling.max_new_tokens")
+    s.max_new_tokens = _round_up(int(sol_len * 1.1) + 1, 8)
+  if d.inputs_length == AUTO:
+    d.inputs_length = row_prompt
+  if d.targets_length == AUTO:
+    d.targets_length = max(sol_len, s.max_new_tokens + 1)
+  if base_model is None:
+    if mc.vocab_size == AUTO or (config.vocab.size == AUTO and not config.vocab.path):
+      mc.vocab_size = _round_up(vocab.vocab_size, 128)
+    if mc.max_len == AUTO:
+      mc.max_len = _round_up(max(d.inputs_length + d.targets_length,
+                                 any_prompt + s.max_new_tokens), 64)
+    trainer = config.base_trainer
+    if trainer.num_train_steps == AUTO:
+      row_len = d.inputs_length + d.targets_length
+      tokens = m["solution_tokens"] + m["prompt_tokens"]
+      num_rows = math.ceil(tokens / row_len) if d.pack else m["num_solutions"]
+      trainer.num_train_steps = max(MIN_BASE_STEPS,
+                                    math.ceil(BASE_EPOCHS * num_rows / trainer.batch_size))
+    model_vocab, max_len, where = mc.vocab_size, mc.max_len, "model"
+  else:
+    model_vocab, max_len, where = base_model.vocab_size, base_model.max_len, "the base checkpoint"
+
+  fix = "or set it to 0 to derive it from the data"
+  if row_prompt > d.inputs_length:
+    raise ValueError(f"data.inputs_length {d.inputs_length} is shorter than the prompt of "
+                     f"problem {row_id!r} ({row_prompt} tokens with the few-shot examples): "
+                     f"raise --config.data.inputs_length, lower data.num_shots, {fix}")
+  if sol_len > d.targets_length:
+    raise ValueError(f"data.targets_length {d.targets_length} is shorter than the solution of "
+                     f"problem {sol_id!r} ({sol_len} tokens with EOS): raise "
+                     f"--config.data.targets_length {fix}")
+  if any_prompt + s.max_new_tokens > max_len:
+    raise ValueError(f"the prompt of problem {any_id!r} ({any_prompt} tokens) + "
+                     f"sampling.max_new_tokens {s.max_new_tokens} exceed the max_len {max_len} "
+                     f"of {where}: lower max_new_tokens or data.num_shots"
+                     + (f", raise --config.model.max_len {fix}" if base_model is None else ""))
+  if vocab.vocab_size > model_vocab:
+    raise ValueError(f"the vocabulary has {vocab.vocab_size} pieces, more than "
+                     f"{where}.vocab_size {model_vocab}: raise --config.model.vocab_size {fix}")
+  if base_model is None and model_vocab > 2 * _round_up(vocab.vocab_size, 128):
+    logging.warning("model.vocab_size %d is over twice the vocabulary's %d pieces: the extra "
+                    "rows are never used (model.vocab_size=0 derives it)", model_vocab,
+                    vocab.vocab_size)
+  sizes = {"vocab.pieces": int(vocab.vocab_size), "model.vocab_size": int(model_vocab),
+           "model.max_len": int(max_len), "data.inputs_length": int(d.inputs_length),
+           "data.targets_length": int(d.targets_length),
+           "sampling.max_new_tokens": int(s.max_new_tokens),
+           "base_trainer.num_train_steps": int(config.base_trainer.num_train_steps),
+           "longest_prompt": [any_id, any_prompt], "longest_solution": [sol_id, sol_len],
+           "num_solutions": m["num_solutions"]}
+  logging.info("sizes fitted to the data: %s", sizes)
+  return sizes

@@ -1,0 +1,116 @@
+"""configs/jsonl_math.py on data of one's own: sizes derived from the data or checked, before
+any training; the word-problem generator used to measure the recipe."""
+
+import json
+import re
+
+import pytest
+
+from restem_jax import loop
+from restem_jax import vocab as vocab_lib
+from restem_jax.data import fit
+from restem_jax.data import synthetic_math
+from restem_jax.data import tasks
+
+from test_configs import REPO, _load
+
+
+def _write(tmp_path, sizes, solution_fraction=0.25):
+  paths = {}
+  for split, problems in synthetic_math.generate(sizes, seed=1,
+                                                 solution_fraction=solution_fraction).items():
+    paths[split] = tmp_path / f"{split}.jsonl"
+    paths[split].write_text("".join(json.dumps(p) + "\n" for p in problems))
+  return paths
+
+
+def _config(paths, variant=None, **overrides):
+  c = _load(f"{REPO}/configs/jsonl_math.py", variant)
+  for split, path in paths.items():
+    c.data[f"{split}_path"] = str(path)
+  for key, value in overrides.items():
+    *parents, last = key.split(".")
+    node = c
+    for p in parents:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def test_generator_problems_are_right_and_disjoint():
+  out = synthetic_math.generate({"train": 200, "test": 50}, seed=3, solution_fraction=0.2)
+  train, test = out["train"], out["test"]
+  assert len(train) == 200 and len(test) == 50
+  assert not {p["question"] for p in train} & {p["question"] for p in test}
+  assert sum("solution" in p for p in train) == 40 and not any("solution" in p for p in test)
+  assert synthetic_math.generate({"train": 200, "test": 50}, seed=3,
+                                 solution_fraction=0.2) == out  # deterministic
+  for p in train:
+    if "solution" not in p:
+      continue
+    *steps, last = p["solution"].split(". ")
+    assert last == f"The final answer is {p['answer']}."
+    for step in steps:  # every step's arithmetic holds; the last one gives the answer
+      a, op, b, c = re.fullmatch(r"(\d+) ([-+*/]) (\d+) = (\d+)", step).groups()
+      a, b, c = int(a), int(b), int(c)
+      assert {"+": a + b, "-": a - b, "*": a * b, "/": a // b}[op] == c
+      assert op != "/" or a % b == 0
+    assert int(p["answer"]) == c and 1 <= c <= 999
+  answers = {p["answer"] for p in train}
+  assert len(answers) > 100  # not guessable
+
+
+def _prepared_run(tmp_path, config):
+  run = loop.Run(config, tmp_path / "run")
+  run.prepare_data()
+  return run
+
+
+def test_auto_sizes_are_derived_from_the_data(tmp_path):
+  paths = _write(tmp_path, {"train": 60, "test": 20})
+  config = _config(paths, "smoke")
+  run = _prepared_run(tmp_path, config)
+  c = run.config
+  prompts = [len(p["prompt_ids"]) for s in ("train", "valid") for p in run.problems[s]]
+  solutions = [len(run.vocab.encode(p["solution"])) + 1 for s in ("train", "valid")
+               for p in run.problems[s] if p["solution"]]
+  assert c.data.inputs_length == max(prompts)  # no prompt is cut, none is padded for nothing
+  assert c.sampling.max_new_tokens >= 1.1 * max(solutions)
+  assert c.data.targets_length == c.sampling.max_new_tokens + 1  # a full sample fits a row
+  assert run.vocab.vocab_size <= c.model.vocab_size < run.vocab.vocab_size + 128
+  longest = max(len(p["prompt_ids"]) for ps in run.problems.values() for p in ps)
+  assert c.model.max_len >= max(longest + c.sampling.max_new_tokens,
+                                c.data.inputs_length + c.data.targets_length)
+  assert c.base_trainer.num_train_steps == 200  # the smoke variant gives it
+  assert run.sizes["longest_solution"][1] == max(solutions)
+  # The full recipe derives the base's steps from the human solutions: 30 epochs of rows.
+  full = _config(paths)
+  fit.fit(full, run.problems, run.vocab)
+  assert full.base_trainer.num_train_steps == fit.MIN_BASE_STEPS  # 15 solutions: the minimum
+  assert full.model.vocab_size == c.model.vocab_size
+
+
+def test_vocabulary_size_follows_the_texts():
+  few = ["Ava has 3 apples. She buys 4 more apples."] * 10
+  many = few + [f"word{chr(97 + i)}{chr(97 + j)} " * 3 for i in range(26) for j in range(26)]
+  assert fit.vocab_size(few) == 320  # the floor: bytes, specials and a few words
+  assert fit.vocab_size(many) > fit.vocab_size(few)
+  assert fit.vocab_size(many, requested=500) == 500  # a given size is kept
+
+
+@pytest.mark.parametrize("override, key", [
+    ({"data.inputs_length": 16}, "data.inputs_length 16 is shorter than the prompt"),
+    ({"data.targets_length": 8}, "data.targets_length 8 is shorter than the solution"),
+    ({"model.max_len": 64, "sampling.max_new_tokens": 40}, "exceed the max_len 64"),
+    ({"model.vocab_size": 128, "vocab.size": 400}, "more than model.vocab_size 128"),
+])
+def test_a_size_that_does_not_fit_fails_before_training_in_one_line(tmp_path, override, key):
+  paths = _write(tmp_path, {"train": 60, "test": 20})
+  config = _config(paths, "smoke", **override)
+  with pytest.raises(ValueError) as e:
+    loop.run(config, tmp_path / "run")
+  message = str(e.value)
+  assert key in message and "\n" not in message
+  assert "wordmath/" in message or "vocab_size" in key  # names the problem that does not fit
+  assert not (tmp_path / "run" / "stages" / "init.json").exists()  # nothing was trained
+  assert not (tmp_path / "run" / "train").exists()
