@@ -207,3 +207,15 @@ def test_format_flag_is_checked_against_a_snapshot(snapshots):
   assert hub.read_problems(snapshots["math500"] / "test.jsonl", fmt="math500")[0] == "math500"
   with pytest.raises(FileNotFoundError, match="no such file or directory"):
     hub.read_problems(snapshots["gsm8k"] / "nope")
+
+
+def test_prepare_from_one_file_or_config_directory(snapshots, tmp_path):
+  import tensorflow_datasets as tfds
+  from restem_jax.data import tfds_builders
+  one_file = snapshots["humaneval"] / "openai_humaneval" / "test-00000-of-00001.parquet"
+  built = tfds_builders.prepare("humaneval", one_file, tmp_path / "he")
+  assert tfds.builder_from_directory(str(built)).info.splits["test"].num_examples == 2
+  built = tfds_builders.prepare("mbpp", snapshots["mbpp"] / "sanitized", tmp_path / "mbpp")
+  ids = [e["id"].decode() for e in tfds.as_numpy(
+      tfds.builder_from_directory(str(built)).as_dataset(split="test"))]
+  assert sorted(ids) == ["12", "17"]

@@ -52,6 +52,11 @@ class _NoDownloads:
     return None
 
 
+def _source(builder, dl_manager) -> epath.Path:
+  """The path `prepare` was given: TFDS's manual_dir must be a directory, ours may be a file."""
+  return epath.Path(getattr(builder, "source_path", None) or dl_manager.manual_dir)
+
+
 class _RecordsBuilder(_NoDownloads, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """A builder whose examples are `records.read(KIND, manual_dir, split)`."""
 
@@ -67,7 +72,7 @@ class _RecordsBuilder(_NoDownloads, tfds.core.GeneratorBasedBuilder, skip_regist
         description=records.SOURCES[self.KIND].description)
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = epath.Path(dl_manager.manual_dir)
+    manual_dir = _source(self, dl_manager)
     return {split: self._generate_examples(manual_dir, split)
             for split in records.splits_present(self.KIND, manual_dir)}
 
@@ -110,7 +115,7 @@ class Gsm8kFromFiles(_NoDownloads, tfds_gsm8k.Gsm8k, skip_registration=True):
   MANUAL_DOWNLOAD_INSTRUCTIONS = records.missing_message("gsm8k", "--manual_dir")
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-    manual_dir = epath.Path(dl_manager.manual_dir)
+    manual_dir = _source(self, dl_manager)
     records.check_present("gsm8k", manual_dir)
     found = records.snapshot("gsm8k", manual_dir)
     # The catalog also has the *_socratic splits; they are built when their files are there
@@ -171,6 +176,7 @@ def prepare(kind: str, manual_dir: epath.PathLike, data_dir: epath.PathLike) -> 
   manual_dir = epath.Path(manual_dir)
   records.check_present(kind, manual_dir)
   builder = BUILDERS[kind](data_dir=str(data_dir))
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=str(manual_dir)))
+  builder.source_path = manual_dir  # a directory or, for one split, a file
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=str(manual_dir if manual_dir.is_dir() else manual_dir.parent)))
   return epath.Path(builder.data_dir)
