@@ -54,7 +54,16 @@ class Question:
   percent: bool = False
   ordered: bool = False
   listing: bool = False
+  pair: bool = False
   base: int | None = None
+  known: bool = False  # a question was given (its silence about a form then means something)
+
+  @property
+  def asks_form(self) -> bool:
+    """Whether the question asks for a form that only this module's readings can check."""
+    return (self.expand or self.factor or self.simplify or self.radical or self.common_fraction
+            or self.lowest_terms or self.mixed or self.decimal or self.in_pi or self.scientific
+            or self.base not in (None, 10))
 
 
 _BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
@@ -95,7 +104,8 @@ def read_question(text: str | None) -> Question:
       ordered=bool(re.search(r"(increasing|decreasing|ascending|descending) order|"
                              r"least to greatest|greatest to least|smallest to largest", low)),
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
-      base=base)
+      pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
+      base=base, known=True)
 
 
 # ----------------------------------------------------------------------------- clean-up
@@ -165,6 +175,8 @@ def clean(s: str) -> tuple[str, _Marks]:
   s = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", " allreals ", s)
   s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", " emptyset ", s)
   s = _unwrap(s, _TEXT_CMD_RE, pad=" ")
+  s = re.sub(r"\\(?:rm|bf|it|mathrm)(?![a-zA-Z])", " ", s)
+  s = re.sub(r"(?<![\\a-zA-Z}^_])\{\s*([A-Za-z]{2,}[A-Za-z ]*)\}", r" \1 ", s)  # {\rm cm}
   degree = bool(_DEGREE_RE.search(s))
   s = _DEGREE_RE.sub(" ", s)
   percent = "%" in s
@@ -231,7 +243,7 @@ _UNIT_CANON = {
 KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 _NOT_UNITS = frozenset("sin cos tan sec csc cot ln log exp or and pi mod".split())
 _UNIT_TAIL_RE = re.compile(
-    r"(?P<unit>(?:\s*(?:(?<![\\a-zA-Z])[a-zA-Z]{2,}\.?|\^\s*\{?[23]\}?|/(?=\s*[a-zA-Z]{2,})))+)"
+    r"(?P<unit>(?:\s*(?:(?<![\\a-zA-Z])[a-zA-Z]{2,}\.?|\^\s*\{?[23]\}?|/\s*[a-zA-Z]+))+)"
     r"\s*$")
 
 
@@ -278,6 +290,11 @@ _ALLREALS_RE = re.compile(r"(all\s*)?(real\s*numbers|reals|allreals|real\s*value
 _EMPTY_RE = re.compile(r"emptyset|no\s+(real\s+)?solutions?|none", re.I)
 _MATRIX_RE = re.compile(r"\\begin\s*\{([pbBvV]?matrix|array)\}(?:\s*\{[^{}]*\})?(.*?)"
                         r"\\end\s*\{\1\}", re.S)
+_MEMBER_RE = re.compile(r"[a-zA-Z]\s*\\in\s*(.+)")
+_BUILDER_RE = re.compile(r"[a-zA-Z]\s*(?:\||\\mid|:)\s*(.+)")
+_LETTER_UNIT_RE = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s+([mgsLh](?:\s*/\s*[a-zA-Z]+)?)"
+                             r"(?:\s*\^\s*\{?([23])\}?)?")
+_REALS_MINUS_RE = re.compile(r"allreals\s*(?:\\setminus|\\backslash|-|\\)\s*\\\{(.*)\\\}")
 _LIST_SEP_RE = re.compile(r"\s*(?:,|;|\bor\b|\band\b)\s*")
 _UNION_RE = re.compile(r"\s*(?:\\cup|\bU\b)\s*")
 _CMP_RE = re.compile(r"<=|>=|!=|<|>")
@@ -304,6 +321,9 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
     return Answer("interval", ((_NEG_INF, _POS_INF, False, False),))
   if _EMPTY_RE.fullmatch(s):
     return Answer("set", ())
+  minus = _REALS_MINUS_RE.fullmatch(s)
+  if minus:  # \mathbb{R} \setminus \{1, 2\}: the reals without finitely many points
+    return _reals_without(minus.group(1), marks, q)
   if not q.listing and (_THOUSANDS_RE.fullmatch(s) or _SPACE_THOUSANDS_RE.fullmatch(s)):
     return _number(s.replace(",", "").replace(" ", ""), marks)
   if not q.listing and s[0] not in "([\\":
@@ -330,6 +350,18 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   return _read_item(s, marks, q)
 
 
+def _reals_without(points: str, marks: _Marks, q: Question) -> Answer | None:
+  items = [_read_item(p, marks, q) for p in _split_top(points, re.compile(r"\s*,\s*"))]
+  if not items or any(i is None or i.kind != "expr" or ex.variables(i.value) for i in items):
+    return None
+  try:
+    nodes = sorted((i.value for i in items), key=lambda n: ex.evaluate(n, {}).real)
+  except (ArithmeticError, ValueError, KeyError):
+    return None
+  ends = [_NEG_INF] + nodes + [_POS_INF]
+  return Answer("interval", tuple((lo, hi, False, False) for lo, hi in zip(ends, ends[1:])))
+
+
 def _number(s: str, marks: _Marks, **kw) -> Answer | None:
   node = ex.parse_expr(s)
   if node is None:
@@ -346,10 +378,16 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
   s = s.strip()
   if not s:
     return None
+  member = _MEMBER_RE.fullmatch(s)
+  if member:  # x \in [2, 5), x \in \{1, 2\}
+    return _read(member.group(1), marks, q)
   if s.startswith("\\{") and s.endswith("\\}"):
     inner = s[2:-2].strip()
     if not inner:
       return Answer("set", ())
+    builder = _BUILDER_RE.fullmatch(inner)
+    if builder:  # \{x \mid x > 3\}: the condition's set
+      return _read(builder.group(1), marks, q)
     items = [_read_item(p, marks, q) for p in _split_top(inner, re.compile(r"\s*[,;]\s*"))]
     return None if any(i is None for i in items) else Answer(
         "set", tuple(_strip_assignment(i) for i in items))
@@ -364,6 +402,8 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
       return Answer("bracket", (s[0], s[-1], tuple(_strip_assignment(i) for i in items)))
   if _CMP_RE.search(s):
     return _read_inequality(s)
+  if s.count("\\pm") + s.count("\\mp") > 1:
+    return None  # each sign doubles the readings: one is all answers use
   if "\\pm" in s or "\\mp" in s:
     plus, minus = s.replace("\\mp", "\\pm").replace("\\pm", "+", 1), s.replace(
         "\\mp", "\\pm").replace("\\pm", "-", 1)
@@ -408,6 +448,11 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
       s = head
   elif tail and _words_only(s):
     return _read_words(s)
+  letter_unit = _LETTER_UNIT_RE.fullmatch(s)
+  if letter_unit:  # 5 m, 3 s, 2 m^2: a one-letter unit after a number and a space
+    power = letter_unit.group(3)
+    s, unit = letter_unit.group(1), letter_unit.group(2).replace(" ", "") + (
+        f"^{power}" if power else "")
   if marks.degree:
     unit = unit or "deg"
   if marks.dollar:
@@ -472,6 +517,7 @@ def _strip_assignment(a: Answer) -> Answer:
   return a
 
 
+_VAR_TUPLE_RE = re.compile(r"\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)")
 _VAR_RE = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?")
 
 
@@ -479,6 +525,8 @@ def _read_equation(sides: list[str], marks: _Marks, q: Question) -> Answer | Non
   lhs, rhs = sides
   if not lhs or not rhs:
     return None
+  if _VAR_TUPLE_RE.fullmatch(lhs):  # (x, y) = (2, -1)
+    return _read_item(rhs, marks, q)
   if _VAR_RE.fullmatch(lhs) and lhs not in ("\\pi", "\\infty"):
     value = _read(rhs, marks, q) if ("," in rhs or "\\cup" in rhs) else _read_item(rhs, marks, q)
     if value is None:
@@ -533,9 +581,11 @@ def _read_matrix(s: str) -> Answer | None:
   if m.group(1) in ("vmatrix", "Vmatrix"):
     return None  # a determinant: a number the sympy fallback can read
   prefix, suffix = s[:m.start()].strip(), s[m.end():].strip()
+  scale = None
+  if prefix.endswith("(") and suffix == ")" and m.group(1) == "array":
+    prefix, suffix = prefix[:-1].strip(), ""
   if suffix:
     return None
-  scale = None
   if prefix:
     scale = ex.parse_expr(prefix.rstrip("*").removesuffix("\\cdot").strip())
     if scale is None:

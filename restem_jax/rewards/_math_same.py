@@ -27,6 +27,8 @@ def same(g: Answer, p: Answer, q: Question) -> bool | None:
   if g.kind in ("list", "set") or p.kind in ("list", "set"):
     return _same_collection(g, p, q)
   if g.kind == "interval" or p.kind == "interval":
+    if q.pair and "bracket" in (g.kind, p.kind):
+      return False  # an ordered pair is not an interval
     return _same_interval(g, p)
   if g.kind == "bracket" or p.kind == "bracket":
     return _same_bracket(g, p, q)
@@ -97,6 +99,8 @@ def _proportional(a, b) -> bool | None:
 def _same_collection(g: Answer, p: Answer, q: Question) -> bool | None:
   if "set" in (g.kind, p.kind) and "bracket" in (g.kind, p.kind):
     return False  # a set is not an ordered tuple
+  if p.kind == "bracket":
+    return False  # solutions listed as (-1, 4) read as a pair or an interval
   gi = _items(g)
   pi = _items(p)
   if gi is None or pi is None or len(gi) != len(pi):
@@ -282,9 +286,11 @@ def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
     return False
   gn, pn = g.value, p.value
   verdict = _values_equal(gn, pn)
-  if verdict is not True and p.percent and not (g.percent or q.percent):
-    # 25% for a gold 0.25 (a probability, say); 0.25 for a gold 25% stays wrong.
-    verdict = _values_equal(gn, ("/", pn, ("n", Fraction(100), False)))
+  if p.percent and not (g.percent or q.percent):
+    # 25% for a gold 0.25 (a probability, say); 0.25 for a gold 25% stays wrong. Without the
+    # question, a gold 25 may be the answer to "what percent": 25% is then right too.
+    as_fraction = _values_equal(gn, ("/", pn, ("n", Fraction(100), False)))
+    verdict = as_fraction if q.known or verdict is not True else verdict
   if verdict is not True:
     return verdict
   return _form_ok(g, p, q)
@@ -308,7 +314,7 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
     return False
   rational = ex.exact(gn) if not has_vars else None
   if (not has_vars and rational is None and ex.is_irrational_form(gn) and ex.has_decimal(pn)
-      and not ex.has_decimal(gn) and not q.decimal):
+      and not ex.is_irrational_form(pn) and not ex.has_decimal(gn) and not q.decimal):
     return False  # a decimal approximation of an exact irrational answer (11.3137 for 8√2)
   if (rational is not None and rational.denominator != 1
       and (q.common_fraction or q.lowest_terms or q.simplify)):
