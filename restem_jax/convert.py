@@ -51,6 +51,7 @@ from etils import epath
 from jax.sharding import NamedSharding, PartitionSpec
 
 from restem_jax import checkpoints
+from restem_jax import cli
 from restem_jax import hf_tokenizer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
@@ -545,8 +546,24 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-  args = _parse(sys.argv[1:] if argv is None else argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  """The command line: exit status 0, 2 for bad input (one line), 130 for Ctrl-C."""
+  argv = list(sys.argv[1:] if argv is None else argv)
+  quiet = cli.quiet_native_stderr(["convert", *argv])
+  status = cli.run_main(lambda: _main(cli.strip_debug(argv)), ["convert", *argv],
+                        on_exit=quiet.close if quiet else None)
+  if status:
+    raise SystemExit(status)
+
+
+def _main(argv: Sequence[str]) -> None:
+  args = _parse(argv)
+  cli.setup_logging(stderr_filter=None)
+  if args.command == "hf-to-orbax":
+    if not epath.Path(args.hf_dir).is_dir():
+      raise cli.UserError(f"HF_DIR: {args.hf_dir} is not a directory; give a local Hugging Face "
+                          f"model directory (config.json, *.safetensors, the tokenizer)")
+  else:
+    cli.check_checkpoint(args.ckpt_dir, "CKPT_DIR")
   mesh = partitioning.make_mesh([int(x) for x in args.mesh.split(",")], jax.local_devices())
   try:
     if args.command == "hf-to-orbax":
@@ -557,8 +574,10 @@ def main(argv: Sequence[str] | None = None) -> None:
       out = orbax_to_hf(args.ckpt_dir, args.out_dir, dtype=args.dtype,
                         max_shard_bytes=int(args.max_shard_gb * 2**30), mesh=mesh,
                         progress=not args.no_progress)
-  except (ValueError, FileNotFoundError, FileExistsError) as e:
-    raise SystemExit(f"error: {e}") from e
+  except ValueError as e:  # unsupported architecture or config field: the message names it
+    if isinstance(e, cli.UserError):
+      raise
+    raise cli.UserError(str(e)) from e
   print(out)
 
 

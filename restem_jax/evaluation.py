@@ -37,8 +37,9 @@ def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
     batch_size: rows decoded together.
 
   Returns:
-    One record per sample, problem-major: {"id", "sample_index", "text", "num_tokens",
-    "logprob", "finish_reason"}.
+    One record per sample, problem-major: {"id", "sample_index", "question", "answer", "text",
+    "num_tokens", "logprob", "finish_reason"}: the problem's question and reference answer
+    (where the problem has them) travel with each sample, so a record reads on its own.
   """
   if not problems:
     return []
@@ -47,8 +48,10 @@ def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
                              num_samples=num_samples, strategy=strategy,
                              max_new_tokens=max_new_tokens, seed=seed, iteration=iteration,
                              stop_strings=stop_strings, batch_size=batch_size)
-  # Breakdown fields (MATH's level and subject) travel with the samples, for the notebooks.
-  groups = [{k: p[k] for k in ("level", "subject") if p.get(k)} for p in problems]
+  # The question, reference answer and breakdown fields (MATH's level and subject) travel
+  # with the samples, for the notebooks.
+  groups = [{k: p[k] for k in ("question", "answer", "level", "subject") if p.get(k)}
+            for p in problems]
   records = [{"id": p["id"], "sample_index": j, **g, "text": s.text,
               "num_tokens": len(s.tokens), "logprob": float(s.logprob),
               "finish_reason": s.finish_reason}
@@ -84,6 +87,22 @@ def sample_and_score(sampler: sampling.Sampler, problems: Sequence[Mapping[str, 
                      **kwargs) -> list[dict[str, Any]]:
   """`sample` then `score` (kwargs go to `sample`)."""
   return score(sample(sampler, problems, **kwargs), problems, reward)
+
+
+def with_prompts(records: Sequence[Mapping[str, Any]], problems: Sequence[Mapping[str, Any]]
+                 ) -> list[dict[str, Any]]:
+  """Copies of `records` with their problem's full prompt text (few-shot prefix included) as
+  "prompt", and its reference solution (where it has one) as "solution". For greedy records,
+  one per problem: the prompt is what the model saw."""
+  by_id = {str(p["id"]): p for p in problems}
+  out = []
+  for r in records:
+    p = by_id.get(str(r["id"]), {})
+    extra = {"prompt": p.get("prompt", "")}
+    if p.get("solution"):
+      extra["solution"] = p["solution"]
+    out.append({**r, **extra})
+  return out
 
 
 def by_problem(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:

@@ -73,3 +73,34 @@ def read_scalars(logdir: epath.PathLike) -> dict[str, list[tuple[int, float]]]:
                   else value.simple_value)
         out.setdefault(value.tag, []).append((int(event.step), number))
   return out
+
+
+# --- the loop's scalars -------------------------------------------------------------------------
+
+
+def loop_run_and_step(model: str) -> tuple[str, int]:
+  """Where a model's loop scalars go: ("restem", 0) for base, ("restem", N) for iterN (so the
+  ReST^EM curve is one line over iterations); (MODEL, 0) for any other (sft_human)."""
+  if model == "base":
+    return "restem", 0
+  if model.startswith("iter") and model[4:].isdigit():
+    return "restem", int(model[4:])
+  return model, 0
+
+
+def evaluation_scalars(entry: Mapping) -> dict[str, float]:
+  """A summary.json evaluation entry as scalars: SPLIT/TASK/{greedy_accuracy, pass@K, maj@K}."""
+  prefix = f"{entry['split']}/{entry['task']}"
+  out = {f"{prefix}/greedy_accuracy": entry["accuracy"]}
+  out.update({f"{prefix}/pass@{k}": v for k, v in entry.get("pass_at_k", {}).items()})
+  out.update({f"{prefix}/maj@{k}": v for k, v in entry.get("maj_at_k", {}).items()})
+  return out
+
+
+def iteration_scalars(stats: Mapping) -> dict[str, float]:
+  """A summary.json iteration entry as scalars: iteration/{samples, correct, kept,
+  train_solve_rate} (and kept_precision where the task has a ground truth)."""
+  names = {"num_samples": "samples", "num_correct": "correct", "num_kept": "kept",
+           "train_solve_rate": "train_solve_rate", "kept_precision": "kept_precision"}
+  return {f"iteration/{tag}": stats[key] for key, tag in names.items()
+          if stats.get(key) is not None}
