@@ -40,6 +40,9 @@ EXTRAS_REQUIRE = {
         "torch==2.13.0",
         "transformers==5.24.0",
     ],
+    # Reading the run's event files (`tensorboard --logdir WORKDIR`): the loop's scalars under
+    # tensorboard/, each trainer's under train/NAME/tensorboard/. TensorFlow no longer brings it.
+    "inspect": ["tensorboard==2.21.0"],
 }
 
 setuptools.setup(
