@@ -121,6 +121,11 @@ _COMPARE = [(r"\\leqslant|\\leq|\\le(?![a-zA-Z])|≤", "<="),
             (r"\\gt(?![a-zA-Z])", ">"), (r"\\neq|\\ne(?![a-zA-Z])|≠", "!=")]
 
 
+_UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u221a", "\\sqrt"), ("\u03c0", "\\pi "),
+            ("\u221e", "\\infty "), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u2264", "<="),
+            ("\u2265", ">="), ("\u2260", "!="), ("\u222a", "\\cup ")]
+
+
 def _matching_brace(s: str, i: int) -> int | None:
   depth = 0
   while i < len(s):
@@ -159,7 +164,11 @@ class _Marks:
 
 def clean(s: str) -> tuple[str, _Marks]:
   """Strips presentation (delimiters, spacing, sizes, `\\text`) and notes %, degree and $."""
-  s = s.strip().replace("\u2212", "-").replace("\u2013", "-")
+  s = s.strip()
+  for char, tex in _UNICODE:
+    s = s.replace(char, tex)
+  # Plain-text maths from chat models: sqrt(2), pi, inf.
+  s = re.sub(r"(?<![\\a-zA-Z])(sqrt|pi|infty|sin|cos|tan|ln|log)(?![a-zA-Z])", r"\\\1", s)
   s = _unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
   s = s.replace("\\\\", "\x01")  # a matrix row break survives the escape clean-up below
   dollar = "\\$" in s or bool(re.search(r"\$\s*\d", s)) and s.count("$") == 1
@@ -285,7 +294,8 @@ _REPEAT_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}
 _SCI_E_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d{1,4}")
 _BASED_RE = re.compile(r"([0-9A-Za-z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
 _CHOICE_RE = re.compile(r"\(?([A-Ha-h])\)(?:\s.*)?|([A-H])")
-_ALLREALS_RE = re.compile(r"(all\s*)?(real\s*numbers|reals|allreals|real\s*values?(\s*of\s*x)?)|"
+_ALLREALS_RE = re.compile(r"(all\s*)?(real\s*(numbers?|values?)(\s*(of|for)\s*[a-z])?|reals|allreals|"
+                          r"real\s+[a-z])|"
                           r"x\s*\\in\s*allreals|-?\s*\\infty\s*<\s*x\s*<\s*\\infty", re.I)
 _EMPTY_RE = re.compile(r"emptyset|no\s+(real\s+)?solutions?|none", re.I)
 _MATRIX_RE = re.compile(r"\\begin\s*\{([pbBvV]?matrix|array)\}(?:\s*\{[^{}]*\})?(.*?)"
@@ -582,7 +592,7 @@ def _read_matrix(s: str) -> Answer | None:
     return None  # a determinant: a number the sympy fallback can read
   prefix, suffix = s[:m.start()].strip(), s[m.end():].strip()
   scale = None
-  if prefix.endswith("(") and suffix == ")" and m.group(1) == "array":
+  if prefix[-1:] + suffix in ("()", "[]") and m.group(1) == "array":
     prefix, suffix = prefix[:-1].strip(), ""
   if suffix:
     return None

@@ -156,7 +156,7 @@ def _same_interval(g: Answer, p: Answer) -> bool | None:
     for gn, pn, gc, pc in ((glo, plo, glc, plc), (ghi, phi, ghc, phc)):
       ginf, pinf = _infinity(gn), _infinity(pn)
       if ginf or pinf:
-        if ginf != pinf:
+        if ginf != pinf or gc != pc:  # (4, \infty] is not (4, \infty)
           return False
         continue
       if gc != pc:

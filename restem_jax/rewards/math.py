@@ -43,7 +43,7 @@ _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\b")
 # Lookaheads, so that matches may overlap ("Final Answer: The final answer is X" holds two).
 # Answers are capped in length, so a degenerate sample repeating a marker on one long line
 # costs linear time, not quadratic.
-_FINAL_ANSWER_RE = re.compile(r"(?=(?:[Tt]he final answer is|Final Answer:)[ \t]*([^\n]{0,500}))")
+_FINAL_ANSWER_RE = re.compile(r"(?=(?:[Tt]he final answer is:?|Final Answer:)[ \t]*([^\n]{0,500}))")
 _ANSWER_IS_RE = re.compile(r"(?=[Tt]he answer is:?[ \t]*([^\n]{0,500}))")
 _GSM8K_RE = re.compile(r"(?=####[ \t]*([^\n]{0,500}))")
 # "**Answer:** 17", "Answer: 17", "**Final answer**: 17" (markdown emphasis around the label).
@@ -175,7 +175,7 @@ _UNIT_WORDS = (
     "degree", "students", "edges", "meals", "multiples", "days", "years", "sq", "cubic")
 _UNIT_RE = re.compile(r"(?<![\\a-zA-Z])(?:" + "|".join(_UNIT_WORDS) + r")(?![a-zA-Z])")
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox|operatorname)\s*\{")
-_SPACING_RE = re.compile(r"\\[!,:; ]|\\q?quad(?![a-zA-Z])|~")
+_SPACING_RE = re.compile(r"(?<!\\)\\[!,:; ]|\\q?quad(?![a-zA-Z])|~")  # not the "\\ " of a row break
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|big|Big)(?![a-zA-Z])")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])")
 _ASSIGN_RE = re.compile(r"^(?:\\[a-zA-Z]+|[a-zA-Z])(?:_\{?[a-zA-Z0-9]+\}?)?\s*=\s*(?P<rhs>[^=]+)$")
