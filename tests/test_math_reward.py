@@ -93,6 +93,7 @@ def test_last_boxed():
     ("\u22125", "-5"),
     (r"\boxed{7}", "7"),
     (r"\text{ways}", "ways"),  # nothing left without the unit word: keep it
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),  # "\\ " is a row break
 ])
 def test_normalize_answer(raw, normalized):
   assert math_reward.normalize_answer(raw) == normalized
