@@ -305,6 +305,14 @@ def _processes_with(text: str) -> list[int]:
   return found
 
 
+def _ppid(pid: int) -> int:
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return int(f.read().rsplit(")", 1)[1].split()[1])
+  except OSError:
+    return 0
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_attacks_score_zero_in_bounded_time_and_leave_nothing(backend, tmp_path):
   canary = tmp_path / "canary.txt"
@@ -337,8 +345,14 @@ def test_attacks_score_zero_in_bounded_time_and_leave_nothing(backend, tmp_path)
   # The judges still work, and closing them leaves no process of theirs.
   assert he(ADD, "    return a + b\n").passed
   for r in (he, apps):
-    own = set().union(*(c.pids() for c in r.judge._idle))  # pylint: disable=protected-access
-    assert set(_processes_with(r.judge.tag)) <= own  # no sample process outlives its verdict
+    containers = r.judge._idle  # pylint: disable=protected-access
+    own = set().union(*(c.pids() for c in containers))
+    others = set(_processes_with(r.judge.tag)) - own
+    # No sample process outlives its verdict: besides its own, a container holds only the two
+    # processes it prepared for its next sample (S, and S's child, the candidate side).
+    assert len(others) <= 2 * len(containers), others
+    assert all(_ppid(pid) in {c.pid for c in containers} or _ppid(_ppid(pid)) in
+               {c.pid for c in containers} for pid in others)
     r.judge.close()
     assert _processes_with(r.judge.tag) == []
 

@@ -23,9 +23,9 @@ stdin (from the judge, trusted, `marshal` payloads):
   1. the job {"mode": "stdio"|"call"|"humaneval", "program": str, "timeout_s": float, ...};
   2. read only after the candidate side is forked: {"key": 32 random bytes, "inputs": [...]}
      (stdio: [str], call: [[arg, ...]]) or, humaneval, {"key", "prompt", "test"}.
-stdout (to the judge): the plain frame `encode_value({"accepted": True})` once the job is read
-(before any candidate code runs), then authenticated records: `encode_value(record)` followed
-by `record_tag(key, n, encoded)` (32 bytes; n = 0, 1, ... counts the records): one
+stdout (to the judge): authenticated records, `encode_value(record)` followed by
+`record_tag(key, n, encoded)` (32 bytes; n = 0, 1, ... counts the records), written in as few
+writes as possible (each wakes the judge): one
 {"test": i, "status": ..., ...} per test in order, then {"done": True}; or {"error": str} if the
 program cannot be run at all.
 """
@@ -93,22 +93,30 @@ def _write_all(fd, data, deadline=None):
 
 
 class _Reporter:
-  """Writes records to the judge (fd 1): authenticated once the key is known."""
+  """Writes authenticated records to the judge (fd 1). emit(record, flush=False) keeps it for
+  the next write (each write wakes the judge); main flushes at the end."""
 
   def __init__(self):
     self.key = None
     self.count = 0
+    self.pending = []
+    self.size = 0
 
-  def plain(self, record):
-    _write_frame(1, encode_value(record))
-
-  def emit(self, record):
+  def emit(self, record, flush=True):
     encoded = encode_value(record)
     if self.key is None:  # nothing may be reported before the key: the judge rejects it
       raise RuntimeError("no key")
     tag = record_tag(self.key, self.count, encoded)
     self.count += 1
-    _write_frame(1, encoded + tag)
+    self.pending.append(len(encoded + tag).to_bytes(4, "big") + encoded + tag)
+    self.size += len(encoded) + 36
+    if flush or self.size > 1 << 16:
+      self.flush()
+
+  def flush(self):
+    if self.pending:
+      data, self.pending, self.size = b"".join(self.pending), [], 0
+      _write_all(1, data)
 
 
 _REPORT = _Reporter()
@@ -300,33 +308,76 @@ def _run_stdio_test(code, stdin_text, timeout_s, max_output):
   return "ok", stdout_text, ""
 
 
-class _StdioRunner:
-  """A process forked before the key arrives that runs one stdin/stdout test per request.
+class _CandidateSide:
+  """The first process of the candidates' pid namespace, forked by `prepare()` before S has
+  any sample data (so before the key): it waits for its role, then becomes the candidate
+  server (call and HumanEval modes) or the stdio test runner."""
 
-  It is the candidates' parent (and their subreaper), so S never forks after holding the key.
-  S enforces the time of each request itself."""
-
-  def __init__(self, program, test_timeout_s, max_output):
-    code = compile(program, "<solution>", "exec")  # SyntaxError: reported by main
+  def __init__(self):
     req_r, req_w = os.pipe()
     rep_r, rep_w = os.pipe()
     self.pid = os.fork()
     if self.pid == 0:
       try:
-        os.close(req_w)
-        os.close(rep_r)
-        os.close(0)
-        _sbx_set_subreaper()  # noqa: F821
-        while True:
-          stdin_text = decode_value(_read_frame(req_r))
-          result = _run_stdio_test(code, stdin_text, test_timeout_s, max_output)
-          _write_frame(rep_w, encode_value(list(result)))
+        null = _devnull()
+        for target in (0, 1, 2):
+          os.dup2(null, target)
+        low = 3
+        for fd in sorted((req_r, rep_w)) + [1 << 16]:
+          if fd > low:
+            os.closerange(low, fd)
+          low = fd + 1
+        role = marshal.loads(_read_frame(req_r))  # from S: trusted
+        if role["kind"] == "server":
+          _become_candidate(0, 1, 2, (req_r, rep_w), role["cpu_s"])
+          _CandidateServer.serve(role["program"], role["fn_name"], req_r, rep_w)
+        else:
+          _StdioRunner.serve(role, req_r, rep_w)
       finally:
         os._exit(0)
     os.close(req_r)
     os.close(rep_w)
     self.req_w, self.rep_r = req_w, rep_r
+
+  def start(self, role):
+    _write_frame(self.req_w, marshal.dumps(role))
+
+
+_PREPARED = [None]
+
+
+def prepare():
+  """Called by the container in S before the sample arrives: forks the candidate side."""
+  _NAMESPACED[0] = bool(globals().get("_SBX_STATE", {}).get("namespaced"))
+  _PREPARED[0] = _CandidateSide()
+
+
+def _candidate_side():
+  side, _PREPARED[0] = _PREPARED[0], None
+  return side if side is not None else _CandidateSide()
+
+
+class _StdioRunner:
+  """The candidate side in stdin/stdout mode: runs one test per request, each in a fresh child
+  (see `_run_stdio_test`). It is the candidates' parent (and their reaper), so S never forks
+  after holding the key. S enforces the time of each request itself."""
+
+  def __init__(self, side, program, test_timeout_s, max_output):
+    compile(program, "<solution>", "exec")  # SyntaxError: reported by main
+    side.start({"kind": "runner", "program": program, "test_timeout_s": test_timeout_s,
+                "max_output": max_output})
+    self.pid, self.req_w, self.rep_r = side.pid, side.req_w, side.rep_r
     self.max_reply = max_output + 65536
+
+  @staticmethod
+  def serve(role, req_r, rep_w):
+    """Runner side: one test per request until EOF."""
+    _sbx_set_subreaper()  # noqa: F821
+    code = compile(role["program"], "<solution>", "exec")
+    while True:
+      stdin_text = decode_value(_read_frame(req_r))
+      result = _run_stdio_test(code, stdin_text, role["test_timeout_s"], role["max_output"])
+      _write_frame(rep_w, encode_value(list(result)))
 
   def run(self, stdin_text, deadline):
     """(status, output, detail) of one test, or a failure if the runner does not answer."""
@@ -344,7 +395,8 @@ class _StdioRunner:
 
 
 def _stdio_mode(job, deadline):
-  runner = _StdioRunner(job["program"], job["test_timeout_s"], job["max_output_bytes"])
+  runner = _StdioRunner(_candidate_side(), job["program"], job["test_timeout_s"],
+                        job["max_output_bytes"])
   tests = _read_secret(deadline)
   dead = None
   for i, stdin_text in enumerate(tests["inputs"]):
@@ -368,27 +420,17 @@ def _stdio_mode(job, deadline):
 
 
 class _CandidateServer:
-  """A forked candidate process that loads the program and answers function calls over pipes."""
+  """The candidate side in call and HumanEval modes: loads the program and answers function
+  calls over pipes."""
 
-  def __init__(self, program, fn_name, cpu_s, max_reply):
+  def __init__(self, side, program, fn_name, cpu_s, max_reply):
     self.max_reply = max_reply
-    req_r, req_w = os.pipe()
-    rep_r, rep_w = os.pipe()
-    self.pid = os.fork()
-    if self.pid == 0:
-      try:
-        null = _devnull()
-        _become_candidate(null, null, null, (req_r, rep_w), cpu_s)
-        self._serve(program, fn_name, req_r, rep_w)
-      finally:
-        os._exit(0)
-    os.close(req_r)
-    os.close(rep_w)
-    self.req_w, self.rep_r = req_w, rep_r
+    side.start({"kind": "server", "program": program, "fn_name": fn_name, "cpu_s": cpu_s})
+    self.pid, self.req_w, self.rep_r = side.pid, side.req_w, side.rep_r
     self.dead = False
 
   @staticmethod
-  def _serve(program, fn_name, req_r, rep_w):
+  def serve(program, fn_name, req_r, rep_w):
     """Child side (runs the untrusted code): load, then one call per request."""
     try:
       namespace = {"__name__": "__candidate__", "__builtins__": builtins}
@@ -476,8 +518,8 @@ def _read_secret(deadline):
 
 
 def _call_mode(job, deadline):
-  server = _CandidateServer(job["program"], job["fn_name"], job["timeout_s"],
-                            job["max_output_bytes"])
+  server = _CandidateServer(_candidate_side(), job["program"], job["fn_name"],
+                            job["timeout_s"], job["max_output_bytes"])
   tests = _read_secret(deadline)
   why_not = server.wait_ready(min(deadline, time.monotonic() + job["test_timeout_s"]))
   for i, args in enumerate(tests["inputs"]):
@@ -508,8 +550,8 @@ def _humaneval_mode(job, deadline):
       __import__(name)
     except Exception:
       pass
-  server = _CandidateServer(job["program"], job["entry_point"], job["timeout_s"],
-                            job["max_output_bytes"])
+  server = _CandidateServer(_candidate_side(), job["program"], job["entry_point"],
+                            job["timeout_s"], job["max_output_bytes"])
   # Only now, with the candidate forked, read the key and the tests: its memory never held them.
   tests = _read_secret(deadline)
   why_not = server.wait_ready(deadline)
@@ -543,7 +585,7 @@ def _humaneval_mode(job, deadline):
     exec(compile(tests["test"], "<test>", "exec"), namespace)
     namespace["check"](candidate)
   except BaseException as e:
-    _REPORT.emit({"test": 0, "status": "failed", "detail": _exception_text(e)})
+    _REPORT.emit({"test": 0, "status": "failed", "detail": _exception_text(e)}, flush=False)
     return
   finally:
     _end_candidates(server.pid)
@@ -553,7 +595,7 @@ def _humaneval_mode(job, deadline):
   if time.monotonic() > deadline:
     _REPORT.emit({"test": 0, "status": "failed", "detail": "timed out"})
     return
-  _REPORT.emit({"test": 0, "status": "passed", "calls": calls[0]})
+  _REPORT.emit({"test": 0, "status": "passed", "calls": calls[0]}, flush=False)
 
 
 # ----------------------------------------------------------------------------- main
@@ -566,7 +608,6 @@ def main():
   signal.signal(signal.SIGINT, signal.SIG_IGN)
   job = marshal.loads(_read_frame(0))
   deadline = time.monotonic() + job["timeout_s"]
-  _REPORT.plain({"accepted": True})  # before any candidate code runs (see code.py)
   try:
     if job["mode"] == "humaneval":
       _humaneval_mode(job, deadline)
@@ -576,11 +617,11 @@ def main():
       _stdio_mode(job, deadline)
   except SyntaxError as e:
     _emit_error("syntax error: %s" % e, deadline)
-    return
   except Exception as e:
     _emit_error(_exception_text(e), deadline)
-    return
-  _REPORT.emit({"done": True})
+  else:
+    _REPORT.emit({"done": True})
+  _REPORT.flush()
 
 
 def _emit_error(text, deadline):

@@ -10,8 +10,8 @@
      once; makes itself non-dumpable;
   2. says b"ready" on fd 0, a unix SOCK_SEQPACKET socket to the judge, then for every request
      (a marshalled dict with `kill_after_s`, plus two fds passed with SCM_RIGHTS: the sample's
-     job pipe and its report pipe) runs one *sample*: forks S, which enters fresh mount, ipc
-     and net namespaces and a fresh pid namespace for its children, mounts a private
+     job pipe and its report pipe) runs one *sample*: forks S, which enters fresh mount and
+     ipc namespaces and a fresh pid namespace for its children, mounts a private
      size-limited tmpfs at /tmp, gets the job pipe as fd 0, the report pipe as fd 1 and
      /dev/null as fd 2 (nothing else), drops every capability for good, installs the seccomp
      filter, stays non-dumpable, sets the resource limits and calls `main()`. When S exits, or
@@ -61,7 +61,7 @@ _SBX_NS_FLAGS = (_SBX_CLONE_NEWNS | _SBX_CLONE_NEWCGROUP | _SBX_CLONE_NEWUTS | _
 # in the namespace never regains capabilities, not even by exec'ing a program.
 _SBX_SECUREBITS = 0b11101111
 _SBX_NEW_ROOT = "/tmp"  # mount point of the new root; hides the host's /tmp in our namespace only
-_SBX_KILLED_AT_DEADLINE = 250
+_SBX_KILLED_AT_DEADLINE, _SBX_NOT_STARTED = 250, 251  # see sandbox.py
 # Set in S: whether its children start in a fresh pid namespace (all backends but "none").
 _SBX_STATE = {"namespaced": False}
 
@@ -255,36 +255,62 @@ def _sbx_drop_capabilities():
 # ----------------------------------------------------------------------------- samples
 
 
-def _sbx_sample(main, job_fd, report_fd, config):
-  """Process S: isolates itself, then runs main(). Its children start a new pid namespace."""
+def _sbx_sample(main, prepare, handoff_fd, config):
+  """Process S: isolates itself, calls prepare(), waits for the sample's two fds on handoff_fd,
+  then runs main(). Its children start a new pid namespace."""
   code = 1
   try:
     _sbx_prctl(_SBX_PR_SET_PDEATHSIG, 9, "pdeathsig")
     _sbx_os.setsid()
     _SBX_STATE["namespaced"] = config["namespaced"]
     if config["namespaced"]:
-      _sbx_check(_SBX_LIBC.unshare(_SBX_CLONE_NEWPID | _SBX_CLONE_NEWNS | _SBX_CLONE_NEWIPC
-                                   | _SBX_CLONE_NEWNET), "unshare")
+      # No new net namespace per sample (it costs ~2 ms): the container's own has no way out (at
+      # most a loopback), its samples run one after another, and no socket outlives the
+      # processes that hold it (changing the namespace itself needs capabilities).
+      _sbx_check(_SBX_LIBC.unshare(_SBX_CLONE_NEWPID | _SBX_CLONE_NEWNS | _SBX_CLONE_NEWIPC),
+                 "unshare")
       _sbx_mount(None, "/", None, _SBX_MS_REC | _SBX_MS_PRIVATE)
       _sbx_mount("tmpfs", "/tmp", "tmpfs", _SBX_MS_NOSUID | _SBX_MS_NODEV,
                  "size=%d,mode=1777" % config["tmpfs_bytes"])
       _sbx_os.chdir("/tmp")
     null = _sbx_os.open("/dev/null", _sbx_os.O_RDWR)
-    for target, fd in ((0, job_fd), (1, report_fd), (2, null)):
-      _sbx_os.dup2(fd, target)
-    _sbx_os.closerange(3, 1 << 16)
+    for target in (0, 1, 2):
+      _sbx_os.dup2(null, target)
+    _sbx_os.dup2(handoff_fd, 3)
+    _sbx_os.closerange(4, 1 << 16)
     if config["namespaced"]:
       _sbx_drop_capabilities()
       _sbx_seccomp()
     _sbx_prctl(_SBX_PR_SET_DUMPABLE, 0, "dumpable")
     for name, value in config["rlimits"].items():
       _sbx_resource.setrlimit(getattr(_sbx_resource, name), (value, value))
+    if prepare is not None:
+      prepare()  # e.g. fork the candidate side now, before any sample data exists here
+    handoff = _sbx_socket.socket(fileno=3)
+    _, fds = _sbx_receive(handoff)
+    handoff.close()
+    if len(fds) != 2:
+      raise OSError("no sample fds")
+    _sbx_os.dup2(fds[0], 0)
+    _sbx_os.dup2(fds[1], 1)
+    for fd in fds:
+      _sbx_os.close(fd)
     main()
     code = 0
   except BaseException:
     code = 1
   finally:
     _sbx_os._exit(code)
+
+
+def _sbx_prefork(main, prepare, config):
+  """(pid, socket) of a new process S, ready (isolated, prepared) for the next sample."""
+  ours, theirs = _sbx_socket.socketpair(_sbx_socket.AF_UNIX, _sbx_socket.SOCK_SEQPACKET)
+  pid = _sbx_os.fork()
+  if pid == 0:
+    _sbx_sample(main, prepare, theirs.fileno(), config)
+  theirs.close()
+  return pid, ours
 
 
 def _sbx_wait(pid, timeout):
@@ -313,16 +339,23 @@ def _sbx_wait(pid, timeout):
       _sbx_os.close(pidfd)
 
 
-def _sbx_run_sample(main, job_fd, report_fd, config, kill_after_s):
-  """Runs one sample and returns once every process of it is gone; its exit code (250: killed
-  at the deadline)."""
-  pid = _sbx_os.fork()
-  if pid == 0:
-    _sbx_sample(main, job_fd, report_fd, config)
-  _sbx_os.close(job_fd)
-  _sbx_os.close(report_fd)
+def _sbx_run_sample(spare, fds, config, kill_after_s):
+  """Runs one sample in the prepared process spare = (pid, socket) and returns once every
+  process of it is gone; its exit code (250: killed at the deadline)."""
+  pid, handoff = spare
+  try:
+    handoff.sendmsg([b"go"], [(_sbx_socket.SOL_SOCKET, _sbx_socket.SCM_RIGHTS,
+                               _sbx_struct.pack("2i", *fds))])
+    started = True
+  except OSError:
+    started = False  # S died while preparing: reaped below; the judge may retry the sample
+  handoff.close()
+  for fd in fds:
+    _sbx_os.close(fd)
   status = _sbx_wait(pid, kill_after_s)
-  if status is None:
+  if not started:
+    code = _SBX_NOT_STARTED
+  elif status is None:
     code = _SBX_KILLED_AT_DEADLINE
   elif _sbx_os.WIFEXITED(status):
     code = min(_sbx_os.WEXITSTATUS(status), 249)
@@ -360,8 +393,9 @@ def _sbx_receive(sock):
   return message, fds
 
 
-def _sbx_serve(main):
-  """The container's loop (see the module docstring)."""
+def _sbx_serve(main, prepare=None):
+  """The container's loop (see the module docstring). prepare: called in each S before it
+  receives its sample (S is forked and prepared while the previous sample's verdict travels)."""
   config = _sbx_marshal.loads(bytes.fromhex(_sbx_sys.argv.pop(1)))
   if config.get("unshare"):
     _sbx_build_root(config["ro_paths"], config["tmpfs_bytes"])
@@ -378,7 +412,10 @@ def _sbx_serve(main):
   gc.freeze()
   sock = _sbx_socket.socket(fileno=0)
   sock.sendall(b"ready")
+  spare = None
   while True:
+    if spare is None:
+      spare = _sbx_prefork(main, prepare, config)
     message, fds = _sbx_receive(sock)
     if not message:
       return
@@ -388,5 +425,6 @@ def _sbx_serve(main):
       sock.sendall(b"exit 125")
       continue
     request = _sbx_marshal.loads(message)  # from the judge: trusted
-    code = _sbx_run_sample(main, fds[0], fds[1], config, request["kill_after_s"])
+    code = _sbx_run_sample(spare, fds, config, request["kill_after_s"])
+    spare = None
     sock.sendall(b"exit %d" % code)

@@ -66,7 +66,6 @@ def _harness_source() -> str:
 # and typical solutions import, so a sample finds them loaded.
 _PREIMPORT = ("typing", "math", "re", "collections", "itertools", "functools", "string",
               "heapq", "bisect", "fractions", "statistics", "random", "decimal", "datetime")
-_ACCEPTED = _values.encode_value({"accepted": True})
 
 
 def _frame(obj: Any) -> bytes:
@@ -302,13 +301,15 @@ class CodeJudge:
     """Runs one sample; calls on_record(record) for each authenticated record in order until
     it returns a result (not None), which is returned. Otherwise returns ("end", why).
 
-    A container that fails before the harness confirms it has the job (nothing of the sample
-    has run yet) is replaced once, so such failures do not cost a correct sample its reward.
+    A container that cannot take the sample (it died, or the process prepared for the sample
+    did: nothing of the sample has run) is replaced once, so such failures do not cost a
+    correct sample its reward.
     """
     budget = float(job["timeout_s"])
     for attempt in range(2):
       container = self._acquire()
-      healthy, accepted, result = False, False, None
+      healthy, result, run, index = False, None, None, 0
+      timed_out = overflowed = False
       try:
         start = time.monotonic()
         run = container.sample(budget + self.KILL_MARGIN_S, max_stdout)
@@ -319,11 +320,6 @@ class CodeJudge:
           if result is not None:  # anything after the end: the sample fails
             result = ("end", "the sandbox wrote after its last record")
             break
-          if not accepted:
-            accepted = frame == _ACCEPTED
-            if not accepted:
-              result = ("end", "the sandbox wrote malformed output")
-            continue
           body, tag = frame[:-_harness.TAG_BYTES], frame[-_harness.TAG_BYTES:]
           if (len(frame) <= _harness.TAG_BYTES
               or not hmac.compare_digest(tag, _harness.record_tag(key, index, body))):
@@ -344,7 +340,7 @@ class CodeJudge:
         healthy = not timed_out and run.finish(start + budget + self.BACKSTOP_S + 0.5)
         timed_out = timed_out or run.timed_out
       except sandbox.ContainerDied:
-        timed_out = overflowed = False
+        pass
       finally:
         if healthy:
           self._release(container)
@@ -358,7 +354,13 @@ class CodeJudge:
         return "end", "too much output"
       if result is not None:
         return result
-      if accepted or attempt == 1:
+      # Not started: no sample process existed, or the container died right after taking the
+      # sample and said nothing (its death is none of the sample's doing: a sample cannot see
+      # or signal the container; soon enough that a second try keeps the time bound).
+      not_started = run is None or run.exit_code == sandbox.NOT_STARTED or (
+          run.exit_code is None and index == 0
+          and time.monotonic() - start < self.KILL_MARGIN_S)
+      if attempt == 1 or not not_started:
         return "end", "the sandbox ended without a verdict"
     return "end", "the sandbox ended without a verdict"
 

@@ -50,6 +50,7 @@ _NOBODY = 65534
 # Processes of a container besides the sample's own: its server, the sample's supervisor and S.
 _OWN_PROCESSES = 3
 KILLED_AT_DEADLINE = 250  # a sample's exit code when the container killed it at its deadline
+NOT_STARTED = 251  # ... when the process prepared for it had died: nothing of it ran
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # System directories the sandboxed interpreter needs, mounted read-only at the same paths.
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -170,7 +171,7 @@ def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ..
             "namespaced": backend != "none", "ro_paths": ro_paths,
             "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport)}
   inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP,
-           _compiled(python, source + "\n_sbx_serve(main)\n"), marshal.dumps(config).hex()]
+           _compiled(python, source + "\n_sbx_serve(main, globals().get('prepare'))\n"), marshal.dumps(config).hex()]
   if backend == "bwrap":
     # The container keeps capabilities in its own user namespace (to give each sample fresh
     # namespaces and a fresh /tmp); every sample drops them all before running anything.
