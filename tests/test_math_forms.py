@@ -38,7 +38,7 @@ def test_fixture_covers_the_forms():
   assert forms >= {"thousands", "fraction", "mixed", "repeating", "percent", "degrees", "units",
                    "money", "scientific", "radical", "pi", "complex", "interval", "list",
                    "tuple", "set", "equation", "expand", "factor", "matrix", "base", "choice",
-                   "words", "gsm8k", "ending"}
+                   "words", "gsm8k", "ending", "polynomial", "plaintext"}
   for form in forms:  # both verdicts for every form
     assert {c["expert"] for c in cases if c["form"] == form} == {True, False}, form
 
@@ -175,6 +175,24 @@ def test_bases(gold, pred, question, ok):
 ])
 def test_percent(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
+
+
+@pytest.mark.parametrize("gold, pred, ok", [
+    (r"6.02\times10^{23}", "6.02*10^23", True), (r"\frac{1}{2}", r"{1 \over 2}", True),
+    (r"2\sqrt{2}", "2*sqrt(2)", True), (r"2\sqrt{2}", "2\u221a2", True), (r"3\pi", "3\u03c0", True),
+    (r"\frac{3}{4}", "\u00be", True), (r"2\sqrt{2}", "2*sqrt(3)", False),
+    ("1, 2, 3", "1, 2, and 3", True),
+])
+def test_plain_text_and_unicode_maths(gold, pred, ok):
+  assert _check(gold, pred) is ok
+
+
+def test_polynomial_in_the_asked_order():
+  question = ("Expand $(x-1)(x+4)$. Express your answer as a polynomial with the degrees of the "
+              "terms in decreasing order.")
+  assert _check("x^2+3x-4", "x^2 + 3x - 4", question)
+  assert not _check("x^2+3x-4", "-4+3x+x^2", question)
+  assert _check("x^2+3x-4", "-4+3x+x^2", "Expand $(x-1)(x+4)$.")
 
 
 @pytest.mark.parametrize("completion, answer", [

@@ -28,85 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import fractions
-import functools
 import re
 
 from restem_jax.rewards import _math_expr as ex
+from restem_jax.rewards._math_question import Question, read_question
+
+__all__ = ["Answer", "Question", "canonical_unit", "clean", "read_answer", "read_question"]
 
 Fraction = fractions.Fraction
-
-# ----------------------------------------------------------------------------- questions
-
-
-@dataclasses.dataclass(frozen=True)
-class Question:
-  """The forms a question asks for (all False / None for a question that fixes none)."""
-  expand: bool = False
-  factor: bool = False
-  simplify: bool = False
-  radical: bool = False
-  common_fraction: bool = False
-  lowest_terms: bool = False
-  mixed: bool = False
-  decimal: bool = False
-  in_pi: bool = False
-  scientific: bool = False
-  percent: bool = False
-  ordered: bool = False
-  listing: bool = False
-  pair: bool = False
-  base: int | None = None
-  known: bool = False  # a question was given (its silence about a form then means something)
-
-  @property
-  def asks_form(self) -> bool:
-    """Whether the question asks for a form that only this module's readings can check."""
-    return (self.expand or self.factor or self.simplify or self.radical or self.common_fraction
-            or self.lowest_terms or self.mixed or self.decimal or self.in_pi or self.scientific
-            or self.base not in (None, 10))
-
-
-_BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
-_BASE_ANY_RE = re.compile(r"base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
-
-
-@functools.lru_cache(maxsize=4096)
-def read_question(text: str | None) -> Question:
-  """Which answer form the question's wording asks for."""
-  if not isinstance(text, str) or not text:
-    return Question()
-  q = text[-2000:]  # the instructions are at the end; a bounded scan
-  low = q.lower()
-  base = None
-  targets = _BASE_RE.findall(q)
-  if targets:
-    base = int(targets[-1])
-  elif len(set(_BASE_ANY_RE.findall(q))) == 1:
-    base = int(_BASE_ANY_RE.findall(q)[0])
-  if base is not None and not 2 <= base <= 36:
-    base = None
-  factor = bool(re.search(r"\bfactor\b(?!s| of| out)", low)) and not re.search(
-      r"(common|prime|scale|integer|largest|greatest|smallest) factor\b", low)
-  return Question(
-      expand=bool(re.search(r"\b(expand|multiply out)\b", low)),
-      factor=factor,
-      simplify=bool(re.search(r"\bsimplify\b", low)),
-      radical=("simplest radical form" in low or "rationaliz" in low),
-      common_fraction="common fraction" in low,
-      lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
-      mixed="mixed number" in low,
-      decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
-                             r"thousandth)|decimal form|in decimal)", low)),
-      in_pi=bool(re.search(r"in terms of \$?\\pi", low)),
-      scientific="scientific notation" in low,
-      percent=bool(re.search(r"(what|which) percent|as a percent|percentage|\bpercent\b.*\?",
-                             low)),
-      ordered=bool(re.search(r"(increasing|decreasing|ascending|descending) order|"
-                             r"least to greatest|greatest to least|smallest to largest", low)),
-      listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
-      pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
-      base=base, known=True)
-
 
 # ----------------------------------------------------------------------------- clean-up
 
@@ -123,7 +52,8 @@ _COMPARE = [(r"\\leqslant|\\leq|\\le(?![a-zA-Z])|≤", "<="),
 
 _UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u221a", "\\sqrt"), ("\u03c0", "\\pi "),
             ("\u221e", "\\infty "), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u2264", "<="),
-            ("\u2265", ">="), ("\u2260", "!="), ("\u222a", "\\cup ")]
+            ("\u2265", ">="), ("\u2260", "!="), ("\u222a", "\\cup "), ("\u00bd", "\\frac{1}{2}"),
+            ("\u2153", "\\frac{1}{3}"), ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}")]
 
 
 def _matching_brace(s: str, i: int) -> int | None:
@@ -178,7 +108,9 @@ def clean(s: str) -> tuple[str, _Marks]:
   s = _SEP_THOUSANDS_RE.sub(",", s)
   s = s.replace("{,}", ",").replace("\\!", "")
   s = re.sub(r"\\[,:; ]|\\q?quad(?![a-zA-Z])|~", " ", s)
-  s = re.sub(r"\\[dt](frac|binom)(?![a-zA-Z])", r"\\\1", s)
+  s = re.sub(r"\\[dt](frac|binom)(?![a-zA-Z])|\\(?:nicefrac|sfrac|cfrac)(?![a-zA-Z])",
+             lambda m: "\\" + (m.group(1) or "frac"), s)
+  s = re.sub(r"\{([^{}]*)\\over(?![a-zA-Z])([^{}]*)\}", r"\\frac{\1}{\2}", s)
   s = re.sub(r"\\langle(?![a-zA-Z])", "(", s)
   s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
   s = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", " allreals ", s)
@@ -294,18 +226,18 @@ _REPEAT_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}
 _SCI_E_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d{1,4}")
 _BASED_RE = re.compile(r"([0-9A-Za-z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
 _CHOICE_RE = re.compile(r"\(?([A-Ha-h])\)(?:\s.*)?|([A-H])")
-_ALLREALS_RE = re.compile(r"(all\s*)?(real\s*(numbers?|values?)(\s*(of|for)\s*[a-z])?|reals|allreals|"
-                          r"real\s+[a-z])|"
+_ALLREALS_RE = re.compile(r"(all\s*)?(real\s*(numbers?|values?)(\s*(of|for)\s*[a-z])?|reals|"
+                          r"allreals|real\s+[a-z])|"
                           r"x\s*\\in\s*allreals|-?\s*\\infty\s*<\s*x\s*<\s*\\infty", re.I)
 _EMPTY_RE = re.compile(r"emptyset|no\s+(real\s+)?solutions?|none", re.I)
-_MATRIX_RE = re.compile(r"\\begin\s*\{([pbBvV]?matrix|array)\}(?:\s*\{[^{}]*\})?(.*?)"
+_MATRIX_RE = re.compile(r"\\begin\s*\{([pbBvV]?matrix|smallmatrix|array)\}(?:\s*\{[^{}]*\})?(.*?)"
                         r"\\end\s*\{\1\}", re.S)
 _MEMBER_RE = re.compile(r"[a-zA-Z]\s*\\in\s*(.+)")
 _BUILDER_RE = re.compile(r"[a-zA-Z]\s*(?:\||\\mid|:)\s*(.+)")
 _LETTER_UNIT_RE = re.compile(r"([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s+([mgsLh](?:\s*/\s*[a-zA-Z]+)?)"
                              r"(?:\s*\^\s*\{?([23])\}?)?")
 _REALS_MINUS_RE = re.compile(r"allreals\s*(?:\\setminus|\\backslash|-|\\)\s*\\\{(.*)\\\}")
-_LIST_SEP_RE = re.compile(r"\s*(?:,|;|\bor\b|\band\b)\s*")
+_LIST_SEP_RE = re.compile(r"\s*(?:,\s*(?:and|or)\b|,|;|\bor\b|\band\b)\s*")
 _UNION_RE = re.compile(r"\s*(?:\\cup|\bU\b)\s*")
 _CMP_RE = re.compile(r"<=|>=|!=|<|>")
 

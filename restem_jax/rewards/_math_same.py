@@ -307,6 +307,10 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
   if has_vars and (q.expand or q.simplify) and ex.is_expanded(gn):
     if not ex.is_expanded(pn) or len(ex.terms(pn)) != len(ex.terms(gn)):
       return False
+  if has_vars and q.degrees and ex.is_expanded(gn):
+    degrees = [ex.degree(t) for t in ex.terms(pn)]
+    if None in degrees or degrees != sorted(degrees, reverse=q.degrees == "decreasing"):
+      return False
   if has_vars and q.factor and not ex.is_expanded(gn):
     if not _same_factors(gn, pn):
       return False

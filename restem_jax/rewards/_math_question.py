@@ -1,0 +1,83 @@
+"""What answer form a question asks for, read from its wording (see `_math_forms`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+
+# ----------------------------------------------------------------------------- questions
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+  """The forms a question asks for (all False / None for a question that fixes none)."""
+  expand: bool = False
+  factor: bool = False
+  simplify: bool = False
+  radical: bool = False
+  common_fraction: bool = False
+  lowest_terms: bool = False
+  mixed: bool = False
+  decimal: bool = False
+  in_pi: bool = False
+  scientific: bool = False
+  percent: bool = False
+  ordered: bool = False
+  listing: bool = False
+  pair: bool = False
+  degrees: str | None = None  # "decreasing" / "increasing": a polynomial's terms in that order
+  base: int | None = None
+  known: bool = False  # a question was given (its silence about a form then means something)
+
+  @property
+  def asks_form(self) -> bool:
+    """Whether the question asks for a form that only this module's readings can check."""
+    return (self.expand or self.factor or self.simplify or self.radical or self.common_fraction
+            or self.lowest_terms or self.mixed or self.decimal or self.in_pi or self.scientific
+            or self.base not in (None, 10) or self.degrees is not None)
+
+
+_BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
+_BASE_ANY_RE = re.compile(r"base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
+
+
+@functools.lru_cache(maxsize=4096)
+def read_question(text: str | None) -> Question:
+  """Which answer form the question's wording asks for."""
+  if not isinstance(text, str) or not text:
+    return Question()
+  q = text[-2000:]  # the instructions are at the end; a bounded scan
+  low = q.lower()
+  base = None
+  targets = _BASE_RE.findall(q)
+  if targets:
+    base = int(targets[-1])
+  elif len(set(_BASE_ANY_RE.findall(q))) == 1:
+    base = int(_BASE_ANY_RE.findall(q)[0])
+  if base is not None and not 2 <= base <= 36:
+    base = None
+  factor = bool(re.search(r"\bfactor\b(?!s| of| out)", low)) and not re.search(
+      r"(common|prime|scale|integer|largest|greatest|smallest) factor\b", low)
+  return Question(
+      expand=bool(re.search(r"\b(expand|multiply out)\b", low)),
+      factor=factor,
+      simplify=bool(re.search(r"\bsimplify\b", low)),
+      radical=("simplest radical form" in low or "rationaliz" in low),
+      common_fraction="common fraction" in low,
+      lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
+      mixed="mixed number" in low,
+      decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
+                             r"thousandth)|decimal form|in decimal)", low)),
+      in_pi=bool(re.search(r"in terms of \$?\\pi", low)),
+      scientific="scientific notation" in low,
+      percent=bool(re.search(r"(what|which) percent|as a percent|percentage|\bpercent\b.*\?",
+                             low)),
+      ordered=bool(re.search(r"(increasing|decreasing|ascending|descending) order|"
+                             r"least to greatest|greatest to least|smallest to largest", low)),
+      degrees=("decreasing" if re.search(r"degrees? of the terms in (decreasing|descending)", low)
+               else "increasing" if re.search(r"degrees? of the terms in (increasing|ascending)",
+                                              low) else None),
+      listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
+      pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
+      base=base, known=True)
