@@ -92,18 +92,30 @@ def _finish(plt, fig, ax, path, title: str, ylabel: str) -> None:
 
 
 def _plot_accuracy(summary, path):
+  """Greedy accuracy per ReST^EM iteration: the iterations as a line for each task and split,
+  the other models (base, sft_human) as horizontal reference lines in the same colour, since
+  they are not points on the iteration curve."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
-  models = model_order(summary)
-  for task in sorted({e["task"] for e in summary["evaluations"]}):
-    for split in ("test", "valid"):
-      pts = sorted((models.index(e["model"]), 100 * e["accuracy"])
-                   for e in summary["evaluations"] if e["task"] == task and e["split"] == split)
-      if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
-                linestyle="-" if split == "test" else "--", label=f"{task} {split}")
-  ax.set_xticks(range(len(models)), models)
-  _finish(plt, fig, ax, path, "Accuracy per model", "greedy accuracy (%)")
+  iters = [m for m in model_order(summary) if m.startswith("iter")]
+  others = [m for m in model_order(summary) if m not in iters]
+  styles = [":", "-.", (0, (5, 2, 1, 2, 1, 2)), (0, (1, 3))]
+  series = sorted({(e["task"], e["split"]) for e in summary["evaluations"]
+                   if e["split"] in ("test", "valid")}, key=lambda ts: (ts[0], ts[1] != "test"))
+  for i, (task, split) in enumerate(series):
+    acc = {e["model"]: 100 * e["accuracy"] for e in summary["evaluations"]
+           if e["task"] == task and e["split"] == split}
+    pts = [(int(m[4:]), acc[m]) for m in iters if m in acc]
+    if pts:
+      ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=f"C{i}",
+              linestyle="-" if split == "test" else "--", label=f"{task} {split}: ReST^EM")
+    for j, m in enumerate(m for m in others if m in acc):
+      ax.axhline(acc[m], color=f"C{i}", linestyle=styles[j % len(styles)], linewidth=1.2,
+                 label=f"{task} {split}: {m} ({acc[m]:.1f})")
+  if iters:
+    ax.set_xticks([int(m[4:]) for m in iters])
+  ax.set_xlabel("ReST^EM iteration")
+  _finish(plt, fig, ax, path, "Greedy accuracy", "greedy accuracy (%)")
 
 
 def _plot_pass_at_k(summary, path):
@@ -145,12 +157,15 @@ def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path
   if any(e["split"] == "valid" for e in summary["evaluations"]):
     lines += ["## Validation", "", "```", table(summary, "valid"), "```", ""]
   if summary["iterations"]:
+    # kept precision: the fraction of kept samples truly right (embedded tasks' ground truth).
     lines += ["## Iterations", "",
-              "| iteration | samples | correct | kept | train solve rate |",
-              "| --- | --- | --- | --- | --- |"]
+              "| iteration | samples | correct | kept | train solve rate | kept precision |",
+              "| --- | --- | --- | --- | --- | --- |"]
     for it in summary["iterations"]:
+      precision = (f"{100 * it['kept_precision']:.1f}%" if it.get("kept_precision") is not None
+                   else "-")
       lines.append(f"| {it['iteration']} | {it['num_samples']} | {it['num_correct']} | "
-                   f"{it['num_kept']} | {100 * it['train_solve_rate']:.1f}% |")
+                   f"{it['num_kept']} | {100 * it['train_solve_rate']:.1f}% | {precision} |")
     lines.append("")
   lines += ["## Plots", "", "![accuracy](accuracy.png)", "", "![pass@k](pass_at_k.png)", "",
             "![kept solutions per problem](kept_per_problem.png)", ""]

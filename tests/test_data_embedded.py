@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from restem_jax.data import arith, prog
+from restem_jax.data import arith, prog, truth
+from restem_jax.rewards import sandbox
 
 SIZES = {"train": 300, "valid": 40, "test": 80}
 
@@ -176,3 +177,80 @@ def test_prog_tests_reject_wrong_programs():
         rejected += _outputs(arg, wrong, problem["inputs"]) != expected
   assert differing > 500
   assert rejected / differing >= 0.99, (rejected, differing)
+
+
+# ----------------------------------------------------------------------------- ground truth
+
+
+def test_arith_steps_right_tells_compensating_slips_from_right_work():
+  for problem in arith.generate({"test": 100}, seed=4, config=arith.ArithConfig(
+      ops=("+", "-", "*", "/"), max_steps=4))["test"]:
+    assert arith.steps_right(problem["question"], problem["solution"])
+  q = "Start with 23. Add 7, then subtract 1. What is the result?"
+  assert arith.reference_steps(q) == [(23, "+", 7, 30), (30, "-", 1, 29)]
+  assert arith.steps_right(q, "23 + 7 = 30. 30 - 1 = 29. The final answer is 29.")
+  # The reward would take these (right final answer); the ground truth does not.
+  assert not arith.steps_right(q, "23 + 7 = 31. 31 - 1 = 29. The final answer is 29.")
+  assert not arith.steps_right(q, "23 + 7 = 30. The final answer is 29.")  # a step skipped
+  assert not arith.steps_right(q, "23 + 6 = 29. 29 - 0 = 29. The final answer is 29.")
+  assert not arith.steps_right(q, "23 + 7 = 30. 30 - 1 = 29.")  # no final answer
+  with pytest.raises(ValueError, match="not an arith question"):
+    arith.reference_steps("What is 2 + 2?")
+
+
+def _lookup_body(problem):
+  """A program that passes the problem's unit tests by table lookup and is wrong elsewhere."""
+  table = {repr(x): y for x, y in zip(problem["inputs"], problem["outputs"])}
+  return f"    return {table!r}.get(repr({problem['arg']}), 0)\n"
+
+
+def test_prog_fresh_check_separates_right_programs_from_test_fitting_ones():
+  problems = prog.generate({"test": 20}, seed=3)["test"]
+  for problem in problems:
+    check = prog.fresh_check(problem, num_inputs=50, seed=1)
+    namespace = {}
+    exec(check, namespace)  # our own generated source, not model output
+    ref = prog._function(problem["canonical_solution"], problem["arg"])
+    namespace["check"](ref)
+    assert check == prog.fresh_check(problem, num_inputs=50, seed=1)  # deterministic
+    fitted = prog._function(_lookup_body(problem), problem["arg"])
+    assert all(fitted(x) == y for x, y in zip(problem["inputs"], problem["outputs"]))
+    with pytest.raises(AssertionError):
+      namespace["check"](fitted)
+
+
+def test_prog_generate_returns_a_fresh_copy():
+  a = prog.generate({"test": 3}, seed=0)
+  a["test"][0]["inputs"].append("mutated")
+  assert "mutated" not in prog.generate({"test": 3}, seed=0)["test"][0]["inputs"]
+
+
+def test_kept_precision_arith_counts_every_kept_sample():
+  options = {"seed": 0, "sizes": {"train": 20, "valid": 2, "test": 2}, "knobs": {}}
+  problems = {p["id"]: p for p in arith.generate(options["sizes"], 0)["train"]}
+  ids = sorted(problems)[:3]
+  right = [{"id": i, "text": problems[i]["solution"]} for i in ids]
+  a, op, n, r = arith.reference_steps(problems[ids[0]]["question"])[0]
+  slip = problems[ids[0]]["solution"].replace(f"= {r}.", f"= {r + 1}.", 1)
+  out = truth.kept_precision("arith", options, problems, right + [{"id": ids[0], "text": slip}])
+  assert out == {"kept_precision": 0.75, "kept_checked": 4}
+  assert truth.kept_precision("gsm8k", options, problems, right) is None
+  assert truth.kept_precision("arith", options, problems, []) is None
+
+
+@pytest.mark.skipif(not any(sandbox.probe(b) is None for b in ("bwrap", "unshare")),
+                    reason="no OS sandbox")
+def test_kept_precision_prog_runs_fresh_inputs_in_the_sandbox():
+  options = {"seed": 0, "sizes": {"train": 6, "valid": 1, "test": 1},
+             "knobs": {"max_stages": 2}}
+  generated = prog.generate(options["sizes"], 0, prog.ProgConfig(max_stages=2))["train"]
+  problems = {p["task_id"]: {"id": p["task_id"], "prompt": p["prompt"],
+                             "entry_point": p["entry_point"]} for p in generated}
+  kept = ([{"id": p["task_id"], "text": p["canonical_solution"]} for p in generated[:3]]
+          + [{"id": generated[0]["task_id"], "text": _lookup_body(generated[0])}] * 2)
+  out = truth.kept_precision("prog", options, problems, kept,
+                             {"humaneval_timeout_s": 5.0})
+  assert out == {"kept_precision": 0.6, "kept_checked": 5}  # the duplicate counts twice
+  sub = truth.kept_precision("prog", options, problems, kept, {"humaneval_timeout_s": 5.0},
+                             max_checked=1, seed=0)
+  assert sub["kept_checked"] in (1, 2) and sub["kept_precision"] in (0.0, 1.0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import re
 
 from etils import epath
 
@@ -32,6 +33,11 @@ SPLITS = splits.ORDER  # fill order: see the module docstring
 # The closing sentence of every solution; the math reward extracts the answer from it.
 ANSWER_PHRASE = "The final answer is {answer}."
 _OP_TEXT = {"+": "add {n}", "-": "subtract {n}", "*": "multiply by {n}", "/": "divide by {n}"}
+_QUESTION_RE = re.compile(r"Start with (\d+)\. (.+)\. What is the result\?")
+_PHRASE_RE = re.compile(r"(add|subtract|multiply by|divide by) (\d+)")
+_PHRASE_OP = {"add": "+", "subtract": "-", "multiply by": "*", "divide by": "/"}
+_STEP_RE = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+_ANSWER_RE = re.compile(ANSWER_PHRASE.replace(".", r"\.").replace("{answer}", r"(-?\d+)"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +146,51 @@ def make_problem(rng: random.Random, config: ArithConfig) -> dict[str, str]:
   lines = [f"{a} {op} {n} = {_apply(op, a, n)}." for a, op, n in steps]
   solution = " ".join(lines + [ANSWER_PHRASE.format(answer=value)])
   return {"question": question, "answer": str(value), "solution": solution}
+
+
+def reference_steps(question: str) -> list[tuple[int, str, int, int]]:
+  """The right worked steps of a question this module wrote, from the question alone.
+
+  Args:
+    question: "Start with A. Add N, then multiply by M, ... What is the result?".
+
+  Returns:
+    [(left operand, op, right operand, result), ...] in order; the last result is the answer.
+
+  Raises:
+    ValueError: if the text is not a question of this generator.
+  """
+  m = _QUESTION_RE.fullmatch(question.strip())
+  phrases = m.group(2).lower().split(", then ") if m else []
+  ops = [_PHRASE_RE.fullmatch(p) for p in phrases]
+  if not m or not ops or not all(ops):
+    raise ValueError(f"not an arith question: {question[:80]!r}")
+  value, steps = int(m.group(1)), []
+  for op in ops:
+    symbol, n = _PHRASE_OP[op.group(1)], int(op.group(2))
+    steps.append((value, symbol, n, _apply(symbol, value, n)))
+    value = steps[-1][-1]
+  return steps
+
+
+def steps_right(question: str, completion: str) -> bool:
+  """Whether a worked solution is right at every step, not just in its final answer.
+
+  The reward only reads the final answer, so a sample with two compensating slips ("23 + 7 = 31.
+  31 - 1 = 29." for 23 + 7 - 1) earns it; this is the ground truth behind that reward.
+
+  Args:
+    question: a question this module wrote.
+    completion: the model's solution.
+
+  Returns:
+    True when the completion's "a op n = r" steps are exactly the right ones, in order, and its
+    last "The final answer is N." names the right answer.
+  """
+  steps = reference_steps(question)
+  got = [(int(a), op, int(n), int(r)) for a, op, n, r in _STEP_RE.findall(completion)]
+  answers = _ANSWER_RE.findall(completion)
+  return got == steps and bool(answers) and int(answers[-1]) == steps[-1][-1]
 
 
 def generate(sizes: dict[str, int], seed: int = 0,

@@ -25,7 +25,9 @@ Everything is deterministic in (sizes, seed, config).
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import json
 import random
 
@@ -293,15 +295,55 @@ def generate(sizes: dict[str, int], seed: int = 0,
     config: difficulty knobs.
 
   Returns:
-    split -> problems as `make_problem` returns them plus "task_id": "prog/SPLIT/I".
+    split -> problems as `make_problem` returns them plus "task_id": "prog/SPLIT/I" (a fresh
+    copy each call: drawing the tests takes seconds, so the draw is cached per arguments).
 
   Raises:
     ValueError: if the knobs admit fewer distinct problems than requested.
   """
   config.validate()
-  return splits.draw(sizes, random.Random(f"prog-{seed}"),
+  return copy.deepcopy(_generate(tuple(sizes.items()), seed, config))
+
+
+@functools.lru_cache(maxsize=4)
+def _generate(sizes: tuple, seed: int, config: ProgConfig) -> dict[str, list[dict]]:
+  return splits.draw(dict(sizes), random.Random(f"prog-{seed}"),
                      lambda rng: make_problem(rng, config), key="key", id_field="task_id",
                      name="prog", knobs=config)
+
+
+def fresh_check(problem: dict, num_inputs: int = 300, seed: int = 0,
+                config: ProgConfig = ProgConfig()) -> str:
+  """A HumanEval `check(candidate)` on fresh random inputs: the truth behind the unit tests.
+
+  A program that passes a problem's few unit tests may still be wrong elsewhere (a false
+  positive of the reward); this check, on inputs the tests do not have, tells.
+
+  Args:
+    problem: one problem from `generate` (its "key" is the pipeline).
+    num_inputs: how many distinct inputs to draw (fewer when the knobs admit fewer).
+    seed: the random seed of the draw (with the problem's key).
+    config: the knobs the problem was generated with (input lengths and values).
+
+  Returns:
+    Python source defining check(candidate), which asserts candidate(x) == the reference's
+    output for each input x.
+  """
+  kind, stages, final = json.loads(problem["key"])
+  arg = "xs" if kind == "list" else "s"
+  reference = _function(_render(kind, stages, final)[1], arg)
+  rng = random.Random(f"prog-fresh-{seed}-{problem['key']}")
+  seen = {repr(x) for x in problem["inputs"]}
+  cases = []
+  for _ in range(20 * num_inputs):
+    if len(cases) == num_inputs:
+      break
+    x = _draw_input(rng, kind, stages, config, 0)
+    if repr(x) not in seen:
+      seen.add(repr(x))
+      cases.append((x, reference(x)))
+  return (f"def check(candidate):\n    cases = {cases!r}\n"
+          f"    for x, y in cases:\n        assert candidate(x) == y, x\n")
 
 
 def to_humaneval(problem: dict) -> dict[str, str]:
