@@ -14,8 +14,18 @@ Run directory:
   iterN/samples/samples-*.jsonl   the Generate step's samples (sample_shards), scored
                                   shard by shard into iterN/scores/
   iterN/kept/kept.jsonl      the filtered fine-tuning data (a seqio Task reads it)
-  eval/MODEL/TASK-SPLIT-{greedy,sampled}.jsonl   evaluation samples with verdicts
+  eval/MODEL/TASK-SPLIT-{greedy,sampled}.jsonl   evaluation samples with verdicts, each with
+                             its problem's question and reference answer (greedy: the prompt)
+  tensorboard/restem/        loop scalars per model (base at step 0, iterN at step N: greedy
+                             accuracy, pass@k, maj@k per split and task) and per iteration
+                             (samples, correct, kept, solve rate); tensorboard/MODEL/ for the
+                             other models (sft_human); the trainers' own under train/NAME/
+  stages/finished.json       the run finished (a rerun of the same command only reports)
   summary.json, report.md, *.png, log.txt
+
+Inputs are checked before the first stage (`preflight`): a missing, empty or malformed data file
+or a missing checkpoint stops the run in seconds with a `cli.UserError`, leaving no finished
+stage, so the corrected command runs in the same directory (`run_dir`).
 """
 
 from __future__ import annotations
@@ -34,11 +44,15 @@ import tqdm
 from etils import epath
 
 from restem_jax import checkpoints
+from restem_jax import cli
 from restem_jax import evaluation
+from restem_jax import metric_writer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
+from restem_jax import preflight
 from restem_jax import report
 from restem_jax import rewards as rewards_lib
+from restem_jax import run_dir
 from restem_jax import sample_shards
 from restem_jax import sampling
 from restem_jax import trainer as trainer_lib
@@ -46,39 +60,22 @@ from restem_jax import train_data
 from restem_jax import vocab as vocab_lib
 from restem_jax.checkpoints import write_text_atomic
 from restem_jax.data import finetune
+from restem_jax.data import fit
 from restem_jax.data import tasks
 from restem_jax.data import truth
 
 # Keys a resumed run may change: they extend or re-run later stages without touching earlier
-# ones' results.
-RESUMABLE_CHANGES = ("restem.num_iterations",)
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
+# ones' results (run_dir also never locks settings that do not change results).
+RESUMABLE_CHANGES = run_dir.RESUMABLE_CHANGES
 
 
 def check_and_save_config(config: ml_collections.ConfigDict, workdir: epath.Path) -> None:
-  """Saves the resolved config; on resume, refuses a config that would change finished work."""
-  path = workdir / "config.json"
-  new = json.loads(config.to_json_best_effort())
-  if path.exists():
-    old = json.loads(path.read_text())
-    old_flat, new_flat = _flatten(old), _flatten(new)
-    changed = sorted(k for k in set(old_flat) | set(new_flat)
-                     if old_flat.get(k) != new_flat.get(k) and k not in RESUMABLE_CHANGES)
-    if changed:
-      detail = ", ".join(f"{k}: {old_flat.get(k)!r} -> {new_flat.get(k)!r}" for k in changed)
-      raise ValueError(f"{workdir} holds a run with a different config ({detail}); use a new "
-                       f"--workdir or the same flags to resume")
-  if jax.process_index() == 0:
-    write_text_atomic(path, json.dumps(new, indent=2) + "\n")
+  """Saves the resolved config; refuses (`cli.UserError`) one that would change finished work.
+
+  See `run_dir.check_and_save_config`: a workdir where no stage finished takes any config.
+  """
+  run_dir.check_and_save_config(json.loads(config.to_json_best_effort()), workdir,
+                                write=jax.process_index() == 0)
 
 
 @dataclasses.dataclass
@@ -101,6 +98,7 @@ class Run:
     self.mesh = partitioning.make_mesh(tuple(config.mesh_shape))
     self.summary = report.load_summary(self.workdir)
     self._samplers: dict[str, sampling.Sampler] = {}
+    self._writers: dict[str, metric_writer.MetricWriter] = {}
 
   # --- stage bookkeeping -------------------------------------------------------------------
 
@@ -156,7 +154,7 @@ class Run:
       else:
         texts = tasks.training_texts(data.kind, prompt=data.prompt or None,
                                      **self._task_options(data.kind, data))
-        vocab_lib.train_sentencepiece(texts, out, self.config.vocab.size)
+        vocab_lib.train_sentencepiece(texts, out, fit.vocab_size(texts, self.config.vocab.size))
       return {"path": str(out)}
 
     self.vocab_path = self.stage("vocab", make_vocab)["path"]
@@ -164,7 +162,12 @@ class Run:
     self.main = self._eval_task(data.kind, f"restem_run_{data.kind}", data, data.prompt,
                                 data.num_shots)
     self.task_name, self.problems = self.main.name, self.main.problems
+    preflight.check_problems(self.problems, data.kind)
     self.reward, self.stop_strings = self.main.reward, self.main.stop_strings
+    # AUTO (0) sizes are derived from the data, and all are checked, before any training.
+    self.sizes = fit.fit(self.config, self.problems, self.vocab, base_model=(
+        checkpoints.load_config(self.config.base_checkpoint)
+        if self.config.base_checkpoint else None))
     # Transfer evaluations (the paper: MATH -> GSM8K, APPS -> HumanEval): test split only.
     self.transfer = [
         self._eval_task(kind, f"restem_run_transfer_{kind}", self.config.transfer[kind],
@@ -279,6 +282,8 @@ class Run:
         for split in self.config.eval.splits:
           if split in task.problems:
             entries.append(self._evaluate_split(model, model_dir, task, split))
+      for entry in entries:
+        self.write_scalars(model, metric_writer.evaluation_scalars(entry))
       return {"entries": entries}
     for entry in self.stage(f"eval_{model}", fn)["entries"]:
       report.upsert(self.summary["evaluations"], entry, ("model", "split", "task"))
@@ -294,7 +299,8 @@ class Run:
     greedy = evaluation.sample_and_score(sampler, problems, task.reward, num_samples=1,
                                          strategy=sampling.Greedy(), seed=self.config.seed,
                                          **common)
-    evaluation.write_jsonl(greedy, out_dir / f"{task.kind}-{split}-greedy.jsonl")
+    evaluation.write_jsonl(evaluation.with_prompts(greedy, problems),
+                           out_dir / f"{task.kind}-{split}-greedy.jsonl")
     sampled = []
     if split == "test" and e.num_samples > 0:
       sampled = evaluation.sample_and_score(
@@ -309,6 +315,20 @@ class Run:
                  split, 100 * entry["accuracy"], entry["num_problems"],
                  "".join(f", pass@{k} {100 * v:.1f}%" for k, v in entry["pass_at_k"].items()))
     return entry
+
+  def write_scalars(self, model: str, scalars: dict[str, float],
+                    step: int | None = None) -> None:
+    """Loop-level TensorBoard scalars of `model` (see the module docstring for the layout)."""
+    run, model_step = metric_writer.loop_run_and_step(model)
+    if run not in self._writers:
+      self._writers[run] = metric_writer.MetricWriter(self.workdir / "tensorboard" / run)
+    self._writers[run].write_scalars(model_step if step is None else step, scalars)
+    self._writers[run].flush()
+
+  def close(self) -> None:
+    for writer in self._writers.values():
+      writer.close()
+    self._writers.clear()
 
   def save_summary(self) -> None:
     if jax.process_index() == 0:
@@ -403,6 +423,7 @@ class Run:
       if "kept_precision" in stats:
         logging.info("iter%d: %.1f%% of %d kept samples are truly right (ground truth)", it,
                      100 * stats["kept_precision"], stats["kept_checked"])
+      self.write_scalars(f"iter{it}", metric_writer.iteration_scalars(stats))
       return stats
     return self.stage(f"filter_iter{it}", fn)
 
@@ -428,9 +449,20 @@ def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
                                             **(distributed_options or {}))
   workdir = checkpoints.absolute(workdir)  # Orbax needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
+  run_dir.check_owned(workdir)
+  config_json = json.loads(config.to_json_best_effort())
+  if run_dir.is_finished(workdir, config_json):
+    print(run_dir.finished_message(workdir), flush=True)
+    return report.load_summary(workdir)
   check_and_save_config(config, workdir)
+  preflight.check_run(config)  # inputs, before any stage: a failure leaves none finished
   r = Run(config, workdir)
-  r.prepare_data()
+  try:
+    r.prepare_data()
+  except ValueError as e:  # the data layer's and the size checks' "invalid input data"
+    if isinstance(e, cli.UserError):
+      raise
+    raise cli.UserError(f"data: {e}") from e
   base_dir = r.base_model()
   if config.baselines.base:
     r.evaluate("base", base_dir)
@@ -462,6 +494,9 @@ def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     if not config.restem.generator_checkpoint:
       generator = model_dir  # the improved model generates in the next iteration
   r.save_summary()
+  r.close()
+  if jax.process_index() == 0:
+    run_dir.mark_finished(workdir, config_json)
   print(report.table(r.summary, "test"), flush=True)
   print(f"\nsummary: {workdir / report.SUMMARY_FILE}\nreport:  {workdir / report.REPORT_FILE}",
         flush=True)
