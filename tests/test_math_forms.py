@@ -136,6 +136,8 @@ def test_intervals_inequalities_and_all_reals(gold, pred, ok):
     ("-2, 7", "7", "", False), ("-2, 7", "-2, 7, 0", "", False),
     ("(3,5)", "(5,3)", "Enter the ordered pair.", False),
     ("-2, 7", "7, -2", "List the roots in increasing order.", False),
+    ("1000", "1,000", "Enter all the solutions, separated by commas.", True),
+    ("2, 500", "2,500", "Enter all the solutions, separated by commas.", True),
 ])
 def test_lists_in_any_order_tuples_in_order(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
@@ -162,6 +164,8 @@ def test_the_question_decides_the_form(gold, pred, question, ok):
     ("1011", "1011_2", "Write 11 in base 2.", True), ("1011", "1011", "Write 11 in base 2.", True),
     ("1011_2", "11", "Write 11 in base 2.", False), ("11", "1011_2", "Convert $1011_2$ to base 10.",
                                                     False),
+    ("21", "21_6", "Find $12_6+5_6$.", True), ("21", "21_7", "Find $12_6+5_6$.", False),
+    ("12", "12.0", "A triangle has base 6 and height 4. What is its area?", True),
 ])
 def test_bases(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok

@@ -266,9 +266,12 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   minus = _REALS_MINUS_RE.fullmatch(s)
   if minus:  # \mathbb{R} \setminus \{1, 2\}: the reals without finitely many points
     return _reals_without(minus.group(1), marks, q)
-  if not q.listing and (_THOUSANDS_RE.fullmatch(s) or _SPACE_THOUSANDS_RE.fullmatch(s)):
+  # Where the question asks for a list, "2,500" may be two answers; "1,000" (a group with a
+  # leading zero) is still one number.
+  grouped = not q.listing or bool(re.search(r",0", s))
+  if grouped and (_THOUSANDS_RE.fullmatch(s) or _SPACE_THOUSANDS_RE.fullmatch(s)):
     return _number(s.replace(",", "").replace(" ", ""), marks)
-  if not q.listing and s[0] not in "([\\":
+  if grouped and s[0] not in "([\\":
     s = _INNER_THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), s)
   union = _split_top(s, _UNION_RE)
   if len(union) > 1:

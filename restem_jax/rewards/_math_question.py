@@ -39,7 +39,11 @@ class Question:
 
 
 _BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
-_BASE_ANY_RE = re.compile(r"base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
+# "base-6", "base 6 number", "base $6$ representation" (not "a base 6 cm long"); used when the
+# question names one base only.
+_BASE_ANY_RE = re.compile(r"base-\$?\{?(\d+)|base\s*\$?\{?(\d+)\}?\$?(?=\s*(?:numbers?|numerals?|"
+                          r"representation|digits?|system|integers?|arithmetic|expansion|[,.?)]|$))",
+                          re.I)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -53,8 +57,12 @@ def read_question(text: str | None) -> Question:
   targets = _BASE_RE.findall(q)
   if targets:
     base = int(targets[-1])
-  elif len(set(_BASE_ANY_RE.findall(q))) == 1:
-    base = int(_BASE_ANY_RE.findall(q)[0])
+  else:
+    named = {a or b for a, b in _BASE_ANY_RE.findall(q)}
+    if not named:  # "Find $12_6 + 5_6$": the base its numbers are written in
+      named = set(re.findall(r"\d_\{?(\d+)\}?", q))
+    if len(named) == 1:
+      base = int(named.pop())
   if base is not None and not 2 <= base <= 36:
     base = None
   factor = bool(re.search(r"\bfactor\b(?!s| of| out)", low)) and not re.search(
