@@ -43,6 +43,9 @@ EXTRAS_REQUIRE = {
     # Reading the run's event files (`tensorboard --logdir WORKDIR`): the loop's scalars under
     # tensorboard/, each trainer's under train/NAME/tensorboard/. TensorFlow no longer brings it.
     "inspect": ["tensorboard==2.21.0"],
+    # The TPU compiler, for `python -m restem_jax.aot` (compile for a TPU topology on any host)
+    # and TPU VMs: the version jax[tpu]==0.10.2 pins.
+    "tpu": ["libtpu==0.0.42.*"],
 }
 
 setuptools.setup(

@@ -3,8 +3,12 @@
   python launch/tpu.py --config=configs/math_palm.py --workdir=gs://BUCKET/runs/math \
       --tpu=restem-v4 --accelerator=v4-32 --zone=us-central2-b [--spot] [--dry-run]
 
-Steps: create the TPU VM slice (unless it exists and --reuse is given), copy this checkout to
-every worker, install it, run the same `python -m restem_jax.main` command on every worker
+First, before anything costs money, it compiles the run's programs for the accelerator on this
+machine (`python -m restem_jax.aot`, which needs libtpu: `pip install -e .[tpu]`) and refuses,
+with one line naming the program and its per-chip memory, when the run will not fit in HBM;
+`--skip_fit_check` skips that (e.g. on a machine without libtpu). Then: create the TPU VM
+slice (unless it exists and --reuse is given), copy this checkout to every worker, install it,
+run the same `python -m restem_jax.main` command on every worker
 (`--worker=all`; multi-host slices initialise with `jax.distributed.initialize()`), stream the
 logs, and delete the slice at the end unless --keep. Because the run resumes from its workdir,
 a preempted spot slice is handled by recreating it and running the same command again
@@ -14,6 +18,7 @@ a preempted spot slice is handled by recreating it and running the same command 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
@@ -46,6 +51,9 @@ def parse_args(argv):
                  help="recreate a preempted slice and resume up to this many times")
   p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
                  help="print the gcloud commands, one a line, and run nothing")
+  p.add_argument("--skip_fit_check", "--skip-fit-check", dest="skip_fit_check",
+                 action="store_true", help="do not compile the run for the accelerator first "
+                 "to check that it fits in HBM")
   args, extra = p.parse_known_args(argv)
   bad = [a for a in extra if not a.startswith("--config.")]
   if bad:
@@ -69,6 +77,37 @@ def num_hosts(accelerator: str) -> int:
   if family in ("v5litepod", "v6e"):  # sizes count chips; up to 8 on one host, else 4 a host
     return 1 if size <= 8 else size // 4
   return max(1, size // 8)  # v2-v5p sizes count TensorCores: 2 a chip, 4 chips a host
+
+
+def fit_check_command(args) -> list[str]:
+  """The ahead-of-time check of the run for the slice (stops at the first program too big)."""
+  return [sys.executable, "-m", "restem_jax.aot", f"--config={args.config}",
+          f"--topology={args.accelerator}", "--fail_fast", *args.overrides]
+
+
+def fit_check(args) -> str | None:
+  """Runs the check; returns None when the run fits, else one line saying why not."""
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  out = subprocess.run(fit_check_command(args), capture_output=True, text=True, cwd=REPO,
+                       env=env)
+  last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+  try:
+    verdict = json.loads(last)
+  except json.JSONDecodeError:
+    errors = [l for l in out.stderr.splitlines() if l.startswith("aot: ")] or \
+        out.stderr.strip().splitlines()[-1:] or [f"exit code {out.returncode}"]
+    return (f"cannot check that the run fits on {args.accelerator}: {errors[-1]} "
+            "(pass --skip_fit_check to launch without the check)")
+  if verdict["fits"]:
+    return None
+  name = verdict["too_big"][0]
+  program = verdict["programs"][name]
+  gib = 1 << 30
+  why = program["error"] or (f"needs {program['total_bytes'] / gib:.1f} GiB a chip of "
+                             f"{verdict['usable_bytes'] / gib:.1f} GiB usable")
+  return (f"{args.config} does not fit on {args.accelerator} ({verdict['topology']}, mesh "
+          f"{verdict['mesh']}): the {name} program {why}; see `python -m restem_jax.aot "
+          f"--config={args.config} --topology={args.accelerator}` for every program")
 
 
 def gcloud(args, *words) -> list[str]:
@@ -117,6 +156,11 @@ def _call(cmd, dry_run: bool) -> int:
 
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
+  if not args.skip_fit_check:
+    refusal = fit_check(args)
+    if refusal:
+      print(f"launch: {refusal}", file=sys.stderr)
+      return 2
   archive = os.path.join(tempfile.gettempdir(), "restem_jax.tar.gz")
   cmds = commands(args, archive)
   if args.dry_run:

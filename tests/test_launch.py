@@ -1,5 +1,8 @@
-"""The Cloud TPU launcher: its dry run, and a real run against a fake gcloud that records calls."""
+"""The Cloud TPU launcher: its dry run, and a real run against a fake gcloud that records calls;
+the fit check it runs first (restem_jax.aot) refuses a run too big for the slice."""
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +12,7 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCH = os.path.join(REPO, "launch", "tpu.py")
 ARGS = ["--config=configs/demo.py", "--workdir=gs://bucket/runs/x", "--tpu=t1",
-        "--accelerator=v4-32", "--zone=us-central2-b"]
+        "--accelerator=v4-32", "--zone=us-central2-b", "--skip_fit_check"]
 
 FAKE_GCLOUD = """#!/usr/bin/env python3
 import json, os, sys
@@ -27,9 +30,9 @@ sys.exit(0)
 """
 
 
-def _launch(args, env=None):
+def _launch(args, env=None, timeout=60):
   return subprocess.run([sys.executable, LAUNCH, *args], capture_output=True, text=True,
-                        env=env, cwd=REPO, timeout=60)
+                        env=env, cwd=REPO, timeout=timeout)
 
 
 def test_dry_run_prints_each_gcloud_command():
@@ -78,3 +81,60 @@ def test_real_run_with_fake_gcloud(tmp_path, state, fails, expected_rc, expected
   assert len(runs) == fails + 1 if expected_rc == 0 else len(runs) == 1
   # The same command every time: the run resumes from its workdir.
   assert all(r == runs[0] for r in runs)
+
+
+def _launcher():
+  spec = importlib.util.spec_from_file_location("launch_tpu", LAUNCH)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_fit_check_runs_first_for_the_accelerator_with_the_overrides(monkeypatch, capsys):
+  launch = _launcher()
+  calls = []
+  verdict = {"fits": True, "too_big": [], "programs": {}, "topology": "v4:2x2x4"}
+
+  def fake_run(cmd, **kwargs):
+    calls.append(cmd)
+    return subprocess.CompletedProcess(cmd, 0, stdout="table\n" + json.dumps(verdict) + "\n",
+                                       stderr="")
+  monkeypatch.setattr(launch.subprocess, "run", fake_run)
+  args = [a for a in ARGS if a != "--skip_fit_check"]
+  assert launch.main(args + ["--dry-run", "--config.restem.num_samples=8"]) == 0
+  (cmd,) = calls
+  assert cmd[1:3] == ["-m", "restem_jax.aot"]
+  assert "--topology=v4-32" in cmd and "--config=configs/demo.py" in cmd
+  assert "--config.restem.num_samples=8" in cmd and "--fail_fast" in cmd
+  assert capsys.readouterr().out.splitlines()[0].startswith("gcloud compute tpus tpu-vm create")
+
+
+def test_fit_check_that_cannot_run_refuses_in_one_line(monkeypatch, capsys):
+  launch = _launcher()
+  monkeypatch.setattr(launch.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(
+      cmd, 2, stdout="", stderr="W0000 noise\naot: libtpu is not installed: pip install\n"))
+  args = [a for a in ARGS if a != "--skip_fit_check"]
+  assert launch.main(args + ["--dry-run"]) == 2
+  out = capsys.readouterr()
+  assert out.out == ""
+  (line,) = out.err.strip().splitlines()
+  assert "libtpu is not installed" in line and "--skip_fit_check" in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu is not installed (pip install -e '.[tpu]'): no TPU compiler")
+def test_dry_run_refuses_a_run_that_does_not_fit_before_any_gcloud_command():
+  # The smoke run with a 2M-token vocabulary at width 2048: 16 GiB of float32 embedding on
+  # every chip of its data-parallel mesh, more than a v5e chip's HBM.
+  args = ["--config=configs/demo.py:smoke", "--workdir=gs://bucket/runs/x", "--tpu=t1",
+          "--accelerator=v5litepod-4", "--zone=us-west4-a", "--dry-run",
+          "--config.model.vocab_size=2000000", "--config.model.d_model=2048",
+          "--config.model.num_layers=1"]
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  out = _launch(args, env=env, timeout=600)
+  assert out.returncode == 2, out.stderr[-2000:]
+  assert "gcloud" not in out.stdout
+  refusal = [line for line in out.stderr.splitlines() if line.startswith("launch: ")]
+  assert len(refusal) == 1
+  assert "does not fit on v5litepod-4" in refusal[0] and "the train program" in refusal[0]

@@ -1,0 +1,115 @@
+"""The ahead-of-time fit check: compiles for TPU topologies on this CPU machine (libtpu needed)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from restem_jax import aot
+from restem_jax import tpu_specs
+from restem_jax.config_lib import model_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _smoke_config():
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO, "configs", "demo.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("smoke")
+
+
+needs_libtpu = pytest.mark.skipif(
+    not aot.libtpu_available(),
+    reason="libtpu is not installed (pip install -e '.[tpu]'): no TPU compiler to check with")
+
+
+@pytest.mark.parametrize("text,name,chips,accelerator", [
+    ("v5e:4x4", "v5e:4x4", 16, "v5litepod-16"),
+    ("v4-32", "v4:2x2x4", 16, "v4-32"),  # gcloud counts v4 TensorCores: 2 a chip
+    ("v4:2x2x1", "v4:2x2x1", 4, "v4-8"),
+    ("v5litepod-8", "v5e:2x4", 8, "v5litepod-8"),
+    ("v5p-128", "v5p:4x4x4", 64, "v5p-128"),
+    ("v6e-256", "v6e:16x16", 256, "v6e-256"),
+])
+def test_topology_names(text, name, chips, accelerator):
+  topo = tpu_specs.parse(text)
+  assert (topo.name, topo.num_chips, topo.accelerator) == (name, chips, accelerator)
+  # v4 and v5p chips run as one device each (megacore), as on a TPU VM.
+  megacore = name.startswith(("v4", "v5p"))
+  assert topo.options == ({"chip_config_name": "megacore"} if megacore else {})
+
+
+@pytest.mark.parametrize("text", ["v9:2x2", "v5e:2x2x2", "v4-33", "v4-6", "tpu", "v5e-3"])
+def test_unknown_topology_is_one_line(text):
+  with pytest.raises(ValueError, match="unknown TPU topology") as info:
+    tpu_specs.parse(text)
+  assert "\n" not in str(info.value)
+
+
+def test_missing_libtpu_is_one_line(monkeypatch):
+  monkeypatch.setattr(aot, "libtpu_available", lambda: False)
+  with pytest.raises(aot.AotError, match="libtpu is not installed"):
+    aot.check(_smoke_config(), "v5e:2x2")
+
+
+@needs_libtpu
+def test_smoke_train_step_and_sampler_compile_for_v5e_and_fit():
+  result = aot.check(_smoke_config(), "v5e:2x2", programs=("train", "sample"))
+  assert result.fits and not result.too_big
+  assert result.mesh == {"data": 4, "fsdp": 1, "model": 1}
+  train, sample = result.programs
+  assert (train.name, sample.name) == ("train", "sample")
+  for p in (train, sample):
+    assert not p.error
+    assert 0 < p.total_bytes < result.usable_bytes
+    assert p.argument_bytes > 0 and p.flops > 0 and p.bytes_accessed > 0
+    assert p.est_seconds > 0 and 0 < p.mfu < 1
+  # The train state is donated: its outputs are written into the arguments' buffers.
+  assert train.alias_bytes > 0
+  # The compiler's FLOPs are per device and of the order of the model's (PaLM's formula counts
+  # attention over the whole sequence, XLA the causal mask's work too; no remat here).
+  assert 0.3 < train.flops / train.model_flops < 3
+  # 64 prompts of 4 samples: the Generate step's batch of 256 rows.
+  assert "64 prompts" in sample.shapes and "256 rows" in sample.shapes
+
+
+@needs_libtpu
+def test_oversized_model_is_reported_as_not_fitting():
+  config = _smoke_config()
+  # A 2M-token vocabulary at width 2048, replicated on every chip of a data-parallel mesh:
+  # 16 GiB of float32 embedding alone, more than a v5e chip holds.
+  config.model = model_config("tiny", vocab_size=2_000_000, d_model=2048, num_layers=1,
+                              num_heads=2, head_dim=32, d_ff=128, max_len=192)
+  result = aot.check(config, "v5e:2x2", programs=("train", "sample"), fail_fast=True)
+  assert not result.fits
+  assert result.too_big == ["train"]
+  assert [p.name for p in result.programs] == ["train"]  # fail_fast: stopped there
+  train = result.programs[0]
+  assert train.error or train.total_bytes > result.usable_bytes
+  assert train.argument_bytes >= 2_000_000 * 2048 * 4
+
+
+@needs_libtpu
+def test_cli_prints_table_and_json_last_line_and_one_line_errors():
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  out = subprocess.run([sys.executable, "-m", "restem_jax.aot", "--config=configs/demo.py:smoke",
+                        "--topology=v5e:2x2", "--programs=eval"],
+                       capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.strip().splitlines()
+  verdict = json.loads(lines[-1])
+  assert verdict["fits"] is True and verdict["topology"] == "v5e:2x2"
+  assert set(verdict["programs"]) == {"eval"}
+  assert any(line.startswith("eval ") for line in lines)
+  assert "197 bf16 TFLOP/s" in out.stdout
+  bad = subprocess.run([sys.executable, "-m", "restem_jax.aot", "--config=configs/demo.py:smoke",
+                        "--topology=v9:2x2"], capture_output=True, text=True, cwd=REPO, env=env,
+                       timeout=300)
+  assert bad.returncode == 2
+  errors = [line for line in bad.stderr.splitlines() if line.startswith("aot: ")]
+  assert len(errors) == 1 and "unknown TPU topology" in errors[0]
