@@ -153,7 +153,8 @@ def test_score_math_directory(tmp_path, capsys):
       {"id": "test/algebra/1", "completion": "So $x = \\boxed{2.5}$."},
       # An equivalent form in simplest radical form, as the problem asks (sqrt(8) is not one).
       {"id": "test/algebra/12",
-       "completion": "Final Answer: The final answer is $\\sqrt{2}\\cdot 2$. I hope it is correct."},
+       "completion": "Final Answer: The final answer is $\\sqrt{2}\\cdot 2$. "
+                     "I hope it is correct."},
       {"id": "test/number_theory/3", "completion": "The answer is 3."},
   ])
   status, out, _ = _run(capsys, MATH, samples, "--k", "1")
