@@ -347,14 +347,18 @@ _PREPARED = [None]
 
 
 def prepare():
-  """Called by the container in S before the sample arrives: forks the candidate side."""
+  """Called by the container in S before the sample arrives: forks the candidate side.
+  Returns its pid (the container kills it when the sample ends)."""
   _NAMESPACED[0] = bool(globals().get("_SBX_STATE", {}).get("namespaced"))
   _PREPARED[0] = _CandidateSide()
+  return [_PREPARED[0].pid]
 
 
 def _candidate_side():
   side, _PREPARED[0] = _PREPARED[0], None
-  return side if side is not None else _CandidateSide()
+  if side is None:
+    raise RuntimeError("no candidate side was prepared")  # the container always calls prepare
+  return side
 
 
 class _StdioRunner:

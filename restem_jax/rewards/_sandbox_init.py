@@ -40,6 +40,7 @@ import os as _sbx_os
 import platform as _sbx_platform
 import resource as _sbx_resource
 import select as _sbx_select
+import signal as _sbx_signal
 import socket as _sbx_socket
 import struct as _sbx_struct
 import sys as _sbx_sys
@@ -284,9 +285,11 @@ def _sbx_sample(main, prepare, handoff_fd, config):
     _sbx_prctl(_SBX_PR_SET_DUMPABLE, 0, "dumpable")
     for name, value in config["rlimits"].items():
       _sbx_resource.setrlimit(getattr(_sbx_resource, name), (value, value))
-    if prepare is not None:
-      prepare()  # e.g. fork the candidate side now, before any sample data exists here
+    # e.g. fork the candidate side now, before any sample data exists here; the container
+    # learns the pids it must kill when the sample ends.
+    pids = (prepare() if prepare is not None else None) or []
     handoff = _sbx_socket.socket(fileno=3)
+    handoff.sendall(("pids" + "".join(" %d" % p for p in pids)).encode())
     _, fds = _sbx_receive(handoff)
     handoff.close()
     if len(fds) != 2:
@@ -304,13 +307,42 @@ def _sbx_sample(main, prepare, handoff_fd, config):
 
 
 def _sbx_prefork(main, prepare, config):
-  """(pid, socket) of a new process S, ready (isolated, prepared) for the next sample."""
-  ours, theirs = _sbx_socket.socketpair(_sbx_socket.AF_UNIX, _sbx_socket.SOCK_SEQPACKET)
-  pid = _sbx_os.fork()
+  """(pid, socket) of a new process S, which isolates and prepares itself for the next sample
+  while the container goes on; None if it cannot be forked now (e.g. a sample's fork bomb
+  holds every process slot of the container's user)."""
+  try:
+    ours, theirs = _sbx_socket.socketpair(_sbx_socket.AF_UNIX, _sbx_socket.SOCK_SEQPACKET)
+  except OSError:
+    return None
+  try:
+    pid = _sbx_os.fork()
+  except OSError:
+    ours.close()
+    theirs.close()
+    return None
   if pid == 0:
     _sbx_sample(main, prepare, theirs.fileno(), config)
   theirs.close()
   return pid, ours
+
+
+def _sbx_ready(spare):
+  """The pids S prepared besides itself, once it is ready; None if it died preparing."""
+  pid, handoff = spare
+  try:
+    message = handoff.recv(4096)
+  except OSError:
+    message = b""
+  words = message.split()
+  if not words or words[0] != b"pids" or not all(w.isdigit() for w in words[1:]):
+    handoff.close()
+    try:
+      _sbx_os.kill(pid, 9)
+    except OSError:
+      pass
+    _sbx_os.waitpid(pid, 0)
+    return None
+  return [int(w) for w in words[1:]]
 
 
 def _sbx_wait(pid, timeout):
@@ -339,46 +371,75 @@ def _sbx_wait(pid, timeout):
       _sbx_os.close(pidfd)
 
 
-def _sbx_run_sample(spare, fds, config, kill_after_s):
-  """Runs one sample in the prepared process spare = (pid, socket) and returns once every
-  process of it is gone; its exit code (250: killed at the deadline)."""
-  pid, handoff = spare
+def _sbx_start_sample(spare, main, prepare, config, fds):
+  """Hands the sample's fds to a ready S (the spare, or a fresh one if the spare died).
+  Returns (S's pid, every pid to kill at the end) or None if no S could take the sample."""
+  for attempt in range(2):
+    if spare is None:
+      spare = _sbx_prefork(main, prepare, config)
+      if spare is None:
+        return None
+    others = _sbx_ready(spare)
+    if others is None:
+      spare = None
+      continue
+    pid, handoff = spare
+    try:
+      handoff.sendmsg([b"go"], [(_sbx_socket.SOL_SOCKET, _sbx_socket.SCM_RIGHTS,
+                                 _sbx_struct.pack("2i", *fds))])
+    except OSError:
+      pass  # S died after saying it was ready: the sample ends without a report
+    handoff.close()
+    return pid, others
+  return None
+
+
+def _sbx_kill(pid, pidfd):
   try:
-    handoff.sendmsg([b"go"], [(_sbx_socket.SOL_SOCKET, _sbx_socket.SCM_RIGHTS,
-                               _sbx_struct.pack("2i", *fds))])
-    started = True
+    if pidfd is not None:
+      _sbx_signal.pidfd_send_signal(pidfd, 9)
+    else:
+      _sbx_os.kill(pid, 9)
   except OSError:
-    started = False  # S died while preparing: reaped below; the judge may retry the sample
-  handoff.close()
-  for fd in fds:
-    _sbx_os.close(fd)
+    pass
+
+
+def _sbx_end_sample(pid, others, kill_after_s, config):
+  """Waits for S until the deadline, then kills every process of the sample and returns once
+  all are reaped: S itself, and the candidate side, init of the pid namespace all other
+  processes of the sample live in (the kernel kills them when it dies). Its exit code (250:
+  killed at the deadline)."""
+  pidfds = []
+  for other in others:  # alive now (S just said so): a pidfd names exactly that process
+    try:
+      pidfds.append(_sbx_os.pidfd_open(other))
+    except (AttributeError, OSError):
+      pidfds.append(None)
   status = _sbx_wait(pid, kill_after_s)
-  if not started:
-    code = _SBX_NOT_STARTED
-  elif status is None:
+  if status is None:
     code = _SBX_KILLED_AT_DEADLINE
+    _sbx_kill(pid, None)  # our child, not reaped yet: the pid is still S's
+    _sbx_os.waitpid(pid, 0)
   elif _sbx_os.WIFEXITED(status):
     code = min(_sbx_os.WEXITSTATUS(status), 249)
   else:
     code = 128 + _sbx_os.WTERMSIG(status)
-  if config["namespaced"]:
-    # We are pid 1 of the container: this kills every other process in it, i.e. whatever is
-    # left of the sample (S's children were orphaned to us when S ended), and the loop below
-    # returns once all are reaped (an init's death is reaped after its namespace is empty).
+  for other, pidfd in zip(others, pidfds):
+    _sbx_kill(other, pidfd)
+    if not config["namespaced"]:
+      try:
+        _sbx_os.killpg(other, 9)
+      except OSError:
+        pass
+    # S is gone, so the candidate side is our child now (unless S reaped it). An init is
+    # reaped only after every process of its namespace is gone.
     try:
-      _sbx_os.kill(-1, 9)
-    except OSError:
-      pass
-  else:
-    try:
-      _sbx_os.killpg(pid, 9)
-    except OSError:
-      pass
-  while True:
-    try:
-      _sbx_os.waitpid(-1, 0)
+      _sbx_os.waitpid(other, 0)
     except ChildProcessError:
-      return code
+      pass
+    if pidfd is not None:
+      _sbx_os.close(pidfd)
+  return code
 
 
 def _sbx_receive(sock):
@@ -410,12 +471,14 @@ def _sbx_serve(main, prepare=None):
   import gc
   gc.collect()
   gc.freeze()
+  if config.get("cpu") is not None:
+    # One container per CPU (the judge spreads them): a sample's processes hand work to each
+    # other at every call, which is cheapest when they share a CPU's cache and run queue.
+    _sbx_os.sched_setaffinity(0, {config["cpu"]})
   sock = _sbx_socket.socket(fileno=0)
   sock.sendall(b"ready")
-  spare = None
+  spare = _sbx_prefork(main, prepare, config)
   while True:
-    if spare is None:
-      spare = _sbx_prefork(main, prepare, config)
     message, fds = _sbx_receive(sock)
     if not message:
       return
@@ -425,6 +488,15 @@ def _sbx_serve(main, prepare=None):
       sock.sendall(b"exit 125")
       continue
     request = _sbx_marshal.loads(message)  # from the judge: trusted
-    code = _sbx_run_sample(spare, fds, config, request["kill_after_s"])
-    spare = None
+    started = _sbx_start_sample(spare, main, prepare, config, fds)
+    for fd in fds:
+      _sbx_os.close(fd)
+    # The next sample's S prepares itself (namespaces, limits, candidate side) while this one
+    # runs: it is forked from us, holds nothing of this sample, and no process of this sample
+    # can see it (they live in their own pid namespace).
+    spare = _sbx_prefork(main, prepare, config)
+    if started is None:
+      sock.sendall(b"exit %d" % _SBX_NOT_STARTED)
+      continue
+    code = _sbx_end_sample(started[0], started[1], request["kill_after_s"], config)
     sock.sendall(b"exit %d" % code)

@@ -252,6 +252,7 @@ class CodeJudge:
     self.tag = f"restem-judge-{os.getpid()}-{next(_JUDGE_IDS)}"
     self._lock = threading.Lock()
     self._idle: list[sandbox.Container] = []
+    self._started = itertools.count()  # containers started: spreads them over the CPUs
     self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
     self._finalizer = weakref.finalize(self, _shut_down, self._idle, self._lock, self._starter)
     this = weakref.ref(self)
@@ -283,8 +284,10 @@ class CodeJudge:
       return container
     if container is not None:
       container.kill()
+    cpus = sorted(os.sched_getaffinity(0))
+    cpu = cpus[next(self._started) % len(cpus)] if len(cpus) > 1 else None
     return self._starter.submit(sandbox.Container, self.isolation, _harness_source(),
-                                self.config.limits, _PREIMPORT, self.tag).result()
+                                self.config.limits, _PREIMPORT, self.tag, cpu=cpu).result()
 
   def _release(self, container: sandbox.Container) -> None:
     with self._lock:

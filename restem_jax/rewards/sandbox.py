@@ -47,8 +47,9 @@ from collections.abc import Iterator
 
 BACKENDS = ("bwrap", "unshare", "none")
 _NOBODY = 65534
-# Processes of a container besides the sample's own: its server, the sample's supervisor and S.
-_OWN_PROCESSES = 3
+# Processes of a container besides the sample's candidate processes: its server, the sample's S,
+# and the next sample's S and candidate side (prepared while this one runs).
+_OWN_PROCESSES = 4
 KILLED_AT_DEADLINE = 250  # a sample's exit code when the container killed it at its deadline
 NOT_STARTED = 251  # ... when the process prepared for it had died: nothing of it ran
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -160,7 +161,8 @@ def _drop_privileges() -> bool:
   return os.geteuid() == 0
 
 
-def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ...]) -> list[str]:
+def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ...],
+             cpu: int | None = None) -> list[str]:
   """The argv of a container that serves `source` (which defines `main()`) under backend."""
   drop = _drop_privileges()
   python, prefix = sandbox_python(drop and backend != "none")
@@ -169,7 +171,7 @@ def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ..
   rlimits["RLIMIT_NPROC"] += _OWN_PROCESSES
   config = {"rlimits": rlimits, "unshare": backend == "unshare",
             "namespaced": backend != "none", "ro_paths": ro_paths,
-            "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport)}
+            "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport), "cpu": cpu}
   inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP,
            _compiled(python, source + "\n_sbx_serve(main, globals().get('prepare'))\n"), marshal.dumps(config).hex()]
   if backend == "bwrap":
@@ -209,10 +211,21 @@ class Container:
 
   def __init__(self, backend: str, source: str, limits: Limits,
                preimport: tuple[str, ...] = (), tag: str = "",
-               start_timeout_s: float = 60.0):
+               start_timeout_s: float = 60.0, cpu: int | None = None):
+    """Starts a container (blocks until it is ready).
+
+    Args:
+      backend: one of BACKENDS.
+      source: Python source defining `main()` (and optionally `prepare()`), run per sample.
+      limits: each sample's resource limits.
+      preimport: modules the container imports once, so samples find them loaded.
+      tag: an extra argument, so `ps` shows who owns the container.
+      start_timeout_s: how long to wait for it to be ready.
+      cpu: pin the container (and its samples) to this CPU; None: no pinning.
+    """
     self.isolation = backend
     self.samples = 0
-    argv = _command(backend, source, limits, preimport) + ([tag] if tag else [])
+    argv = _command(backend, source, limits, preimport, cpu) + ([tag] if tag else [])
     drop = _drop_privileges() and backend != "none"
     setpriv = shutil.which("setpriv") if drop else None
     if setpriv:
