@@ -333,7 +333,8 @@ def mbpp_problem(path, line, obj: dict, index: int) -> dict:
   """An MBPP-style record as a HumanEval-style problem.
 
   Fields: task_id; the description in "text" (MBPP full) or "prompt" (MBPP sanitized); "code"
-  (optional reference program: the human data); "test_list" (assert statements, at least one);
+  (optional reference program: the human data; "\r\n" line ends become "\n"); "test_list"
+  (assert statements, at least one);
   optional "test_setup_code" (str) and "test_imports" (list of import lines), run before the
   tests. "challenge_test_list" is not used.
 
@@ -349,6 +350,7 @@ def mbpp_problem(path, line, obj: dict, index: int) -> dict:
   code = obj.get("code") or ""
   if not isinstance(code, str):
     raise FormatError(path, line, "field 'code' must be a string")
+  code = code.replace("\r\n", "\n")  # MBPP's programs have Windows line ends
   tests = [t for t in _str_list(path, line, obj, "test_list") if t.strip()]
   if not tests:
     raise FormatError(path, line, "field 'test_list' must hold at least one assert statement")

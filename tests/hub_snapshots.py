@@ -169,7 +169,7 @@ MBPP_FULL = {
               "    return int(math.isqrt(n))",
               ["assert root(16) == 4", "assert root(1) == 1", "assert root(OFFSET) == 3"],
               "OFFSET = 9"),
-             (12, "Write a function to reverse a string.", "def rev(s):\n    return s[::-1]",
+             (12, "Write a function to reverse a string.", "def rev(s): \r\n    return s[::-1] ",
               ["assert rev('abc') == 'cba'", "assert rev('') == ''"], "")],
     "validation": [(511, "Write a function to square a number.", "def sq(x):\n  return x * x",
                     ["assert sq(3) == 9", "assert sq(-2) == 4"], "")],

@@ -61,6 +61,7 @@ def test_fields_follow_the_published_formats(snapshots):
   assert p["entry_point"] == "root" and p["canonical_solution"].startswith("import math\n")
   assert p["test"].startswith("OFFSET = 9\n") and "    assert root(OFFSET) == 3\n" in p["test"]
   compile(p["prompt"] + p["canonical_solution"] + "\n" + p["test"], "<mbpp>", "exec")
+  assert mbpp[1]["canonical_solution"] == "def rev(s): \n    return s[::-1] "  # no "\r"
   _, sanitized = hub.read_problems(snapshots["mbpp"] / "sanitized")
   assert sanitized[0]["entry_point"] == "circle_area"  # math.isclose(...) is not the function
   assert sanitized[0]["test"].startswith("import math\n")
