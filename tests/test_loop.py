@@ -175,3 +175,56 @@ def test_multi_process_flags_reach_jax_distributed(tmp_path, monkeypatch):
   with pytest.raises(RuntimeError, match="initialized"):
     loop.run(config, tmp_path, distributed_options=options)
   assert seen == [options]
+
+
+def test_console_is_quiet(smoke_run):
+  """No SentencePiece, TensorFlow or absl chatter on the console; the log file keeps it."""
+  workdir, out = smoke_run
+  for noise in ("precompiled_charsmap", "cudart_stub", "oneDNN", "absl::InitializeLog",
+                "Traceback"):
+    assert noise not in out.stderr, noise
+  assert "stage train_base: start" in out.stderr  # the run's own log lines are there
+
+
+def test_finished_run_rerun_reports_and_a_progress_bar_does_not_lock(smoke_run):
+  workdir, _ = smoke_run
+  before = (workdir / "summary.json").read_text()
+  out = _run(workdir, "--config.progress_bar=True")  # presentation only: not a new config
+  assert "this run is finished" in out.stdout and "greedy acc" in out.stdout
+  assert "stage " not in out.stderr  # no stage ran, none was even looked at
+  assert (workdir / "summary.json").read_text() == before
+
+
+def test_loop_scalars_in_tensorboard(smoke_run):
+  from restem_jax import metric_writer
+  workdir, _ = smoke_run
+  summary = json.loads((workdir / "summary.json").read_text())
+  restem = metric_writer.read_scalars(workdir / "tensorboard" / "restem")
+  acc = {e["model"]: e["accuracy"] for e in summary["evaluations"] if e["split"] == "test"}
+  greedy = dict(restem["test/arith/greedy_accuracy"])
+  assert sorted(greedy) == [0, 1, 2]  # base, iter1, iter2
+  assert greedy[0] == pytest.approx(acc["base"]) and greedy[2] == pytest.approx(acc["iter2"])
+  assert {"test/arith/pass@4", "test/arith/maj@4", "valid/arith/greedy_accuracy"} <= set(restem)
+  for it in summary["iterations"]:
+    step = it["iteration"]
+    assert dict(restem["iteration/kept"])[step] == it["num_kept"]
+    assert dict(restem["iteration/samples"])[step] == it["num_samples"]
+    assert dict(restem["iteration/correct"])[step] == it["num_correct"]
+    assert dict(restem["iteration/train_solve_rate"])[step] == pytest.approx(
+        it["train_solve_rate"])
+  sft = metric_writer.read_scalars(workdir / "tensorboard" / "sft_human")
+  assert dict(sft["test/arith/greedy_accuracy"])[0] == pytest.approx(acc["sft_human"])
+
+
+def test_eval_records_carry_the_prompt_and_the_reference_answer(smoke_run):
+  workdir, _ = smoke_run
+  greedy = [json.loads(line) for line in
+            (workdir / "eval" / "iter1" / "arith-test-greedy.jsonl").read_text().splitlines()]
+  sampled = [json.loads(line) for line in
+             (workdir / "eval" / "iter1" / "arith-test-sampled.jsonl").read_text().splitlines()]
+  assert greedy and sampled
+  for r in greedy:
+    assert r["question"] and r["answer"] and r["question"] in r["prompt"]
+  assert all(r["question"] and r["answer"] for r in sampled)
+  # The reference answer is the one the reward checks against: a passing sample's key is it.
+  assert all(r["key"] == r["answer"] for r in greedy + sampled if r["passed"])
