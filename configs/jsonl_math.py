@@ -44,8 +44,8 @@ def get_config(arg: str | None = None):
   c.sampling.batch_size = 256
   c.base_trainer.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine",
                         warmup_steps=50, num_train_steps=AUTO, eval_every=200)
-  c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=20,
-                    num_train_steps=200, eval_every=50)
+  c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=10,
+                    num_train_steps=120, eval_every=40)
   # From scratch, the base already is the model trained on the human solutions.
   c.baselines.sft_human = False
   c.restem.num_iterations = 3

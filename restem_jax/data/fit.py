@@ -17,9 +17,10 @@ A config may set these fields to `AUTO` (0), meaning "derive from the data":
                                  human solution nor a kept sample is cut
   model.max_len                  from scratch: a fine-tuning row and the longest prompt (any
                                  split) + max_new_tokens, rounded up to 64
-  base_trainer.num_train_steps   from scratch: `BASE_EPOCHS` passes over the human-solution rows
-                                 (at least `MIN_BASE_STEPS`), so the base's budget follows the
-                                 data and not a fixed count
+  base_trainer.num_train_steps   from scratch: `BASE_EPOCHS` passes over the human solutions'
+                                 tokens (with their prompts, in rows of inputs_length +
+                                 targets_length; at least `MIN_BASE_STEPS`), so the base's
+                                 budget follows the data and not a fixed count
 
 Every value (derived or given) is then checked, and a misfit raises `ValueError` with one line
 naming the config key, the sizes, a problem id and the fix, before any training:
@@ -47,7 +48,7 @@ AUTO = 0
 _SPECIAL_AND_BYTE_PIECES = 3 + 256  # pad / eos / unk + byte fallback (vocab.train_sentencepiece)
 _MAX_VOCAB = 8192
 _FREQUENT = 3  # a word seen this often gets pieces of its own
-BASE_EPOCHS = 30  # passes over the human solutions when base_trainer.num_train_steps is AUTO
+BASE_EPOCHS = 20  # passes over the human solutions when base_trainer.num_train_steps is AUTO
 MIN_BASE_STEPS = 200
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
