@@ -1,7 +1,8 @@
 """Local snapshots of Hugging Face hub data sets, and parquet files: the layout a path holds.
 
 Nothing is downloaded: point at a snapshot directory (e.g. what `huggingface-cli download
---repo-type dataset NAME --local-dir DIR` writes), one of its config directories, or one file.
+--repo-type dataset NAME --local-dir DIR` writes, or a cache entry
+~/.cache/huggingface/hub/datasets--ORG--NAME), one of its config directories, or one file.
 
   hub data set                  files under the snapshot root                   format
   openai/gsm8k                  main/{train,test}-00000-of-00001.parquet,       gsm8k
@@ -146,6 +147,33 @@ def _select(files: list[epath.Path], where: epath.Path) -> tuple[str, list[epath
   return fmt, [f for f in files if fmts.get(f) == fmt]
 
 
+LAYOUTS_HINT = ("expected a Hugging Face hub snapshot (openai/gsm8k, EleutherAI/hendrycks_math, "
+                "HuggingFaceH4/MATH-500, codeparrot/apps, openai/openai_humaneval, "
+                "google-research-datasets/mbpp), parquet or JSONL files, or a MATH directory "
+                "of JSON files")
+
+
+def _json_below(directory: epath.Path, depth: int = 4) -> Iterator[epath.Path]:
+  for child in directory.iterdir():
+    if child.is_dir() and depth > 0:
+      yield from _json_below(child, depth - 1)
+    elif child.name.endswith(".json"):
+      yield child
+
+
+def _cache_snapshot(path: epath.Path) -> epath.Path:
+  """A Hugging Face cache entry (datasets--ORG--NAME/) -> the snapshot its refs/main names, or
+  its only snapshot; any other path as it is."""
+  snapshots = path / "snapshots"
+  if not path.name.startswith("datasets--") or not snapshots.is_dir():
+    return path
+  ref = path / "refs" / "main"
+  if ref.exists() and (snapshots / ref.read_text().strip()).is_dir():
+    return snapshots / ref.read_text().strip()
+  found = [d for d in snapshots.iterdir() if d.is_dir()]
+  return found[0] if len(found) == 1 else path
+
+
 def find_snapshot(path: epath.PathLike) -> Snapshot | None:
   """The snapshot layout at `path`, or None for a MATH directory of JSON files (or nothing).
 
@@ -156,6 +184,7 @@ def find_snapshot(path: epath.PathLike) -> Snapshot | None:
   path = epath.Path(path)
   if not path.exists():
     raise FileNotFoundError(f"no such file or directory: {path}")
+  path = _cache_snapshot(path)
   if path.is_file():
     if not (_is_parquet(path) or _is_jsonl(path)):
       raise formats.FormatError(path, None, "expected a .parquet, .jsonl or .jsonl.gz file")
@@ -241,6 +270,8 @@ def read_problems(path: epath.PathLike, fmt: str | None = None,
     return formats.read_problems(path, fmt)  # one JSONL file, whatever its name
   snapshot = find_snapshot(path)
   if snapshot is None:
+    if not any(_json_below(path)):
+      raise formats.FormatError(path, None, f"no known layout here: {LAYOUTS_HINT}")
     return formats.read_problems(path, fmt or "math")
   if fmt is not None and fmt != snapshot.fmt:
     raise formats.FormatError(path, None, f"holds {snapshot.fmt} problems ({snapshot.layout}), "

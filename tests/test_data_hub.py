@@ -220,3 +220,28 @@ def test_prepare_from_one_file_or_config_directory(snapshots, tmp_path):
   ids = [e["id"].decode() for e in tfds.as_numpy(
       tfds.builder_from_directory(str(built)).as_dataset(split="test"))]
   assert sorted(ids) == ["12", "17"]
+
+
+def test_hugging_face_cache_entry_and_unknown_directories(snapshots, tmp_path):
+  """A cache entry (datasets--ORG--NAME: refs/main names a snapshot whose files link to blobs)
+  reads as its snapshot; a directory of nothing known is a one-line error naming it."""
+  import os
+  entry = tmp_path / "datasets--openai--gsm8k"
+  snap = entry / "snapshots" / "abc123"
+  for src in sorted(snapshots["gsm8k"].rglob("*.parquet")):
+    rel = src.relative_to(snapshots["gsm8k"])
+    blob = entry / "blobs" / rel.as_posix().replace("/", "_")
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(src.read_bytes())
+    (snap / rel).parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(blob, (snap / rel).parent), snap / rel)
+  (entry / "refs").mkdir()
+  (entry / "refs" / "main").write_text("abc123")
+  (entry / "snapshots" / "old999").mkdir()
+  fmt, problems = hub.read_problems(entry)
+  assert fmt == "gsm8k" and [p["answer"] for p in problems] == ["15", "6", "1,450"]
+  empty = tmp_path / "empty"
+  (empty / "sub").mkdir(parents=True)
+  with pytest.raises(formats.FormatError, match=r"empty: no known layout here: expected a "
+                                                r"Hugging Face hub snapshot"):
+    hub.read_problems(empty)
