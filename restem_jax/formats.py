@@ -341,7 +341,9 @@ def mbpp_problem(path, line, obj: dict, index: int) -> dict:
   Returns:
     {"id", "task_id", "text", "code", "test_list", "prompt" (`mbpp_prompt`), "test"
     (`mbpp_check`), "entry_point" (`mbpp_entry_point`), "canonical_solution" (the code, or "")}:
-    the judge runs prompt + completion, where a completion is a whole program.
+    the judge runs prompt + completion, where a completion is a whole program. Values cross
+    the sandbox boundary as plain data, so tests that pass objects of a class the program
+    defines (a few MBPP problems) fail even for the reference program.
   """
   del index
   problem_id = _id_value(path, line, obj, "task_id")
