@@ -38,7 +38,7 @@ def test_fixture_covers_the_forms():
   assert forms >= {"thousands", "fraction", "mixed", "repeating", "percent", "degrees", "units",
                    "money", "scientific", "radical", "pi", "complex", "interval", "list",
                    "tuple", "set", "equation", "expand", "factor", "matrix", "base", "choice",
-                   "words", "gsm8k", "ending", "polynomial", "plaintext"}
+                   "words", "gsm8k", "ending", "polynomial", "plaintext", "numbers"}
   for form in forms:  # both verdicts for every form
     assert {c["expert"] for c in cases if c["form"] == form} == {True, False}, form
 

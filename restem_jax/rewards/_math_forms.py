@@ -181,6 +181,9 @@ _UNIT_CANON = {
     "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
     "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
     "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
+_SCALE_WORDS = {"hundred": "100", "thousand": "1000", "million": "10^6", "billion": "10^9",
+                "trillion": "10^{12}", "dozen": "12", "hundreds": "100", "thousands": "1000",
+                "millions": "10^6", "billions": "10^9"}
 KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 _NOT_UNITS = frozenset("sin cos tan sec csc cot ln log exp or and pi mod".split())
 _UNIT_TAIL_RE = re.compile(
@@ -387,10 +390,17 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
     names = re.findall(r"[a-zA-Z]{2,}", words)
     head = s[:tail.start()].strip()
     spaced = words[:1].isspace() or canonical_unit(names[0]) in KNOWN_UNITS if names else False
-    if (head and spaced and not any(w.lower() in _NOT_UNITS for w in names)
+    lowered = [w.lower() for w in names]
+    if lowered and lowered[0] in ("squared", "cubed"):
+      return None  # "5 squared" is 25, not 5 with a unit
+    if (head and spaced and not any(w in _NOT_UNITS for w in lowered)
         and not head.endswith("\\")):
       unit = canonical_unit(words)
       s = head
+      scale = _SCALE_WORDS.get(lowered[0])
+      if scale:  # "12 million": a number word scales the value
+        s = f"{scale}\\cdot({s})"
+        unit = canonical_unit(" ".join(words.split()[1:]))
   elif tail and _words_only(s):
     return _read_words(s)
   letter_unit = _LETTER_UNIT_RE.fullmatch(s)

@@ -256,7 +256,11 @@ def _values_equal(gn, pn) -> bool | None:
     if ge is not None and pe is not None:
       if ge == pe:
         return True
-      return decimal and abs(ge - pe) <= _DECIMAL_RTOL * max(abs(ge), abs(pe))
+      # A decimal may round a value that has no finite decimal (0.333333 for 1/3); two values
+      # that both have one must be equal (1.500001 is not 1.5).
+      if not decimal or (_terminates(ge) and _terminates(pe)):
+        return False
+      return abs(ge - pe) <= _DECIMAL_RTOL * max(abs(ge), abs(pe))
     envs = [{}]
   else:
     envs = ex.envs(names)
@@ -279,6 +283,15 @@ def _values_equal(gn, pn) -> bool | None:
       return False
     agreed += 1
   return True if agreed else None
+
+
+def _terminates(value: Fraction) -> bool:
+  """Whether the value has a finite decimal expansion (its denominator is 2^a 5^b)."""
+  d = value.denominator
+  for p in (2, 5):
+    while d % p == 0:
+      d //= p
+  return d == 1
 
 
 def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
