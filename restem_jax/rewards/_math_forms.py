@@ -1,12 +1,13 @@
 """Answer forms: read a final answer into what it says (a number with a unit, an interval, a
-set, a list, a matrix, an equation, a number in a base, a choice, words), then compare two
-such readings as a grader of MATH / GSM8K would, using the question where it fixes the form.
+set, a list, a matrix, an equation, a number in a base, a choice, words), as a grader of
+MATH / GSM8K reads it; `_math_same.same` then compares two readings.
 
-`read_answer(text)` -> an `Answer` or None (None: outside the forms known here; the caller
-falls back to sympy). `read_question(text)` -> a `Question` (which form the question asks for).
-`same(gold, pred, question)` -> True / False, or None when only a symbolic check can decide.
+`read_answer(text, question)` -> an `Answer` or None (None: outside the forms known here; the
+caller falls back to sympy). `read_question(text)` (from `_math_question`) -> a `Question`:
+which form the question asks for. Nothing here raises on bad input; every step is linear or
+quadratic in the answer's length (answers over 600 characters are not read).
 
-Rules an expert applies and this module encodes:
+Rules an expert applies, encoded here and in `_math_same`:
   - a value is a value whatever its spelling: `12{,}000` = `12\\,000` = `12 000` = `12,000`;
     `\\tfrac12` = `1/2` = `0.5`; `2\\frac12` and `2 1/2` are mixed numbers (5/2);
     `0.\\overline{3}` = 1/3; `1.2\\times10^{5}` = 120000;
@@ -33,7 +34,8 @@ import re
 from restem_jax.rewards import _math_expr as ex
 from restem_jax.rewards._math_question import Question, read_question
 
-__all__ = ["Answer", "Question", "canonical_unit", "clean", "read_answer", "read_question"]
+__all__ = ["Answer", "Question", "as_interval", "canonical_unit", "clean", "read_answer",
+           "read_question"]
 
 Fraction = fractions.Fraction
 
@@ -280,7 +282,7 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   if len(union) > 1:
     parts = [_read_item(p, marks, q) for p in union]
     if all(p is not None and p.kind in ("interval", "bracket") for p in parts):
-      ivs = [_as_interval(p) for p in parts]
+      ivs = [as_interval(p) for p in parts]
       if all(iv is not None for iv in ivs):
         return Answer("interval", tuple(x for iv in ivs for x in iv.value))
     return None
@@ -561,7 +563,8 @@ def _read_matrix(s: str) -> Answer | None:
   return Answer("matrix", tuple(rows))
 
 
-def _as_interval(a: Answer) -> Answer | None:
+def as_interval(a: Answer) -> Answer | None:
+  """An interval reading of a two-item bracket `(a, b]` (an interval stays itself), or None."""
   if a.kind == "interval":
     return a
   if a.kind == "bracket" and len(a.value[2]) == 2 and all(i.kind == "expr" for i in a.value[2]):

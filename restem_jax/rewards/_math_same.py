@@ -13,7 +13,7 @@ import fractions
 import math
 
 from restem_jax.rewards import _math_expr as ex
-from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question
+from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question, as_interval
 
 Fraction = fractions.Fraction
 _DECIMAL_RTOL = 2e-6  # a decimal written to 6 significant digits (0.333333 for 1/3) agrees
@@ -145,8 +145,7 @@ def _same_bracket(g: Answer, p: Answer, q: Question) -> bool | None:
 
 
 def _same_interval(g: Answer, p: Answer) -> bool | None:
-  from restem_jax.rewards._math_forms import _as_interval
-  gi, pi = _as_interval(g), _as_interval(p)
+  gi, pi = as_interval(g), as_interval(p)
   if gi is None or pi is None or len(gi.value) != len(pi.value):
     return False
   gs, ps = _sorted_intervals(gi.value), _sorted_intervals(pi.value)

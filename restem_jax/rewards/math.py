@@ -6,14 +6,18 @@ when in doubt, and no input (however malformed) raises: garbage gets reward 0.
 Pipeline for one sample:
   1. `extract_answer`: the last of the configured answer markers in the text (`\\boxed{...}` with
      nested braces, "The answer is X", Minerva's "Final Answer: The final answer is X. I hope it
-     is correct.", GSM8K's "#### X").
-  2. `normalize_answer`: Minerva-style clean-up (Lewkowycz et al. 2022, its
-     `normalize_final_answer`) with its known over-reaches removed: it only drops `x =` when the
-     left side is one variable (Minerva keeps the text after the last `=`, which makes
-     `3x-y+13=0` equal `3x+4y+14=0`), and drops unit words only as whole words.
-  3. `answers_equal`: equal normalized strings, else exact rational arithmetic for plain numbers,
-     else math-verify's symbolic comparison (plus our veto on tiny-number cases it gets wrong),
-     run in a child process with a hard time limit (see `_math_worker.py`).
+     is correct.", "**Answer:** X", GSM8K's "#### X" but not a markdown "#### Step 1" heading).
+  2. `_math_forms.read_answer` reads the gold and the predicted answer into what they say (a
+     number with its unit, a percent, an interval, a set, a list, a tuple, a matrix, an
+     equation, a number in a base, a choice, words), and `_math_same.same` compares the two as
+     an expert grader would, exactly or at fixed evaluation points, applying the form rules of
+     the problem's question (`_math_question`: "Expand", "Factor", "simplest radical form",
+     "common fraction", "in base 2", ...). This decides almost every answer, without sympy.
+  3. Otherwise (an answer outside those readings): `normalize_answer`, Minerva-style clean-up
+     (Lewkowycz et al. 2022) without its known over-reaches; equal normalized strings, else
+     exact rational arithmetic for plain numbers, else math-verify's symbolic comparison (plus
+     our veto on tiny-number cases it gets wrong), run in a child process with a hard time
+     limit (see `_math_worker.py`). Where the question asks for a form, only step 2 can accept.
 """
 
 from __future__ import annotations
