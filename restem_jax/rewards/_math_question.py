@@ -41,9 +41,9 @@ class Question:
 _BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$?", re.I)
 # "base-6", "base 6 number", "base $6$ representation" (not "a base 6 cm long"); used when the
 # question names one base only.
-_BASE_ANY_RE = re.compile(r"base-\$?\{?(\d+)|base\s*\$?\{?(\d+)\}?\$?(?=\s*(?:numbers?|numerals?|"
-                          r"representation|digits?|system|integers?|arithmetic|expansion|[,.?)]|$))",
-                          re.I)
+_BASE_ANY_RE = re.compile(r"base-\$?\{?(\d+)|base\s*\$?\{?(\d+)\}?\$?(?=\s*(?:numbers?|"
+                          r"numerals?|representation|digits?|system|integers?|arithmetic|"
+                          r"expansion|[,.?)]|$))", re.I)
 
 
 @functools.lru_cache(maxsize=4096)
