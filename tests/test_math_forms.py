@@ -154,6 +154,9 @@ def test_lists_in_any_order_tuples_in_order(gold, pred, question, ok):
     (r"\frac{2}{3}", r"\frac{4}{6}", "What is the probability?", True),
     (r"1\frac{1}{2}", r"\frac{3}{2}", "Express your answer as a mixed number.", False),
     (r"6\pi", "18.85", r"Express your answer in terms of $\pi$.", False),
+    (r"\frac{7}{2}", r"3\frac{1}{2}", "Express your answer as an improper fraction.", False),
+    (r"\frac12+\frac12i", r"\frac{1+i}{2}", "Express your answer in the form $a+bi$.", False),
+    (r"\frac12+\frac12i", r"0.5+0.5i", "Express your answer in the form $a+bi$.", True),
 ])
 def test_the_question_decides_the_form(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
@@ -166,6 +169,8 @@ def test_the_question_decides_the_form(gold, pred, question, ok):
                                                     False),
     ("21", "21_6", "Find $12_6+5_6$.", True), ("21", "21_7", "Find $12_6+5_6$.", False),
     ("12", "12.0", "A triangle has base 6 and height 4. What is its area?", True),
+    ("27", "27_{10}", "What is the base-ten equivalent of $123_4$?", True),
+    ("1010", "1010_2", "Express 10 in base two.", True),
 ])
 def test_bases(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok

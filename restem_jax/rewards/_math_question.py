@@ -19,6 +19,8 @@ class Question:
   common_fraction: bool = False
   lowest_terms: bool = False
   mixed: bool = False
+  improper: bool = False
+  complex_form: bool = False  # "in the form a+bi"
   decimal: bool = False
   in_pi: bool = False
   scientific: bool = False
@@ -34,7 +36,8 @@ class Question:
   def asks_form(self) -> bool:
     """Whether the question asks for a form that only this module's readings can check."""
     return (self.expand or self.factor or self.simplify or self.radical or self.common_fraction
-            or self.lowest_terms or self.mixed or self.decimal or self.in_pi or self.scientific
+            or self.lowest_terms or self.mixed or self.improper or self.complex_form
+            or self.decimal or self.in_pi or self.scientific
             or self.base not in (None, 10) or self.degrees is not None)
 
 
@@ -43,7 +46,12 @@ _BASE_RE = re.compile(r"(?:in|to|into|as a|as an?)\s+base[\s\-]*\$?\{?(\d+)\}?\$
 # question names one base only.
 _BASE_ANY_RE = re.compile(r"base-\$?\{?(\d+)|base\s*\$?\{?(\d+)\}?\$?(?=\s*(?:numbers?|"
                           r"numerals?|representation|digits?|system|integers?|arithmetic|"
-                          r"expansion|[,.?)]|$))", re.I)
+                          r"expansion|equivalent|[,.?)]|$))", re.I)
+
+
+_NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                 "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "sixteen": 16}
+_WORD_BASE_RE = re.compile(r"base[\s\-]+(" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -51,7 +59,8 @@ def read_question(text: str | None) -> Question:
   """Which answer form the question's wording asks for."""
   if not isinstance(text, str) or not text:
     return Question()
-  q = text[-2000:]  # the instructions are at the end; a bounded scan
+  q = _WORD_BASE_RE.sub(lambda m: f"base-{_NUMBER_WORDS[m.group(1).lower()]}",
+                       text[-2000:])  # the instructions are at the end; a bounded scan
   low = q.lower()
   base = None
   targets = _BASE_RE.findall(q)
@@ -75,6 +84,8 @@ def read_question(text: str | None) -> Question:
       common_fraction="common fraction" in low,
       lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
       mixed="mixed number" in low,
+      improper="improper fraction" in low,
+      complex_form=bool(re.search(r"form \$?a\s*\+\s*bi\b", low)),
       decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
                              r"thousandth)|decimal form|in decimal)", low)),
       in_pi=bool(re.search(r"in terms of \$?\\pi", low)),

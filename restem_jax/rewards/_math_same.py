@@ -338,6 +338,10 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
       return False
   if q.mixed and g.mixed and not p.mixed:
     return False
+  if q.improper and p.mixed:
+    return False
+  if q.complex_form and ex.has_const(gn, "i") and not ex.is_expanded(pn):
+    return False  # (1+i)/2 is not in the form a+bi
   if q.decimal and ex.has_decimal(gn) and not _is_literal(pn, decimal=True):
     return False
   if q.in_pi and ex.has_const(gn, "pi") and not ex.has_const(pn, "pi"):
