@@ -115,7 +115,8 @@ def test_matrices_and_vectors(gold, pred, ok):
     ("14", r"14 \text{ feet per second}", True), ("9", r"9\text{ edges}", True),
     (r"36\text{ in}^2", r"36\text{ square inches}", True),
     (r"36 \text{ cm}^2", r"36\text{ km}^2", False),
-    ("36", r"63 \text{ cm}^2", False),
+    ("36", r"63 \text{ cm}^2", False), ("18", "18 (dollars)", True), ("2", "2 ab", False),
+    ("2ab", "2 ab", True), ("2", "2(abc)", False),
 ])
 def test_units_and_text(gold, pred, ok):
   assert _check(gold, pred) is ok

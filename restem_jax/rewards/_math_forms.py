@@ -386,12 +386,20 @@ def _closes_at_end(s: str) -> bool:
 def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
   """A single value: number / expression with an optional unit, a based number, or words."""
   unit = ""
+  paren = re.fullmatch(r"(.*?\S)\s*\(\s*([A-Za-z]{2,}[A-Za-z ]*)\)", s)
+  if paren and not re.search(r"[A-Za-z]", paren.group(1)) and (
+      canonical_unit(paren.group(2)) in KNOWN_UNITS or len(paren.group(2)) >= 4):
+    # 18 (dollars), 5 (cm); not 2(abc), which is a product
+    s = f"{paren.group(1)} {paren.group(2)}"
   tail = _UNIT_TAIL_RE.search(s)
   if tail and tail.start() > 0:
     words = tail.group("unit")
     names = re.findall(r"[a-zA-Z]{2,}", words)
     head = s[:tail.start()].strip()
-    spaced = words[:1].isspace() or canonical_unit(names[0]) in KNOWN_UNITS if names else False
+    # A unit is spaced off ("5 apples", not "5xy") or known ("5cm"); two letters after a space
+    # are a product ("2 ab") unless they are a unit ("2 cm").
+    known = bool(names) and (canonical_unit(names[0]) in KNOWN_UNITS or names[0].lower() == "sq")
+    spaced = known or bool(names) and words[:1].isspace() and len(names[0]) >= 3
     lowered = [w.lower() for w in names]
     if lowered and lowered[0] in ("squared", "cubed"):
       return None  # "5 squared" is 25, not 5 with a unit
