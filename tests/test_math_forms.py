@@ -122,6 +122,24 @@ def test_units_and_text(gold, pred, ok):
   assert _check(gold, pred) is ok
 
 
+@pytest.mark.parametrize("pred, ok", [
+    (r"24 \text{ cm}^2", True), (r"24\text{ square centimeters}", True), ("24", True),
+    (r"24 \text{ m}^2", False), (r"24 \text{ inches}", False),
+])
+def test_a_unit_must_be_the_one_the_question_asks_for(pred, ok):
+  question = "A rectangle is 8 cm by 3 cm. What is its area, in square centimeters?"
+  assert _check("24", pred, question) is ok
+
+
+@pytest.mark.parametrize("gold, pred, question, ok", [
+    ("14", "f(4)=14", "If $f(x)=3x+2$, what is $f(4)$?", True),
+    ("14", "f(4)=15", "If $f(x)=3x+2$, what is $f(4)$?", False),
+    ("338", "338_7", "What is $235_7 + 1324_5$ in base 10?", False),  # 8 is no base-7 digit
+])
+def test_function_values_and_impossible_bases(gold, pred, question, ok):
+  assert _check(gold, pred, question) is ok
+
+
 @pytest.mark.parametrize("gold, pred, ok", [
     (r"(-3,\infty)", "x > -3", True), (r"(-3,\infty)", r"x \geq -3", False),
     (r"[1,7]", r"1 \le x \le 7", True), (r"(-\infty,\infty)", r"\text{all real numbers}", True),

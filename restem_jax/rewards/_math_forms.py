@@ -32,7 +32,7 @@ import fractions
 import re
 
 from restem_jax.rewards import _math_expr as ex
-from restem_jax.rewards._math_question import Question, read_question
+from restem_jax.rewards._math_question import KNOWN_UNITS, Question, canonical_unit, read_question
 
 __all__ = ["Answer", "Question", "as_interval", "canonical_unit", "clean", "read_answer",
            "read_question"]
@@ -176,49 +176,13 @@ class Answer:
   text: str = ""
 
 
-_UNIT_CANON = {
-    "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "millimeter": "mm",
-    "kilometer": "km", "inch": "in", "inche": "in", "foot": "ft", "feet": "ft", "yard": "yd",
-    "mile": "mi", "hour": "hr", "hr": "hr", "minute": "min", "second": "sec", "sec": "sec",
-    "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
-    "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
-    "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
 _SCALE_WORDS = {"hundred": "100", "thousand": "1000", "million": "10^6", "billion": "10^9",
                 "trillion": "10^{12}", "dozen": "12", "hundreds": "100", "thousands": "1000",
                 "millions": "10^6", "billions": "10^9"}
-KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 _NOT_UNITS = frozenset("sin cos tan sec csc cot ln log exp or and pi mod".split())
 _UNIT_TAIL_RE = re.compile(
     r"(?P<unit>(?:\s*(?:(?<![\\a-zA-Z])[a-zA-Z]{2,}\.?|\^\s*\{?[23]\}?|/\s*[a-zA-Z]+))+)"
     r"\s*$")
-
-
-def canonical_unit(words: str) -> str:
-  """A unit phrase in one spelling (`square centimeters` and `cm^2` give `cm^2`)."""
-  w = words.lower().replace("{", "").replace("}", "").replace(" per ", "/")
-  w = re.sub(r"\s+", " ", w).strip()
-  out = []
-  power = ""
-  for token in re.findall(r"[a-z]+|\^\s*\d|/", w):
-    if token in ("square", "sq"):
-      power = "^2"
-      continue
-    if token == "cubic":
-      power = "^3"
-      continue
-    if token.startswith("^"):
-      if out:
-        out[-1] += "^" + token[-1]
-      continue
-    if token in ("squared",) and out:
-      out[-1] += "^2"
-      continue
-    if token != "/":
-      token = token[:-1] if token.endswith("s") and len(token) > 3 else token
-      token = _UNIT_CANON.get(token, token)
-    out.append(token + power if token != "/" else token)
-    power = ""
-  return " ".join(out).replace(" / ", "/")
 
 
 _PLAIN_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
@@ -431,6 +395,8 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
     digits, base = based.group(1), int(based.group(2))
     if 2 <= base <= 36 and _valid_digits(digits, base) and any(c.isdigit() for c in digits):
       return Answer("based", (digits.upper().lstrip("0") or "0", base), unit=unit)
+    if digits.isdigit():  # 338_7 has no meaning: equal to nothing but itself
+      return Answer("text", s)
   mixed = _MIXED_RE.fullmatch(s)
   if mixed:
     sign, whole = mixed.group(1), int(mixed.group(2))
@@ -483,7 +449,8 @@ def _strip_assignment(a: Answer) -> Answer:
 
 
 _VAR_TUPLE_RE = re.compile(r"\(\s*[a-zA-Z](?:\s*,\s*[a-zA-Z])+\s*\)")
-_VAR_RE = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?")
+_VAR_RE = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z]\))?"
+                     r"|[fghpqrFGHPQRST](?:\^\{?-1\}?)?\([^()=]*\)")  # f(4) = 14
 
 
 def _read_equation(sides: list[str], marks: _Marks, q: Question) -> Answer | None:

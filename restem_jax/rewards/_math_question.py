@@ -6,6 +6,55 @@ import dataclasses
 import functools
 import re
 
+# ----------------------------------------------------------------------------- units
+
+_UNIT_CANON = {
+    "centimeter": "cm", "centimetre": "cm", "meter": "m", "metre": "m", "millimeter": "mm",
+    "kilometer": "km", "inch": "in", "inche": "in", "foot": "ft", "feet": "ft", "yard": "yd",
+    "mile": "mi", "hour": "hr", "hr": "hr", "minute": "min", "second": "sec", "sec": "sec",
+    "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
+    "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
+    "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
+KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
+# Units a question's words name without doubt ("in", "m", "g" are words or variables too); a
+# sign or a count word ($, degrees, cents) says nothing about the measure asked for.
+_PLAIN_WORD_UNITS = frozenset({"in", "m", "g", "l", "sec", "min", "day", "week", "year", "month"})
+_MARK_UNITS = frozenset({"deg", "usd", "cent"})
+
+
+def unit_bases(unit: str) -> set[str]:
+  """The known units a canonical unit is made of (`mi/hr` -> {mi, hr}; `cm^2` -> {cm})."""
+  return {part.split("^")[0] for part in unit.replace("/", " ").split()} & KNOWN_UNITS
+
+
+def canonical_unit(words: str) -> str:
+  """A unit phrase in one spelling (`square centimeters` and `cm^2` give `cm^2`)."""
+  w = words.lower().replace("{", "").replace("}", "").replace(" per ", "/")
+  w = re.sub(r"\s+", " ", w).strip()
+  out = []
+  power = ""
+  for token in re.findall(r"[a-z]+|\^\s*\d|/", w):
+    if token in ("square", "sq"):
+      power = "^2"
+      continue
+    if token == "cubic":
+      power = "^3"
+      continue
+    if token.startswith("^"):
+      if out:
+        out[-1] += "^" + token[-1]
+      continue
+    if token in ("squared",) and out:
+      out[-1] += "^2"
+      continue
+    if token != "/":
+      token = token[:-1] if token.endswith("s") and len(token) > 3 else token
+      token = _UNIT_CANON.get(token, token)
+    out.append(token + power if token != "/" else token)
+    power = ""
+  return " ".join(out).replace(" / ", "/")
+
+
 # ----------------------------------------------------------------------------- questions
 
 
@@ -30,6 +79,7 @@ class Question:
   pair: bool = False
   degrees: str | None = None  # "decreasing" / "increasing": a polynomial's terms in that order
   base: int | None = None
+  units: frozenset[str] = frozenset()  # the measures the question names (cm, mi, hr, ...)
   known: bool = False  # a question was given (its silence about a form then means something)
 
   @property
@@ -99,4 +149,15 @@ def read_question(text: str | None) -> Question:
                                               low) else None),
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
       pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
-      base=base, known=True)
+      units=_question_units(low), base=base, known=True)
+
+
+def _question_units(low: str) -> frozenset[str]:
+  """Known units the question names; empty unless one is named without doubt (a word like
+  "centimeters" or "mph", not "in" or "m")."""
+  found = set()
+  for word in re.findall(r"[a-z]+", low):
+    found |= unit_bases(canonical_unit(word))
+  if not found - _PLAIN_WORD_UNITS - _MARK_UNITS:
+    return frozenset()
+  return frozenset(found)

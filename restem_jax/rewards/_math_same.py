@@ -14,6 +14,9 @@ import math
 
 from restem_jax.rewards import _math_expr as ex
 from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question, as_interval
+from restem_jax.rewards._math_question import unit_bases
+
+_MARKS = frozenset({"deg", "usd", "cent"})  # signs, not measures: not checked against questions
 
 Fraction = fractions.Fraction
 _DECIMAL_RTOL = 2e-6  # a decimal written to 6 significant digits (0.333333 for 1/3) agrees
@@ -296,6 +299,10 @@ def _terminates(value: Fraction) -> bool:
 def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
   if g.unit and p.unit and g.unit != p.unit and _known(g.unit) and _known(p.unit):
     return False
+  if not g.unit and p.unit and q.units and _known(p.unit):
+    # 24 m^2 where the question asks for square centimeters: the number alone is not enough.
+    if not unit_bases(p.unit) - _MARKS <= q.units:
+      return False
   gn, pn = g.value, p.value
   verdict = _values_equal(gn, pn)
   if p.percent and not (g.percent or q.percent):
