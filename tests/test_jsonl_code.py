@@ -129,5 +129,6 @@ def test_smoke_config_runs_on_mbpp_style_files(tmp_path):
   assert all(e["task"] == "jsonl_code" for e in summary["evaluations"])
   iteration = summary["iterations"][0]
   assert iteration["num_samples"] == 16 * 2  # every train problem, N = 2
-  # Programs were judged in the sandbox: the ones kept trained iter1, which was evaluated.
-  assert iteration["num_kept"] == 0 or "iter1" in models
+  # The base memorised most reference programs, so its samples pass their asserts in the
+  # sandbox (25 of 32 when measured); the kept ones trained iter1, which was evaluated.
+  assert iteration["num_correct"] > 0 and iteration["num_kept"] > 0 and "iter1" in models
