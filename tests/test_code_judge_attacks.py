@@ -249,6 +249,15 @@ def attacks(canary: str, marker: str) -> dict:
       "output flood on stdout": (ADD_STDIO,
                                  "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"),
       "stderr flood": (ADD_STDIO, "import sys\nwhile True:\n    sys.stderr.write('x' * 65536)\n"),
+      "stop the stdio test runner": (ADD_STDIO, textwrap.dedent("""
+          import os, signal, time
+          for pid in (1, 2, os.getppid()):
+              try:
+                  os.kill(pid, signal.SIGSTOP)
+              except OSError:
+                  pass
+          time.sleep(60)
+          """)),
       "background process keeps the pipes open": (ADD_STDIO, textwrap.dedent("""
           import os, time
           if os.fork() == 0:

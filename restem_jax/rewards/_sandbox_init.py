@@ -373,7 +373,8 @@ def _sbx_wait(pid, timeout):
 
 def _sbx_start_sample(spare, main, prepare, config, fds):
   """Hands the sample's fds to a ready S (the spare, or a fresh one if the spare died).
-  Returns (S's pid, every pid to kill at the end) or None if no S could take the sample."""
+  Returns (S's pid, [(pid, pidfd or None) of each other process S prepared]) or None if no S
+  could take the sample."""
   for attempt in range(2):
     if spare is None:
       spare = _sbx_prefork(main, prepare, config)
@@ -383,6 +384,12 @@ def _sbx_start_sample(spare, main, prepare, config, fds):
     if others is None:
       spare = None
       continue
+    doomed = []
+    for other in others:  # alive now (S just said so): a pidfd names exactly that process
+      try:
+        doomed.append((other, _sbx_os.pidfd_open(other)))
+      except (AttributeError, OSError):
+        doomed.append((other, None))
     pid, handoff = spare
     try:
       handoff.sendmsg([b"go"], [(_sbx_socket.SOL_SOCKET, _sbx_socket.SCM_RIGHTS,
@@ -390,7 +397,7 @@ def _sbx_start_sample(spare, main, prepare, config, fds):
     except OSError:
       pass  # S died after saying it was ready: the sample ends without a report
     handoff.close()
-    return pid, others
+    return pid, doomed
   return None
 
 
@@ -409,12 +416,6 @@ def _sbx_end_sample(pid, others, kill_after_s, config):
   all are reaped: S itself, and the candidate side, init of the pid namespace all other
   processes of the sample live in (the kernel kills them when it dies). Its exit code (250:
   killed at the deadline)."""
-  pidfds = []
-  for other in others:  # alive now (S just said so): a pidfd names exactly that process
-    try:
-      pidfds.append(_sbx_os.pidfd_open(other))
-    except (AttributeError, OSError):
-      pidfds.append(None)
   status = _sbx_wait(pid, kill_after_s)
   if status is None:
     code = _SBX_KILLED_AT_DEADLINE
@@ -424,7 +425,7 @@ def _sbx_end_sample(pid, others, kill_after_s, config):
     code = min(_sbx_os.WEXITSTATUS(status), 249)
   else:
     code = 128 + _sbx_os.WTERMSIG(status)
-  for other, pidfd in zip(others, pidfds):
+  for other, pidfd in others:
     _sbx_kill(other, pidfd)
     if not config["namespaced"]:
       try:
