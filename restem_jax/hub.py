@@ -80,7 +80,8 @@ def _parquet_table(path: epath.Path):
   import pyarrow as pa  # pylint: disable=g-import-not-at-top
   try:
     with path.open("rb") as f:
-      return pq.read_table(f, use_threads=False)  # tiny files; no thread pool at exit
+      # One thread: these files are a few MB at most, and no Arrow pool is left running at exit.
+      return pq.read_table(f, use_threads=False)
   except (pa.ArrowException, OSError) as e:
     raise formats.FormatError(path, None, f"not a readable parquet file: {e}") from None
 
