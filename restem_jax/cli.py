@@ -99,8 +99,8 @@ def run_main(fn: Callable[[], int | None], argv: Sequence[str] | None = None, *,
   except KeyboardInterrupt:
     if debug:
       raise
-    _flush()
-    print("\ninterrupted" + ("; run the same command again to resume where it stopped"
+    _close_bars()
+    print("interrupted" + ("; run the same command again to resume where it stopped"
                              if resumable else ""), file=sys.stderr, flush=True)
     return EXIT_INTERRUPTED
   except SystemExit as e:  # absl and argparse exit with a status, or a message of their own
@@ -112,12 +112,22 @@ def run_main(fn: Callable[[], int | None], argv: Sequence[str] | None = None, *,
     message = describe(e)
     if message is None or debug:
       raise
-    _flush()
+    _close_bars()
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_USAGE
   finally:
     if on_exit is not None:
       on_exit()
+
+
+def _close_bars() -> None:
+  """Closes live progress bars (each ends its line) so that a last message stands alone."""
+  for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+    try:
+      bar.close()
+    except Exception:  # pylint: disable=broad-except: a bar must not hide the message
+      pass
+  _flush()
 
 
 def _flush() -> None:

@@ -366,7 +366,7 @@ class Run:
     mine = partitioning.host_shard(shards)
     todo = [p for p in mine if not (score_dir / p.name).exists()]
     bar = tqdm.tqdm(total=len(mine), initial=len(mine) - len(todo), unit="shard",
-                    desc=f"iter{it} score", disable=not self.config.progress_bar)
+                    desc=f"iter{it} score", disable=not self.config.progress_bar or not todo)
     for path in todo:
       records = evaluation.read_jsonl(path)
       for rec in records:

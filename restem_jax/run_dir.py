@@ -5,8 +5,9 @@ would change finished work is refused, naming the keys. Three kinds of keys neve
   - `RESUMABLE_CHANGES`: they extend or re-run later stages (more iterations);
   - `UNLOCKED_LEAVES`: how a run is shown or executed, not what it computes (progress bars,
     logging and checkpoint cadence, the multi-host switch), under any group;
-  - everything, while no stage has finished (a run that failed at start, e.g. on a bad path,
-    takes the corrected command).
+  - everything, while no stage but the seconds-long setup (`SETUP_STAGES`: the vocabulary) has
+    finished: a run that failed at start (a bad path, a size that does not fit the data) takes
+    the corrected command, and its setup stages run again.
 A run whose last stage finished writes `stages/finished.json`; the same command again finds it
 and only reports (`is_finished`).
 """
@@ -26,6 +27,9 @@ FINISHED_MARKER = "finished.json"
 LOG_FILE = "log.txt"
 
 RESUMABLE_CHANGES = ("restem.num_iterations",)
+# Stages that take seconds and run before the checks that need their result (the data's sizes
+# need the vocabulary): a new config redoes them instead of being refused.
+SETUP_STAGES = ("vocab",)
 # Audit of config keys that do not change results: the console (progress_bar), the trainers'
 # logging cadence, train-state checkpoint cadence and retention (the best model is kept
 # separately, and a resume continues exactly from any train-state checkpoint), the FLOP figure
@@ -108,10 +112,15 @@ def check_and_save_config(new: dict[str, Any], workdir: epath.PathLike, write: b
   from restem_jax.checkpoints import write_text_atomic  # pylint: disable=g-import-not-at-top
   workdir = epath.Path(workdir)
   path = workdir / CONFIG_FILE
-  if path.exists() and finished_stages(workdir):
+  finished = finished_stages(workdir)
+  if path.exists() and finished:
     old = json.loads(path.read_text())
     changed = differences(old, new)
-    if changed:
+    if changed and all(stage in SETUP_STAGES for stage in finished):
+      if write:  # nothing but setup finished: redo it under the new config
+        for stage in finished:
+          (workdir / STAGES_DIR / f"{stage}.json").unlink()
+    elif changed:
       a, b = flatten(old), flatten(new)
       detail = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:4])
       more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""

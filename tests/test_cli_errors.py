@@ -172,14 +172,18 @@ def test_a_workdir_with_no_finished_stage_takes_a_new_config(tmp_path):
   run_dir.check_and_save_config(new, tmp_path)  # nothing finished: accepted
   assert json.loads((tmp_path / "config.json").read_text()) == new
   (tmp_path / "stages").mkdir()
-  (tmp_path / "stages" / "vocab.json").write_text("{}")
+  (tmp_path / "stages" / "vocab.json").write_text("{}")  # setup only: redone, not locked
+  run_dir.check_and_save_config(old, tmp_path)
+  assert not (tmp_path / "stages" / "vocab.json").exists()
+  (tmp_path / "stages" / "init.json").write_text("{}")  # work done: locked
   with pytest.raises(cli.UserError, match=r"different config \(data.train_path"):
-    run_dir.check_and_save_config(old, tmp_path)
+    run_dir.check_and_save_config(new, tmp_path)
+  run_dir.check_and_save_config(old, tmp_path)
   # Settings that do not change results never lock; more iterations extend the run.
-  quiet = {**new, "progress_bar": False, "restem": {"num_iterations": 5},
+  quiet = {**old, "progress_bar": False, "restem": {"num_iterations": 5},
            "finetune": {"log_every": 1}}
-  new["finetune"] = {"log_every": 10}
-  run_dir.check_and_save_config(new, tmp_path)
+  old["finetune"] = {"log_every": 10}
+  run_dir.check_and_save_config(old, tmp_path)
   run_dir.check_and_save_config(quiet, tmp_path)
 
 
