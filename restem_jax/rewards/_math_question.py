@@ -16,10 +16,10 @@ _UNIT_CANON = {
     "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
     "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
 KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
-# Units a question's words name without doubt ("in", "m", "g" are words or variables too); a
-# sign or a count word ($, degrees, cents) says nothing about the measure asked for.
-_PLAIN_WORD_UNITS = frozenset({"in", "m", "g", "l", "sec", "min", "day", "week", "year", "month"})
-_MARK_UNITS = frozenset({"deg", "usd", "cent"})
+# Words that name a unit only sometimes ("in", "m", "g" are words or variables too); a sign or a
+# count word ($, degrees, cents, days) says nothing about the measure asked for.
+_AMBIGUOUS_WORDS = frozenset({"in", "m", "g", "l", "s", "h", "sec", "min", "sq"})
+_MARK_UNITS = frozenset({"deg", "usd", "cent", "day", "week", "year", "month"})
 
 
 def unit_bases(unit: str) -> set[str]:
@@ -157,7 +157,8 @@ def _question_units(low: str) -> frozenset[str]:
   "centimeters" or "mph", not "in" or "m")."""
   found = set()
   for word in re.findall(r"[a-z]+", low):
-    found |= unit_bases(canonical_unit(word))
-  if not found - _PLAIN_WORD_UNITS - _MARK_UNITS:
+    if word not in _AMBIGUOUS_WORDS:
+      found |= unit_bases(canonical_unit(word))
+  if not found - _MARK_UNITS:
     return frozenset()
   return frozenset(found)
