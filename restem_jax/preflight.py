@@ -119,6 +119,13 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
       check_checkpoint(str(value), f"--config.{key}")
   if config.vocab.path and not epath.Path(config.vocab.path).exists():
     raise UserError(f"--config.vocab.path: {config.vocab.path} does not exist")
+  # A vocabulary trained here has at most vocab.size pieces; a from-scratch model must embed
+  # them all (0 is AUTO: data.fit derives it and checks the trained vocabulary).
+  vocab_size, model_vocab = config.vocab.size, config.model.vocab_size
+  if (not config.base_checkpoint and not config.vocab.path and vocab_size and model_vocab
+      and vocab_size > model_vocab):
+    raise UserError(f"--config.vocab.size {vocab_size} is larger than --config.model.vocab_size "
+                    f"{model_vocab}: set them equal, or model.vocab_size to 0 to derive it")
   check_paths(config.data, "data")
   for kind in config.eval.transfer_tasks:
     if kind not in config.transfer:

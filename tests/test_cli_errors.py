@@ -117,6 +117,13 @@ def test_data_file_errors_name_the_file(tmp_path, data, train, test, needles):
   assert seconds < 30
 
 
+def test_vocabulary_larger_than_the_model_fails_before_any_stage(tmp_path):
+  out, seconds = _main("--config=configs/demo.py:smoke", f"--workdir={tmp_path / 'w'}",
+                       "--config.vocab.size=400")
+  _assert_one_error(out, "--config.vocab.size 400", "--config.model.vocab_size 320")
+  assert seconds < 30 and not (tmp_path / "w" / "stages").exists()
+
+
 def test_missing_split_path_and_checkpoint(tmp_path, data):
   out, _ = _main(JSONL_SMOKE, f"--workdir={tmp_path / 'w'}",
                  f"--config.data.train_path={data / 'train.jsonl'}")
