@@ -156,6 +156,7 @@ def test_intervals_inequalities_and_all_reals(gold, pred, ok):
     ("(3,5)", "(5,3)", "Enter the ordered pair.", False),
     ("-2, 7", "7, -2", "List the roots in increasing order.", False),
     ("1000", "1,000", "Enter all the solutions, separated by commas.", True),
+    ("3", r"\{3\}", "", True), (r"\{3\}", "3", "", True), ("3", r"\{3, 4\}", "", False),
     ("2, 500", "2,500", "Enter all the solutions, separated by commas.", True),
 ])
 def test_lists_in_any_order_tuples_in_order(gold, pred, question, ok):
@@ -176,6 +177,11 @@ def test_lists_in_any_order_tuples_in_order(gold, pred, question, ok):
     (r"\frac{7}{2}", r"3\frac{1}{2}", "Express your answer as an improper fraction.", False),
     (r"\frac12+\frac12i", r"\frac{1+i}{2}", "Express your answer in the form $a+bi$.", False),
     (r"\frac12+\frac12i", r"0.5+0.5i", "Express your answer in the form $a+bi$.", True),
+    (r"\frac{\sqrt{6}}{3}", r"\frac{2\sqrt{6}}{6}", "Express it in simplest radical form.", False),
+    (r"\frac{5\sqrt{2}}{2}", r"\frac{5}{2}\sqrt{2}", "Express it in simplest radical form.", True),
+    ("120", "5!", "Compute $5!$.", False), ("120", "5!", "", True),
+    ("6", r"\log_2 64", r"Evaluate $\log_2 64$.", False),
+    ("1000", "10^3", "Compute the total.", True),
 ])
 def test_the_question_decides_the_form(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok

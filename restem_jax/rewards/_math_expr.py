@@ -538,8 +538,14 @@ def factors(node) -> tuple[list, list] | None:
 
 
 def radicals_simplified(node) -> bool:
-  """No square factor under a square root, no root in a denominator (simplest radical form)."""
+  """No square factor under a square root, no root in a denominator, no common factor of a
+  coefficient and the denominator (`2\\sqrt{6}/6`): simplest radical form."""
   tag = node[0]
+  if tag == "/" and _has_root(node[1]):
+    den = exact(node[2])
+    coef = _integer_coefficient(node[1])
+    if den is not None and den.denominator == 1 and coef and math.gcd(coef, den.numerator) > 1:
+      return False
   if tag == "root":
     x, n = exact(node[2]), exact(node[1])
     if x is not None and n == 2 and x.denominator == 1:
@@ -555,6 +561,19 @@ def radicals_simplified(node) -> bool:
     if e is not None and e < 0 and _has_root(node[1]):
       return False
   return all(radicals_simplified(c) for c in _children(node))
+
+
+def _integer_coefficient(node) -> int | None:
+  """The integer written in front of a product (`2\\sqrt{6}` -> 2, `\\sqrt{6}` -> 1)."""
+  if node[0] == "neg":
+    return _integer_coefficient(node[1])
+  if node[0] == "*":
+    values = [exact(f) for f in node[1]]
+    ints = [v for v in values if v is not None]
+    if all(v.denominator == 1 for v in ints):
+      return abs(math.prod(int(v) for v in ints)) if ints else 1
+    return None
+  return 1 if node[0] in ("root", "v", "c") else None
 
 
 def _has_root(node) -> bool:

@@ -416,7 +416,7 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
   if _SCI_E_RE.fullmatch(s):
     mantissa, exponent = re.split("[eE]", s)
     s = f"{mantissa}\\times10^{{{exponent}}}"
-  if re.search(r"\d\s+\d", s):  # "2 3" is no number a grader would read
+  if re.search(r"(?<![_^\d])\d+\s+\d", s):  # "2 3" is no number a grader would read
     return None
   node = ex.parse_expr(s)
   if node is None:

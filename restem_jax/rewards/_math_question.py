@@ -77,6 +77,7 @@ class Question:
   ordered: bool = False
   listing: bool = False
   pair: bool = False
+  evaluate: bool = False  # "Compute", "Evaluate": an integer answer is written as one
   degrees: str | None = None  # "decreasing" / "increasing": a polynomial's terms in that order
   base: int | None = None
   units: frozenset[str] = frozenset()  # the measures the question names (cm, mi, hr, ...)
@@ -135,6 +136,8 @@ def read_question(text: str | None) -> Question:
       lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
       mixed="mixed number" in low,
       improper="improper fraction" in low,
+      evaluate=bool(re.search(r"\b(compute|evaluate|calculate|simplify)\b|(find|what is) the value",
+                              low)),
       complex_form=bool(re.search(r"form \$?a\s*\+\s*bi\b", low)),
       decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
                              r"thousandth)|decimal form|in decimal)", low)),

@@ -104,6 +104,9 @@ def _same_collection(g: Answer, p: Answer, q: Question) -> bool | None:
     return False  # a set is not an ordered tuple
   if p.kind == "bracket":
     return False  # solutions listed as (-1, 4) read as a pair or an interval
+  for one, other in ((g, p), (p, g)):  # {3} and 3 say the same
+    if one.kind == "set" and len(one.value) == 1 and other.kind not in ("list", "set", "bracket"):
+      return same(one.value[0], other, q) if one is g else same(g, one.value[0], q)
   gi = _items(g)
   pi = _items(p)
   if gi is None or pi is None or len(gi) != len(pi):
@@ -343,6 +346,9 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
       and (q.common_fraction or q.lowest_terms or q.simplify)):
     if not _is_reduced_fraction(pn) or p.mixed:
       return False
+  if (q.evaluate and rational is not None and rational.denominator == 1
+      and _is_literal(gn, decimal=False) and _unevaluated(pn)):
+    return False  # "Compute 5!": 5! (or \\log_2 64 for 6) restates the question, 120 answers it
   if q.mixed and g.mixed and not p.mixed:
     return False
   if q.improper and p.mixed:
@@ -356,6 +362,14 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
   if q.scientific and _scientific(gn) and not _scientific(pn):
     return False
   return True
+
+
+def _unevaluated(node) -> bool:
+  """Whether the tree applies a function, factorial, binomial or root to numbers."""
+  if node[0] in ("f", "binom", "root"):
+    return True
+  return any(_unevaluated(c) for c in node[1:] if isinstance(c, tuple)) or any(
+      _unevaluated(c) for c in (node[1] if isinstance(node[1], list) else ()))
 
 
 def _is_literal(node, decimal: bool) -> bool:
@@ -381,7 +395,8 @@ def _is_reduced_fraction(node) -> bool:
   return False
 
 
-def _scientific(node) -> bool:
+def _scientific(node, any_mantissa: bool = False) -> bool:
+  """Whether the tree is a x 10^n (with 1 <= |a| < 10 unless any_mantissa)."""
   if node[0] == "neg":
     node = node[1]
   if node[0] != "*" or len(node[1]) != 2:
@@ -389,7 +404,7 @@ def _scientific(node) -> bool:
   mantissa, power = node[1]
   if mantissa[0] != "n" or power[0] != "^" or power[1][:2] != ("n", Fraction(10)):
     return False
-  return 1 <= abs(mantissa[1]) < 10
+  return any_mantissa or 1 <= abs(mantissa[1]) < 10
 
 
 def _same_factors(gn, pn) -> bool:
