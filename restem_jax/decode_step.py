@@ -62,6 +62,12 @@ class Cache:
   own_v: tuple[Array, ...]
   own_prompt_len_B: Array
   offset: int = flax.struct.field(pytree_node=False)
+  # Optional: which rows read which shared prompt, when rows are not laid out p*n+j (the
+  # rollout engine). members_PM[p, m] is the row that is member m of prompt p (B: none);
+  # row b is member row_member_B[b] of prompt row_prompt_B[b]. None: row p*n+j is member j of p.
+  members_PM: Array | None = None
+  row_prompt_B: Array | None = None
+  row_member_B: Array | None = None
 
 
 # Keys [layers, rows, K, H, S] and values [layers, rows, K, S, H]: for each (row, K/V head)
@@ -167,13 +173,36 @@ def _rotate(x_BXH: Array, cos_B1h: Array, sin_B1h: Array) -> Array:
   return out.astype(x_BXH.dtype)
 
 
+class _Members:
+  """Moves values between rows [B, ...] and prompts' members [P, M, ...] (see `Cache`)."""
+
+  def __init__(self, B: int, P: int, cache: Cache):
+    self.mapped = cache.members_PM is not None
+    self.cache = cache
+    self.P = P
+    self.M = cache.members_PM.shape[1] if self.mapped else B // P
+
+  def to_members(self, x_B: Array) -> Array:
+    if not self.mapped:
+      return x_B.reshape((self.P, self.M) + x_B.shape[1:])
+    # Row B (no member) reads zeros.
+    padded = jnp.concatenate([x_B, jnp.zeros((1,) + x_B.shape[1:], x_B.dtype)])
+    return jnp.take(padded, self.cache.members_PM, axis=0)
+
+  def to_rows(self, x_PM: Array) -> Array:
+    if not self.mapped:
+      return x_PM.reshape((-1,) + x_PM.shape[2:])
+    return x_PM[self.cache.row_prompt_B, self.cache.row_member_B]
+
+
 def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Array, Array],
-               slot: Array, own_bias_BS: Array, shared_k_PKHS: Array | None,
+               slot_B: Array, own_bias_BS: Array, shared_k_PKHS: Array | None,
                shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKHS: Array,
-               own_v_BKSH: Array):
+               own_v_BKSH: Array, members: _Members | None = None):
   """One new token per row attends to [its shared prompt | its own slots, itself included].
 
-  `rope` is (cos, sin) of the rows' positions (`_rope_cos_sin`).
+  `rope` is (cos, sin) of the rows' positions (`_rope_cos_sin`); `slot_B` is where each row's
+  token goes in its own slots; `members` maps rows to shared prompts.
 
   Returns:
     (output [B, D], own keys and values with this token's written at `slot`).
@@ -194,7 +223,6 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Arra
   # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
   # old buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users),
   # makes it copy the whole cache every step.
-  slot_B = jnp.full((B,), slot, jnp.int32)
 
   def write(cache_BKXY, new_BKH, axis):  # the slot axis of [K, X, Y] is 1 or 2
     return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
@@ -210,16 +238,16 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Arra
   m_BKG = s_own_BKGS.max(-1)
   if shared_k_PKHS is not None:
     P = shared_k_PKHS.shape[0]
-    n = B // P
+    n = members.M
 
     def to_rows(x_PKM):  # [P, K, n * G] -> [B, K, G]
-      return x_PKM.reshape(P, K, n, G).transpose(0, 2, 1, 3).reshape(B, K, G)
+      return members.to_rows(x_PKM.reshape(P, K, n, G).transpose(0, 2, 1, 3))
 
     def to_prompts(x_BKG):  # [B, K, G] -> [P, K, n * G]
-      return x_BKG.reshape(P, n, K, G).transpose(0, 2, 1, 3).reshape(P, K, n * G)
+      return members.to_members(x_BKG).transpose(0, 2, 1, 3).reshape(P, K, n * G)
 
     # The n samples' queries of prompt p are the M = n * G rows of one product.
-    q_PKMH = q_BKGH.reshape(P, n, K, G, H).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
+    q_PKMH = members.to_members(q_BKGH).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
     s_pre_PKMS = jnp.einsum("PKMH,PKHS->PKMS", q_PKMH, shared_k_PKHS,
                             preferred_element_type=jnp.float32) + shared_bias_PS[:, None, None]
     m_BKG = jnp.maximum(m_BKG, to_rows(s_pre_PKMS.max(-1)))
@@ -232,8 +260,8 @@ def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Arra
     denom_BKG = denom_BKG + to_rows(e_pre_PKMS.sum(-1))
     o_pre_PKMH = jnp.einsum("PKMS,PKSH->PKMH", e_pre_PKMS.astype(dtype), shared_v_PKSH,
                             preferred_element_type=jnp.float32)
-    o_BKGH = o_BKGH + o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4).reshape(
-        B, K, G, H)
+    o_BKGH = o_BKGH + members.to_rows(
+        o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4))
   out_BKGH = (o_BKGH / denom_BKG[..., None]).astype(dtype)
   # One [B, N*H] x [N*H, D] product (`split_layers` flattens the weight): with [N, H, D], XLA
   # transposed both the heads' outputs and, every step, the weight.
@@ -251,7 +279,8 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
     layers: each layer's weights (`split_layers`).
     token_B: the new token of each row.
     position_B: its position (the number of prompt tokens in the cache + `step`).
-    step: how many inputs each row already has in its own slots (see `Cache`).
+    step: how many inputs each row already has in its own slots (see `Cache`): a scalar, or
+      one per row [B].
     cache: from `init_cache` or the previous step.
 
   Returns:
@@ -273,20 +302,22 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
     return jnp.einsum("BF,FD->BD", h_BF, p["wo"])
 
   S = cache.own_v[0].shape[2]
+  B = token_B.shape[0]
   slot_S = jnp.arange(S)
-  slot = cache.offset + step  # where this token goes
+  slot_B = jnp.broadcast_to(cache.offset + step, (B,)).astype(jnp.int32)  # where this token goes
   own_valid_BS = ((slot_S[None, :] < cache.own_prompt_len_B[:, None])
-                  | ((slot_S[None, :] >= cache.offset) & (slot_S[None, :] <= slot)))
+                  | ((slot_S[None, :] >= cache.offset) & (slot_S[None, :] <= slot_B[:, None])))
   own_bias_BS = jnp.where(own_valid_BS, 0.0, _NEG_INF).astype(jnp.float32)
   rope = _rope_cos_sin(cfg, position_B)
   shared = bool(cache.shared_k)
+  members = _Members(B, cache.shared_bias_PS.shape[0], cache) if shared else None
   own_k, own_v = [], []
   for i, p in enumerate(layers):
     h_BD = norm.apply({"params": p["pre_attn_norm"]}, x_BD)
     attn_BD, k_BKHS, v_BKSH = _attention(
-        cfg, p["attn"], h_BD, rope, slot, own_bias_BS,
+        cfg, p["attn"], h_BD, rope, slot_B, own_bias_BS,
         cache.shared_k[i] if shared else None, cache.shared_v[i] if shared else None,
-        cache.shared_bias_PS, cache.own_k[i], cache.own_v[i])
+        cache.shared_bias_PS, cache.own_k[i], cache.own_v[i], members)
     own_k.append(k_BKHS)
     own_v.append(v_BKSH)
     if cfg.parallel_block:
