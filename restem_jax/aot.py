@@ -22,14 +22,16 @@ max_new_tokens), with the task's stop strings. The model is the base checkpoint'
 config.json; the run trains and samples with that) or else `config.model`.
 
 For each program it prints per-device HBM (arguments, outputs, temporaries, total; from
-`compiled.memory_analysis()`) against the chip's HBM, the FLOPs and bytes of
-`compiled.cost_analysis()`, and an estimated time from the chip's peaks (`tpu_specs.py`): the
-roofline max(FLOPs / peak, bytes / bandwidth), which leaves out the time of collectives between
-chips, so it is a lower bound on the time and an upper bound on the MFU. The train step's MFU
-counts the model's FLOPs (`train_steps.flops_per_token`, PaLM's formula; rematerialisation is
-not useful work). A decode loop is a `while` whose trip count XLA does not know: its cost
-analysis counts the body once, so the sampler's figures are the prefill plus one decode step;
-its time is estimated as the prefill plus max_new_tokens such steps.
+`compiled.memory_analysis()`) against the chip's HBM, and the FLOPs and bytes of
+`compiled.cost_analysis()`. XLA's cost analysis counts the body of each loop once (the scan over
+layers, the microbatches, the decode loop), so those two figures are not the program's work.
+The estimated time is therefore a roofline of the model's own work per device, from the chip's
+peaks (`tpu_specs.py`): max(FLOPs / peak, HBM bytes / bandwidth), with FLOPs from PaLM's formula
+(`train_steps.flops_per_token`; a forward pass is a third of it, and rematerialisation adds a
+forward pass to training) and HBM bytes as the parameters and KV cache each pass or decode step
+reads. It leaves out collectives between chips and every inefficiency of the real program, so
+it is a lower bound on the time, and the MFU (the model's FLOPs / (time x peak)) an upper
+bound. The sampler's figures take every row to run to max_new_tokens.
 
 The last line is one JSON object: {"topology", "accelerator", "config", "mesh", "hbm_bytes",
 "usable_bytes", "programs": {NAME: {...}}, "fits": bool, "too_big": [NAMES]}. Exit status 0
@@ -121,10 +123,10 @@ class ProgramReport:
   alias_bytes: int  # outputs written into donated arguments (counted once)
   temp_bytes: int
   code_bytes: int
-  flops: float  # cost analysis, per device
+  flops: float  # XLA's cost analysis, per device (loop bodies counted once)
   bytes_accessed: float
-  est_seconds: float
-  model_flops: float | None = None  # useful FLOPs per device (train step), for the MFU
+  est_seconds: float = 0.0  # roofline of the model's work (see the module docstring)
+  model_flops: float | None = None  # the model's FLOPs per device, for the MFU
   mfu: float | None = None
   error: str = ""  # the compiler's refusal (e.g. out of HBM); the sizes are then lower bounds
 
@@ -179,7 +181,7 @@ def _compile(name: str, shapes: str, lowered, args, chip: tpu_specs.Chip) -> Pro
                  time.perf_counter() - start, first)
     return ProgramReport(name=name, shapes=shapes, argument_bytes=_bytes_of(args),
                          output_bytes=0, alias_bytes=0, temp_bytes=temps, code_bytes=0,
-                         flops=0.0, bytes_accessed=0.0, est_seconds=0.0, error=first)
+                         flops=0.0, bytes_accessed=0.0, error=first)
   logging.info("%s: compiled in %.0f s", name, time.perf_counter() - start)
   return _report(name, shapes, compiled, chip)
 
@@ -191,8 +193,17 @@ def _report(name: str, shapes: str, compiled, chip: tpu_specs.Chip) -> ProgramRe
       name=name, shapes=shapes, argument_bytes=int(mem.argument_size_in_bytes),
       output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
       temp_bytes=int(mem.temp_size_in_bytes),
-      code_bytes=int(mem.generated_code_size_in_bytes), flops=flops, bytes_accessed=nbytes,
-      est_seconds=max(flops / chip.peak_flops, nbytes / chip.hbm_bandwidth))
+      code_bytes=int(mem.generated_code_size_in_bytes), flops=flops, bytes_accessed=nbytes)
+
+
+def _roofline(report: ProgramReport, chip: tpu_specs.Chip, flops: float, nbytes: float,
+              model_flops: float) -> None:
+  """Sets the estimated time (compute or HBM bound) and the MFU of a program that compiled."""
+  if report.error:
+    return
+  report.est_seconds = max(flops / chip.peak_flops, nbytes / chip.hbm_bandwidth)
+  report.model_flops = model_flops
+  report.mfu = model_flops / (report.est_seconds * chip.peak_flops)
 
 
 def _sds(abstract, shardings):
@@ -243,19 +254,28 @@ def compile_train(cfg: model_lib.ModelConfig, config, mesh, rules, chip, which=(
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   shapes = (f"{rows} rows x {length} tokens, {trainer.num_microbatches} microbatch(es), "
             f"{trainer.optimizer}")
+  # The model's work per device: training is 3 forward passes' FLOPs (+1 with remat); each
+  # microbatch reads the parameters in every pass and adds to the float32 gradient sums.
+  train_flops = train_steps.flops_per_token(cfg, length) * rows * length / mesh.devices.size
+  param_bytes = _bytes_of(state.params)
+  grad_bytes = _bytes_of(jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding), state.params))
+  passes = 4 if cfg.remat else 3
+  microbatches = int(trainer.num_microbatches)
   with partitioning.activate(mesh, rules):
     if "train" in which:
       lowered = fns._train_step.lower(state, batch, rng)  # pylint: disable=protected-access
       report = _compile("train", shapes, lowered, (state, batch), chip)
-      report.model_flops = (train_steps.flops_per_token(cfg, length) * rows * length
-                            / mesh.devices.size)
-      if report.est_seconds:
-        report.mfu = report.model_flops / (report.est_seconds * chip.peak_flops)
+      _roofline(report, chip, train_flops * passes / 3,
+                microbatches * (passes * param_bytes + 2 * grad_bytes) + _bytes_of(state),
+                train_flops)
       yield report
     if "eval" in which:
       lowered = fns._eval_step.lower(state.params, batch)  # pylint: disable=protected-access
-      yield _compile("eval", f"{rows} rows x {length} tokens", lowered, (state.params, batch),
-                     chip)
+      report = _compile("eval", f"{rows} rows x {length} tokens", lowered,
+                        (state.params, batch), chip)
+      _roofline(report, chip, train_flops / 3, param_bytes, train_flops / 3)
+      yield report
 
 
 class _AbstractSampler(sampling.Sampler):
@@ -417,26 +437,27 @@ def check(config: ml_collections.ConfigDict, topology: str, *,
 
 def _decode_time(report: ProgramReport, cfg: model_lib.ModelConfig, mesh, shapes: dict[str, int],
                  prompt_len: int, new_tokens: int, chip: tpu_specs.Chip, param_bytes: int) -> None:
-  """Adds the decode loop's time to a sampler report (its cost analysis has one step).
+  """The sampler's roofline: the prefill, then `new_tokens` decode steps (every row runs on).
 
-  Every row is taken to run to `new_tokens` (the worst case). A decode step reads this device's
-  parameters and the whole KV cache (prompt slots once per prompt when shared, then a slot per
-  row and step), and computes one token per row; it takes the roofline time of those. The MFU
-  counts the prompt and generated tokens' forward FLOPs (PaLM's formula, a third of training's).
+  The prefill reads the parameters once and computes the prompts' forward FLOPs; a decode step
+  reads this device's parameters and the whole KV cache (prompt slots once per prompt when
+  shared, then a slot per row and step) and computes one token per row.
   """
   P, n = shapes["P"], shapes["n"]
   B, L, T = P * n, prompt_len, new_tokens
+  devices = mesh.devices.size
   row_shards = mesh.shape["data"] * mesh.shape["fsdp"]
   slots = P * L + B * T if n > 1 else B * (L + T)
   itemsize = jnp.dtype(cfg.dtype).itemsize
   kv_bytes = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * itemsize / row_shards
-  devices = mesh.devices.size
+  prefill_flops = P * L * train_steps.flops_per_token(cfg, L) / 3 / devices
   step_flops = B * train_steps.flops_per_token(cfg, L + T // 2) / 3 / devices
-  step_seconds = max(step_flops / chip.peak_flops, (param_bytes + kv_bytes) / chip.hbm_bandwidth)
-  report.est_seconds += (T - 1) * step_seconds
-  report.model_flops = (P * L * train_steps.flops_per_token(cfg, L) / 3
-                        + B * T * train_steps.flops_per_token(cfg, L + T // 2) / 3) / devices
-  report.mfu = report.model_flops / (report.est_seconds * chip.peak_flops)
+  seconds = max(prefill_flops / chip.peak_flops, param_bytes / chip.hbm_bandwidth)
+  seconds += T * max(step_flops / chip.peak_flops,
+                     (param_bytes + kv_bytes) / chip.hbm_bandwidth)
+  report.est_seconds = seconds
+  report.model_flops = prefill_flops + T * step_flops
+  report.mfu = report.model_flops / (seconds * chip.peak_flops)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -458,7 +479,7 @@ def format_table(result: Result) -> str:
       f"a program fits in {_gib(result.usable_bytes)} GiB ({result.headroom:.0%} kept free)",
       "",
       f"{'program':<12} {'args':>7} {'outputs':>7} {'temps':>7} {'total':>7} {'of HBM':>7} "
-      f"{'TFLOP':>8} {'GB read':>8} {'est. time':>10} {'MFU':>6}  (per device; GiB)",
+      f"{'XLA TFLOP':>9} {'XLA GB':>8} {'est. time':>10} {'MFU':>6}  (per device; GiB)",
   ]
   for p in result.programs:
     mfu = f"{p.mfu:.1%}" if p.mfu is not None else "-"
@@ -468,13 +489,14 @@ def format_table(result: Result) -> str:
     lines.append(
         f"{p.name:<12} {_gib(p.argument_bytes):>7} {_gib(p.output_bytes - p.alias_bytes):>7} "
         f"{_gib(p.temp_bytes):>7} {_gib(p.total_bytes):>7} "
-        f"{p.total_bytes / chip.hbm_bytes:>7.0%} {p.flops / 1e12:>8.2f} "
-        f"{p.bytes_accessed / 1e9:>8.2f} {p.est_seconds:>9.3f}s {mfu:>6}{mark}")
+        f"{p.total_bytes / chip.hbm_bytes:>7.0%} {p.flops / 1e12:>9.2f} "
+        f"{p.bytes_accessed / 1e9:>8.2f} {p.est_seconds:>9.3g}s {mfu:>6}{mark}")
   lines.append("")
   for p in result.programs:
     lines.append(f"  {p.name}: {p.shapes}" + (f"\n    {p.error}" if p.error else ""))
-  lines.append("outputs exclude those written into donated arguments; est. time and MFU are "
-               "rooflines without inter-chip communication (see restem_jax/aot.py)")
+  lines.append("outputs exclude those written into donated arguments; XLA's TFLOP and GB count "
+               "each loop body once; est. time and MFU: a roofline of the model's FLOPs and "
+               "HBM reads, without collectives (see restem_jax/aot.py)")
   lines.append(f"fits: {result.fits}" + (f" (too big: {', '.join(result.too_big)})"
                                           if result.too_big else ""))
   return "\n".join(lines)
