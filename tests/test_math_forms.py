@@ -241,6 +241,14 @@ def test_generic_endings_are_found(completion, answer):
   assert math_reward.extract_answer(completion, reward.extractors) == answer
 
 
+@pytest.mark.parametrize("gold, pred, ok", [
+    (r"\text{June 22}", "June 22", True), (r"\text{June 22}", r"\text{Jnue 22}", False),
+    (r"\text{Monday}", r"\text{Dynamo}", False), (r"\text{(B)}", r"\textbf{(B)}", True),
+])
+def test_words_are_not_products_of_letters(gold, pred, ok):
+  assert _check(gold, pred) is ok
+
+
 def test_the_question_reaches_the_reward_from_math_and_jsonl_problems():
   reward = rewards.get("math")
   completion = r"So $\boxed{(x+1)(x-1)}$."

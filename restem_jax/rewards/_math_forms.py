@@ -179,6 +179,8 @@ class Answer:
 _SCALE_WORDS = {"hundred": "100", "thousand": "1000", "million": "10^6", "billion": "10^9",
                 "trillion": "10^{12}", "dozen": "12", "hundreds": "100", "thousands": "1000",
                 "millions": "10^6", "billions": "10^9"}
+_MATH_WORDS = frozenset("sqrt pi infty frac dfrac cdot times div sin cos tan sec csc cot arcsin "
+                        "arccos arctan sinh cosh tanh log ln exp".split())
 _NOT_UNITS = frozenset("sin cos tan sec csc cot ln log exp or and pi mod".split())
 _UNIT_TAIL_RE = re.compile(
     r"(?P<unit>(?:\s*(?:(?<![\\a-zA-Z])[a-zA-Z]{2,}\.?|\^\s*\{?[23]\}?|/\s*[a-zA-Z]+))+)"
@@ -418,6 +420,10 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
     s = f"{mantissa}\\times10^{{{exponent}}}"
   if re.search(r"(?<![_^\d])\d+\s+\d", s):  # "2 3" is no number a grader would read
     return None
+  if any(w.lower() not in _MATH_WORDS for w in re.findall(r"(?<![\\a-zA-Z])[a-zA-Z]{3,}", s)):
+    # Words ("June 22"), not a product of one-letter variables: sympy-style reading would make
+    # "Jnue 22" equal "June 22".
+    return Answer("text", re.sub(r"\s+", " ", s.lower()).strip())
   node = ex.parse_expr(s)
   if node is None:
     if _words_only(s):
