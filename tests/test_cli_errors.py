@@ -54,8 +54,8 @@ def data(tmp_path):
   rows = [{"id": f"p{i}", "question": f"What is {i} + 1?", "answer": str(i + 1),
            "solution": f"{i} + 1 = {i + 1}. The answer is {i + 1}."} for i in range(12)]
   _write_jsonl(d / "train.jsonl", rows)
-  _write_jsonl(d / "test.jsonl", [{k: v for k, v in r.items() if k != "solution"}
-                                  for r in rows[:4]])
+  _write_jsonl(d / "test.jsonl", [{"id": f"t{i}", "question": f"What is {i} + 2?",
+                                   "answer": str(i + 2)} for i in range(4)])
   (d / "empty.jsonl").write_text("\n")
   bad = (d / "train.jsonl").read_text().splitlines()
   bad[4] = '{"id": "p4", "question": "What is 4 + 1?"'
@@ -95,13 +95,34 @@ def test_bad_value_missing_config_and_broken_config_files(tmp_path):
 # --- restem_jax.main: data, workdir, checkpoint -------------------------------------------------
 
 
-def test_empty_test_file_fails_before_training_naming_it(tmp_path, data):
-  out, seconds = _main(JSONL_SMOKE, f"--workdir={tmp_path / 'w'}",
-                       f"--config.data.train_path={data / 'train.jsonl'}",
-                       f"--config.data.test_path={data / 'empty.jsonl'}")
+def test_empty_test_file_fails_before_training_then_the_corrected_command_runs(tmp_path, data):
+  workdir = tmp_path / "w"
+  args = [JSONL_SMOKE, "--config.progress_bar=False", f"--workdir={workdir}",
+          f"--config.data.train_path={data / 'train.jsonl'}"]
+  out, seconds = _main(*args, f"--config.data.test_path={data / 'empty.jsonl'}")
   _assert_one_error(out, "--config.data.test_path", str(data / "empty.jsonl"))
   assert seconds < 30
-  assert not (tmp_path / "w" / "stages").exists()  # nothing ran
+  assert not (workdir / "stages").exists()  # nothing ran
+  # The corrected command runs in the same workdir; Ctrl-C (SIGINT to the process group, as a
+  # terminal sends it) once its first stage is done exits 130 saying the command resumes.
+  proc = subprocess.Popen([sys.executable, "-m", "restem_jax.main", *args,
+                           f"--config.data.test_path={data / 'test.jsonl'}"], cwd=REPO,
+                          env=smoke_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True)
+  try:
+    deadline = time.monotonic() + 300
+    while not (workdir / "stages" / "vocab.json").exists() and time.monotonic() < deadline:
+      assert proc.poll() is None, proc.communicate()[1][-3000:]
+      time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+  assert proc.returncode == 130, stderr[-3000:]
+  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+  assert "run the same command again to resume" in stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("train, test, needles", [
@@ -115,6 +136,15 @@ def test_data_file_errors_name_the_file(tmp_path, data, train, test, needles):
                        f"--config.data.test_path={data / test}")
   _assert_one_error(out, *needles)
   assert seconds < 30
+
+
+def test_data_set_errors_found_by_its_source_name_the_files(tmp_path, data):
+  """Checks that need the data set built (seqio, TensorFlow) still come before any stage."""
+  out, _ = _main(JSONL_SMOKE, f"--workdir={tmp_path / 'w'}",
+                 f"--config.data.train_path={data / 'train.jsonl'}",
+                 f"--config.data.test_path={data / 'train.jsonl'}")
+  _assert_one_error(out, "--config.data", "train.jsonl", "duplicate id")
+  assert not (tmp_path / "w" / "stages").exists()
 
 
 def test_vocabulary_larger_than_the_model_fails_before_any_stage(tmp_path):
@@ -210,32 +240,6 @@ def test_check_owned(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"name": "someone else's"}))
   with pytest.raises(cli.UserError, match="something else"):
     run_dir.check_owned(tmp_path)
-
-
-# --- Ctrl-C ----------------------------------------------------------------------------------
-
-
-def test_ctrl_c_exits_130_saying_the_command_resumes(tmp_path):
-  workdir = tmp_path / "w"
-  proc = subprocess.Popen([sys.executable, "-m", "restem_jax.main",
-                           "--config=configs/demo.py:smoke", "--config.progress_bar=False",
-                           f"--workdir={workdir}"], cwd=REPO, env=smoke_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True)
-  try:
-    deadline = time.monotonic() + 300
-    while not (workdir / "stages" / "vocab.json").exists() and time.monotonic() < deadline:
-      assert proc.poll() is None, proc.communicate()[1][-3000:]
-      time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    _, stderr = proc.communicate(timeout=120)
-  finally:
-    if proc.poll() is None:
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-  assert proc.returncode == 130, stderr[-3000:]
-  assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
-  assert "run the same command again to resume" in stderr.strip().splitlines()[-1]
 
 
 # --- the other CLIs ------------------------------------------------------------------------
