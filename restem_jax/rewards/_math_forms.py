@@ -191,8 +191,8 @@ _PLAIN_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)")
 _THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _INNER_THOUSANDS_RE = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])")
 _SPACE_THOUSANDS_RE = re.compile(r"[+-]?\d{1,3}(?: \d{3})+(?:\.\d+)?")
-_MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\s*\{(\d+)\}\s*\{(\d+)\}|\\frac(\d)(\d)|"
-                       r"\s(\d+)\s*/\s*(\d+))")
+_MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}|"
+                       r"\\frac(\d)(\d)|\s(\d+)\s*/\s*(\d+))")
 _REPEAT_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}?")
 _SCI_E_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d{1,4}")
 _BASED_RE = re.compile(r"([0-9A-Za-z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
