@@ -157,6 +157,7 @@ def test_intervals_inequalities_and_all_reals(gold, pred, ok):
     ("-2, 7", "7, -2", "List the roots in increasing order.", False),
     ("1000", "1,000", "Enter all the solutions, separated by commas.", True),
     ("3", r"\{3\}", "", True), (r"\{3\}", "3", "", True), ("3", r"\{3, 4\}", "", False),
+    (r"\{1, 2\}", "{2, 1}", "", True), (r"\{1, 2\}", "{1, 3}", "", False),
     ("2, 500", "2,500", "Enter all the solutions, separated by commas.", True),
 ])
 def test_lists_in_any_order_tuples_in_order(gold, pred, question, ok):

@@ -297,6 +297,10 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
   member = _MEMBER_RE.fullmatch(s)
   if member:  # x \in [2, 5), x \in \{1, 2\}
     return _read(member.group(1), marks, q)
+  bare_set = (s[0] == "{" and s[-1] == "}" and _closes_at_end(s)
+              and len(_split_top(s[1:-1], re.compile(r"\s*,\s*"))) > 1)
+  if bare_set:  # {1, 2}: TeX would drop the braces, the writer meant a set
+    s = "\\{" + s[1:-1] + "\\}"
   if s.startswith("\\{") and s.endswith("\\}"):
     inner = s[2:-2].strip()
     if not inner:
