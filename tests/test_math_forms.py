@@ -207,6 +207,8 @@ def test_bases(gold, pred, question, ok):
     (r"40\%", "0.4", "What percent of the class passed?", False),
     ("40", r"40\%", "What percent of the class passed?", True),
     ("0.4", r"40\%", "What is the probability?", True),
+    (r"40\%", "0.4", "What is the probability that it rains?", True),
+    (r"40\%", "0.04", "What is the probability that it rains?", False),
 ])
 def test_percent(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok

@@ -308,11 +308,16 @@ def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
       return False
   gn, pn = g.value, p.value
   verdict = _values_equal(gn, pn)
+  hundred = ("n", Fraction(100), False)
   if p.percent and not (g.percent or q.percent):
-    # 25% for a gold 0.25 (a probability, say); 0.25 for a gold 25% stays wrong. Without the
-    # question, a gold 25 may be the answer to "what percent": 25% is then right too.
-    as_fraction = _values_equal(gn, ("/", pn, ("n", Fraction(100), False)))
+    # 25% for a gold 0.25 (a probability, say). Without the question, a gold 25 may be the
+    # answer to "what percent": 25% is then right too.
+    as_fraction = _values_equal(gn, ("/", pn, hundred))
     verdict = as_fraction if q.known or verdict is not True else verdict
+  elif g.percent and not p.percent and q.known and not q.percent and verdict is not True:
+    # A gold 25% where the question asks for no percent (a probability): 0.25 says the same.
+    # Where it asks "what percent", 0.25 stays wrong.
+    verdict = _values_equal(("/", gn, hundred), pn)
   if verdict is not True:
     return verdict
   return _form_ok(g, p, q)
