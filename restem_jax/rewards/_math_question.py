@@ -19,7 +19,8 @@ KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 # Words that name a unit only sometimes ("in", "m", "g" are words or variables too); a sign or a
 # count word ($, degrees, cents, days) says nothing about the measure asked for.
 _AMBIGUOUS_WORDS = frozenset({"in", "m", "g", "l", "s", "h", "sec", "min", "sq"})
-_MARK_UNITS = frozenset({"deg", "usd", "cent", "day", "week", "year", "month"})
+MARK_UNITS = frozenset({"deg", "usd", "cent"})  # signs of a kind of answer, not its measure
+_CALENDAR_UNITS = frozenset({"day", "week", "year", "month"})  # story words more than units
 
 
 def unit_bases(unit: str) -> set[str]:
@@ -162,6 +163,6 @@ def _question_units(low: str) -> frozenset[str]:
   for word in re.findall(r"[a-z]+", low):
     if word not in _AMBIGUOUS_WORDS:
       found |= unit_bases(canonical_unit(word))
-  if not found - _MARK_UNITS:
+  if not found - MARK_UNITS - _CALENDAR_UNITS:
     return frozenset()
   return frozenset(found)

@@ -14,9 +14,7 @@ import math
 
 from restem_jax.rewards import _math_expr as ex
 from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question, as_interval
-from restem_jax.rewards._math_question import unit_bases
-
-_MARKS = frozenset({"deg", "usd", "cent"})  # signs, not measures: not checked against questions
+from restem_jax.rewards._math_question import MARK_UNITS, unit_bases
 
 Fraction = fractions.Fraction
 _DECIMAL_RTOL = 2e-6  # a decimal written to 6 significant digits (0.333333 for 1/3) agrees
@@ -24,7 +22,16 @@ _EXACT_RTOL = 1e-9  # closed forms at double precision
 
 
 def same(g: Answer, p: Answer, q: Question) -> bool | None:
-  """Whether pred p gives gold answer g (None: undecided here)."""
+  """Whether the predicted answer says what the gold answer says.
+
+  Args:
+    g: the gold answer's reading.
+    p: the predicted answer's reading.
+    q: the forms the question asks for.
+
+  Returns:
+    True / False; None when a value could not be evaluated here (the caller asks sympy).
+  """
   if g.kind == "eq" or p.kind == "eq":
     return _same_eq(g, p, q)
   if g.kind in ("list", "set") or p.kind in ("list", "set"):
@@ -304,7 +311,7 @@ def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
     return False
   if not g.unit and p.unit and q.units and _known(p.unit):
     # 24 m^2 where the question asks for square centimeters: the number alone is not enough.
-    if not unit_bases(p.unit) - _MARKS <= q.units:
+    if not unit_bases(p.unit) - MARK_UNITS <= q.units:
       return False
   gn, pn = g.value, p.value
   verdict = _values_equal(gn, pn)
