@@ -247,6 +247,7 @@ def test_generic_endings_are_found(completion, answer):
 @pytest.mark.parametrize("gold, pred, ok", [
     (r"\text{June 22}", "June 22", True), (r"\text{June 22}", r"\text{Jnue 22}", False),
     (r"\text{Monday}", r"\text{Dynamo}", False), (r"\text{(B)}", r"\textbf{(B)}", True),
+    (r"\text{(B)}", r"\text{Option B}", True), (r"\text{(B)}", r"\text{Option D}", False),
 ])
 def test_words_are_not_products_of_letters(gold, pred, ok):
   assert _check(gold, pred) is ok

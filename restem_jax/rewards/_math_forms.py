@@ -196,7 +196,7 @@ _MIXED_RE = re.compile(r"([+-]?)(\d+)\s*(?:\\frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)
 _REPEAT_RE = re.compile(r"([+-]?)(\d*)\.(\d*)\\(?:overline|bar|dot)\s*\{?(\d+)\}?")
 _SCI_E_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)[eE][+-]?\d{1,4}")
 _BASED_RE = re.compile(r"([0-9A-Za-z]+)\s*_\s*\{?\s*\(?(\d+)\)?\s*\}?")
-_CHOICE_RE = re.compile(r"\(?([A-Ha-h])\)(?:\s.*)?|([A-H])")
+_CHOICE_RE = re.compile(r"(?:(?:[Oo]ption|[Cc]hoice)\s*)?(?:\(?([A-Ha-h])\)(?:\s.*)?|([A-H]))")
 _ALLREALS_RE = re.compile(r"(all\s*)?(real\s*(numbers?|values?)(\s*(of|for)\s*[a-z])?|reals|"
                           r"allreals|real\s+[a-z])|"
                           r"x\s*\\in\s*allreals|-?\s*\\infty\s*<\s*x\s*<\s*\\infty", re.I)
