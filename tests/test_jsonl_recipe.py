@@ -114,3 +114,22 @@ def test_a_size_that_does_not_fit_fails_before_training_in_one_line(tmp_path, ov
   assert "wordmath/" in message or "vocab_size" in key  # names the problem that does not fit
   assert not (tmp_path / "run" / "stages" / "init.json").exists()  # nothing was trained
   assert not (tmp_path / "run" / "train").exists()
+
+
+def test_the_cli_reports_an_oversized_prompt_in_one_line_before_training(tmp_path):
+  """`restem --config=configs/jsonl_math.py` with data.inputs_length below the data's prompts:
+  exit 2, one line naming the key and the problem, no traceback, nothing trained."""
+  import subprocess
+  import sys
+  from conftest import smoke_env
+  paths = _write(tmp_path, {"train": 30, "test": 10})
+  out = subprocess.run(
+      [sys.executable, "-m", "restem_jax.main", "--config=configs/jsonl_math.py",
+       f"--workdir={tmp_path / 'run'}", f"--config.data.train_path={paths['train']}",
+       f"--config.data.test_path={paths['test']}", "--config.data.inputs_length=24",
+       "--config.progress_bar=False"],
+      cwd=REPO, env=smoke_env(), capture_output=True, text=True, timeout=600)
+  assert out.returncode == 2, out.stderr[-2000:]
+  errors = [line for line in out.stderr.splitlines() if "inputs_length" in line]
+  assert len(errors) == 1 and "wordmath/" in errors[0] and "Traceback" not in out.stderr
+  assert not (tmp_path / "run" / "train").exists()
