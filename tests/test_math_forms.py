@@ -92,7 +92,9 @@ def test_mixed_numbers(gold, pred, ok):
 @pytest.mark.parametrize("gold, pred, ok", [
     (r"\frac{5}{9}", r"0.\overline{5}", True), (r"\frac{23}{99}", r"0.\overline{23}", True),
     (r"\frac{7}{30}", r"0.2\overline{3}", True), (r"\frac{5}{9}", "0.5", False),
-    (r"\frac{5}{9}", r"0.\overline{6}", False),
+    (r"\frac{5}{9}", r"0.\overline{6}", False), (r"\frac{5}{9}", "0.555...", True),
+    (r"\frac{1}{6}", r"0.1666\ldots", True), (r"\frac{1}{11}", "0.0909...", True),
+    (r"\frac{5}{9}", "0.5...", False), (r"\frac{5}{9}", "0.666...", False),
 ])
 def test_repeating_decimals(gold, pred, ok):
   assert _check(gold, pred) is ok

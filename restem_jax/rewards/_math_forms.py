@@ -127,9 +127,28 @@ def clean(s: str) -> tuple[str, _Marks]:
   for pattern, repl in _COMPARE:
     s = re.sub(pattern, repl, s)
   s = re.sub(r"\s+", " ", s).strip()
+  s = _ELLIPSIS_RE.sub(_repeating, s)
   s = re.sub(r"[.\s]+$", "", s).strip()
-  s = re.sub(r"^(?:and|or)\s+", "", s)
+  s = re.sub(r"^(?:and|or)\s+|^(?:=|\\approx|\\sim)\s*", "", s)
+  s = re.sub(r"\\approx", "=", s)
   return s, _Marks(percent, degree, dollar)
+
+
+_ELLIPSIS_RE = re.compile(r"(\d*)\.(\d+)\s*(?:\.\.\.|\\[lc]?dots(?![a-zA-Z])|\u2026)")
+
+
+def _repeating(m: re.Match) -> str:
+  """`0.333...` -> `0.\\overline{3}` when the digits show their period twice (`0.1666...`,
+  `0.142857142857...`); other decimals before an ellipsis stay as written."""
+  whole, digits = m.group(1), m.group(2)
+  for period in range(1, len(digits) // 2 + 1):
+    tail = digits[-period:]
+    if digits.endswith(tail * 2):
+      fixed = digits[:-period]
+      while fixed.endswith(tail):
+        fixed = fixed[:-period]
+      return f"{whole}.{fixed}\\overline{{{tail}}}"
+  return f"{whole}.{digits}"
 
 
 def _split_top(s: str, seps: re.Pattern) -> list[str]:
