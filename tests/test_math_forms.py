@@ -255,6 +255,15 @@ def test_words_are_not_products_of_letters(gold, pred, ok):
   assert _check(gold, pred) is ok
 
 
+@pytest.mark.parametrize("completion, ok", [
+    (r"So $x=\boxed{-2}$ or $x=\boxed{7}$.", True),
+    (r"The roots are $\boxed{7}$ and $\boxed{-2}$.", True),
+    (r"First $\boxed{-2}$. Checking the other case gives the answer $\boxed{7}$.", False),
+])
+def test_solutions_boxed_one_by_one(completion, ok):
+  assert rewards.get("math")({"answer": "-2, 7"}, completion).passed is ok
+
+
 def test_the_question_reaches_the_reward_from_math_and_jsonl_problems():
   reward = rewards.get("math")
   completion = r"So $\boxed{(x+1)(x-1)}$."

@@ -159,7 +159,32 @@ def extract_answer(text: str, extractors: Sequence[str] = EXTRACTORS) -> str | N
            if span[1].strip()]
   if not spans:
     return None
-  return max(spans, key=lambda span: span[0])[1].strip()
+  last = max(spans, key=lambda span: span[0])
+  if "boxed" in extractors:
+    return _joined_boxes(text, last)
+  return last[1].strip()
+
+
+# What may stand between two boxes that together give the final answer ("$\boxed{2}$ and
+# $x = \boxed{3}$"): punctuation, "and" / "or", a variable's "x =".
+_BOX_GAP_RE = re.compile(r"[\s$,;.]*(?:(?:\\text\s*\{\s*)?(?:and|or)(?:\s*\})?)?[\s$,;]*"
+                         r"(?:[a-zA-Z]\s*=\s*)?")
+_BOX_TAIL_RE = re.compile(r"\\(?:boxed|fbox)\s*\{?$")
+
+
+def _joined_boxes(text: str, last: tuple[int, str]) -> str:
+  """The last answer; when it is a box that ends a run of boxes with only "and", "or" or
+  punctuation between them (solutions boxed one by one), all of them as a list."""
+  boxes = _boxed_spans(text)
+  if not boxes or boxes[-1][0] != last[0]:
+    return last[1].strip()
+  answers = [boxes[-1][1].strip()]
+  for (start, content), (next_start, _) in zip(boxes[-2::-1], boxes[:0:-1]):
+    gap = _BOX_TAIL_RE.sub("", text[start + len(content) + 1:next_start])
+    if len(gap) > 40 or not _BOX_GAP_RE.fullmatch(gap) or not content.strip():
+      break
+    answers.append(content.strip())
+  return ", ".join(reversed(answers))
 
 
 def last_boxed(text: str) -> str | None:
