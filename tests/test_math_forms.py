@@ -220,7 +220,8 @@ def test_percent(gold, pred, question, ok):
     (r"6.02\times10^{23}", "6.02*10^23", True), (r"\frac{1}{2}", r"{1 \over 2}", True),
     (r"2\sqrt{2}", "2*sqrt(2)", True), (r"2\sqrt{2}", "2\u221a2", True), (r"3\pi", "3\u03c0", True),
     (r"\frac{3}{4}", "\u00be", True), (r"2\sqrt{2}", "2*sqrt(3)", False),
-    ("1, 2, 3", "1, 2, and 3", True),
+    ("1, 2, 3", "1, 2, and 3", True), (r"30^\circ", "30^o", True), ("x^2", "x^o", False),
+    (r"\frac{1}{2}", r"\left.\frac{1}{2}\right.", True), (r"25\text{ cm}^2", "25 cm\u00b2", True),
 ])
 def test_plain_text_and_unicode_maths(gold, pred, ok):
   assert _check(gold, pred) is ok

@@ -43,7 +43,8 @@ Fraction = fractions.Fraction
 
 _TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|"
                           r"mbox|hbox|operatorname|textsf|mathsf)\s*\{")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°")
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°|"
+                        r"(?<=\d)\s*\^\s*\{?\s*o\s*\}?(?![a-zA-Z])")  # 30^o, a common slip
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|"
                             r"Bigg|displaystyle)(?![a-zA-Z])")
 _SEP_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,|\\ |~|\\;|\\:|,\\!|\\!,|\\!)(?=\d{3}(?!\d))")
@@ -55,7 +56,8 @@ _COMPARE = [(r"\\leqslant|\\leq|\\le(?![a-zA-Z])|≤", "<="),
 _UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u221a", "\\sqrt"), ("\u03c0", "\\pi "),
             ("\u221e", "\\infty "), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u2264", "<="),
             ("\u2265", ">="), ("\u2260", "!="), ("\u222a", "\\cup "), ("\u00bd", "\\frac{1}{2}"),
-            ("\u2153", "\\frac{1}{3}"), ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}")]
+            ("\u2153", "\\frac{1}{3}"), ("\u00b2", "^2"), ("\u00b3", "^3"),
+            ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}")]
 
 
 def _matching_brace(s: str, i: int) -> int | None:
@@ -106,6 +108,7 @@ def clean(s: str) -> tuple[str, _Marks]:
   dollar = "\\$" in s or bool(re.search(r"\$\s*\d", s)) and s.count("$") == 1
   s = s.replace("\\$", " ").replace("$", " ")
   s = re.sub(r"\\[()\[\]]", " ", s)
+  s = re.sub(r"\\(?:left|right)\s*\.", "", s)  # \left. ... \right| : invisible delimiters
   s = _LEFT_RIGHT_RE.sub("", s)
   s = _SEP_THOUSANDS_RE.sub(",", s)
   s = s.replace("{,}", ",").replace("\\!", "")
