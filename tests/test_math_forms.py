@@ -156,6 +156,8 @@ def test_intervals_inequalities_and_all_reals(gold, pred, ok):
     ("-2, 7", r"x=7 \text{ or } x=-2", "", True), ("-2, 7", "7, -2", "", True),
     ("-2, 7", "7", "", False), ("-2, 7", "-2, 7, 0", "", False),
     ("(3,5)", "(5,3)", "Enter the ordered pair.", False),
+    ("(3,5)", "y=5, x=3", "Enter the ordered pair.", True),
+    ("(3,5)", "x=5, y=3", "Enter the ordered pair.", False),
     ("-2, 7", "7, -2", "List the roots in increasing order.", False),
     ("1000", "1,000", "Enter all the solutions, separated by commas.", True),
     ("3", r"\{3\}", "", True), (r"\{3\}", "3", "", True), ("3", r"\{3, 4\}", "", False),

@@ -284,6 +284,10 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
     if all(p.kind == "interval" for p in parts) and any(
         _CMP_RE.search(item) for item in items):  # x < -1 or x > 2: one set
       return Answer("interval", tuple(x for p in parts for x in p.value))
+    names = [p.value[0] if p.kind == "eq" else None for p in parts]
+    if None not in names and len(set(names)) == len(names):
+      # y = -1, x = 2: the values in the variables' order, as an ordered pair lists them
+      parts = [p for _, p in sorted(zip(names, parts), key=lambda np: np[0])]
     return Answer("list", tuple(_strip_assignment(p) for p in parts))
   return _read_item(s, marks, q)
 
