@@ -3,33 +3,37 @@
 `sandbox.py` compiles this file followed by a program (e.g. `_harness.py`, which must define
 `main()`) into one code object, with the sandbox's own interpreter, and starts a *container*:
 `python -I -S -B -X utf8 -c BOOTSTRAP CODE CONFIG` under bwrap or unshare (see `sandbox.py`).
-`_sbx_serve(main)` at the end of that code object then:
+`_sbx_serve(main, prepare)` at the end of that code object then:
   1. for the `unshare` backend (root in fresh user, mount, pid, net, ipc and uts namespaces):
      builds a new root from read-only binds of the system directories and a few devices and
      chroots into it (bwrap builds the same view itself); imports the modules named in CONFIG
      once; makes itself non-dumpable;
-  2. says b"ready" on fd 0, a unix SOCK_SEQPACKET socket to the judge, then for every request
+  2. prepares a process S for the next sample (`_sbx_prefork`): S enters fresh mount and ipc
+     namespaces and a fresh pid namespace for its children, mounts a private size-limited
+     tmpfs at /tmp, keeps only /dev/null as fds 0-2 and its hand-off socket, drops every
+     capability for good, installs the seccomp filter, stays non-dumpable, sets the resource
+     limits, calls `prepare()` (the harness forks the candidate side there, the first process
+     of the new pid namespace) and reports the pids it prepared;
+  3. says b"ready" on fd 0, a unix SOCK_SEQPACKET socket to the judge, then for every request
      (a marshalled dict with `kill_after_s`, plus two fds passed with SCM_RIGHTS: the sample's
-     job pipe and its report pipe) runs one *sample*: forks S, which enters fresh mount and
-     ipc namespaces and a fresh pid namespace for its children, mounts a private
-     size-limited tmpfs at /tmp, gets the job pipe as fd 0, the report pipe as fd 1 and
-     /dev/null as fd 2 (nothing else), drops every capability for good, installs the seccomp
-     filter, stays non-dumpable, sets the resource limits and calls `main()`. When S exits, or
-     `kill_after_s` seconds after the start (then SIGKILL), the container (pid 1 of its pid
-     namespace) kills every other process in it with kill(-1) and reaps until none is left, so
-     nothing of the sample survives; then it answers b"exit <code>" (250: killed at the
-     deadline).
+     job pipe and its report pipe) hands the fds to the prepared S (which makes them its fds 0
+     and 1 and calls `main()`), prepares the next S while this sample runs, and waits for S.
+     When S exits, or `kill_after_s` seconds after the hand-off, it SIGKILLs S and the
+     candidate side (by pidfd); the kernel kills every other process of the sample with the
+     candidate side, the init of their pid namespace; it reaps them, and only then answers
+     b"exit <code>" (250: killed at the deadline, 251: no S could take the sample).
 Samples run one after another, each in its own namespaces with its own /tmp: nothing a sample
-leaves (files, processes, SysV IPC, sockets) exists when the next one starts. The container
-holds capabilities only in its own user namespace; a sample has none.
+leaves (files, processes, SysV IPC, sockets) exists when the next one starts, and no process of
+a sample can see the next sample's S (it is outside their pid namespace). The container holds
+capabilities only in its own user namespace; a sample has none.
 
 The seccomp filter (`_sbx_seccomp`) denies every way to reach into another process (ptrace,
 process_vm_*, pidfd_open/getfd/send_signal, kcmp, process_madvise/mrelease), to leave or build
 namespaces and mounts (unshare, setns, clone with namespace flags, clone3, mount calls, chroot),
 and other kernel attack surface (bpf, perf_event_open, userfaultfd, io_uring, keyrings,
-open_by_handle_at). `_sbx_candidate_seccomp(pid)` adds, for the model's processes: no
+open_by_handle_at). `_sbx_candidate_seccomp()` adds, for the model's processes: no
 setpgid/setsid, and signals only to its own process group or to processes no older than itself
-(pids only grow in a fresh pid namespace), so the harness (pid 1) and its helpers are out of reach.
+(pids only grow in a fresh pid namespace), so e.g. the stdio test runner is out of reach.
 
 Stdlib only, and no syntax newer than Python 3.8: it runs under whichever system interpreter the
 sandbox uses. Names start with `_sbx_` so the program that follows does not clash with them.
