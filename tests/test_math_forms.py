@@ -242,7 +242,7 @@ def test_polynomial_in_the_asked_order():
     ("Adding them up gives 17.\n\n**Answer:** 17", "17"),
     ("Answer: $3\\sqrt{2}$", "$3\\sqrt{2}$"),
     ("#### Step 1: add\n2+2 = 4\n#### Step 2: done\nThe answer is 4.", "4"),
-    ("**Final answer:** **9**", "9"),
+    ("**Final answer:** **9**", "9"), ("Adding.\n### Final Answer\n\n$9$", "$9$"),
 ])
 def test_generic_endings_are_found(completion, answer):
   reward = rewards.get("math")

@@ -54,6 +54,10 @@ _GSM8K_RE = re.compile(r"(?=####[ \t]*([^\n]{0,500}))")
 _ANSWER_LABEL_RE = re.compile(
     r"(?=(?<![A-Za-z])(?:\*\*|__)?(?:[Ff]inal [Aa]nswer|Answer|ANSWER)(?:\*\*|__)?[ \t]*:"
     r"[ \t]*(?:\*\*|__)?[ \t]*([^\n]{0,500}))")
+# "### Final Answer" as a markdown heading, the answer on the next non-empty line.
+_ANSWER_HEADING_RE = re.compile(
+    r"(?=(?:^|\n)#{1,6}[ \t]*(?:\*\*)?(?:[Ff]inal [Aa]nswer|Answer)(?:\*\*)?[ \t]*:?[ \t]*\n\s*"
+    r"([^\n]{0,500}))")
 # A markdown heading ("#### Step 2: add") is not a GSM8K "#### 72" line.
 _HEADING_RE = re.compile(r"[A-Za-z]{2,}[^\n]*\s\S")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$")
@@ -135,7 +139,8 @@ _EXTRACTOR_FNS = {
     "boxed": _boxed_spans,
     "final_answer": functools.partial(_line_spans, _FINAL_ANSWER_RE),
     "answer_is": functools.partial(_line_spans, _ANSWER_IS_RE),
-    "answer_label": functools.partial(_line_spans, _ANSWER_LABEL_RE),
+    "answer_label": lambda text: (_line_spans(_ANSWER_LABEL_RE, text)
+                                  + _line_spans(_ANSWER_HEADING_RE, text)),
     "gsm8k": functools.partial(_line_spans, _GSM8K_RE),
 }
 
