@@ -186,7 +186,8 @@ def _joined_boxes(text: str, last: tuple[int, str]) -> str:
   answers = [boxes[-1][1].strip()]
   for (start, content), (next_start, _) in zip(boxes[-2::-1], boxes[:0:-1]):
     gap = _BOX_TAIL_RE.sub("", text[start + len(content) + 1:next_start])
-    if len(gap) > 40 or not _BOX_GAP_RE.fullmatch(gap) or not content.strip():
+    if (len(answers) >= 20 or len(gap) > 40 or not _BOX_GAP_RE.fullmatch(gap)
+        or not content.strip()):
       break
     answers.append(content.strip())
   return ", ".join(reversed(answers))
