@@ -399,3 +399,67 @@ def test_nothing_of_one_sample_reaches_the_next(backend):
         return a + b
         """))
     assert second.passed, second.reason
+
+
+# A stand-in for the harness that knows the sample's key and writes the given records, to check
+# the judge's side of the protocol: only authenticated records, each once, in order, then the
+# end marker, and nothing after it.
+_FAKE_HARNESS = '''
+import hmac, hashlib, marshal, os
+
+def _read(n):
+    data = b""
+    while len(data) < n:
+        chunk = os.read(0, n - len(data))
+        if not chunk:
+            raise EOFError()
+        data += chunk
+    return data
+
+def _frame():
+    return _read(int.from_bytes(_read(4), "big"))
+
+def main():
+    job = marshal.loads(_frame())
+    key = marshal.loads(_frame())["key"]
+    script = job["program"].split("#script:")[1].strip()
+    passed, done = {"test": 0, "status": "passed", "calls": 2}, {"done": True}
+    records = {
+        "honest": [(0, passed), (1, done)],
+        "extra after the end": [(0, passed), (1, done), (2, passed)],
+        "duplicate": [(0, passed), (1, passed), (2, done)],
+        "replayed index": [(0, passed), (0, done)],
+        "skipped index": [(1, passed), (2, done)],
+        "bad tag": [(0, passed), (1, done), "bad"],
+        "no tag": [None],
+        "no end marker": [(0, passed)],
+    }[script]
+    out = b""
+    for item in records:
+        if item == "bad":
+            out = out[:-1] + bytes([out[-1] ^ 1])
+            continue
+        if item is None:
+            data = encode_value(passed) + encode_value(done)
+        else:
+            index, record = item
+            body = encode_value(record)
+            data = body + hmac.new(key, index.to_bytes(8, "big") + body, hashlib.sha256).digest()
+        out += len(data).to_bytes(4, "big") + data
+    os.write(1, out)
+'''
+
+
+@pytest.mark.skipif(not BACKENDS, reason="no OS sandbox")
+@pytest.mark.parametrize("script, passes", [
+    ("honest", True), ("extra after the end", False), ("duplicate", False),
+    ("replayed index", False), ("skipped index", False), ("bad tag", False),
+    ("no tag", False), ("no end marker", False)])
+def test_the_judge_accepts_only_authenticated_records_in_order(script, passes, monkeypatch):
+  from restem_jax.rewards import _values
+  with open(_values.__file__, encoding="utf-8") as f:
+    source = f.read() + "\n" + _FAKE_HARNESS
+  monkeypatch.setattr(code, "_harness_source", lambda: source)
+  with code.CodeJudge(code.JudgeConfig(backend=BACKENDS[0], humaneval_timeout_s=TIMEOUT_S)) as j:
+    verdict = j.judge_humaneval(ADD, f"    return a + b\n#script: {script}\n")
+  assert verdict.passed is passes, verdict.reason
