@@ -16,10 +16,12 @@ checkpoint's or a trained one.
 The default is a laptop recipe: a ~1M-parameter decoder that a 2-core CPU trains in minutes.
 Sizes set to 0 are derived from the data before any training (`restem_jax.data.fit`): the
 vocabulary (from the training texts), the model's vocab_size and max_len, the prompt and
-solution lengths of fine-tuning rows, max_new_tokens (from the human solutions' lengths) and the
-base model's steps (epochs over the human solutions); a size given explicitly is checked
-against the data instead. README "A laptop recipe for your own math data" has a measured run.
-`:smoke` is the same loop in about a minute (tests).
+solution lengths of fine-tuning rows, max_new_tokens (from the human solutions' lengths), the
+base model's steps (epochs over the human solutions) and N, the samples per problem (as many as
+a fixed decoding budget allows: 16 for 3000 short word problems); both counts are capped so a
+large data set cannot run for hours. A size given explicitly is checked against the data.
+README "A laptop recipe for your own math data" has the figures. `:smoke` is the same loop
+shrunk for a few dozen problems (about 100 CPU-seconds).
 """
 
 from restem_jax import config_lib
@@ -49,7 +51,7 @@ def get_config(arg: str | None = None):
   # From scratch, the base already is the model trained on the human solutions.
   c.baselines.sft_human = False
   c.restem.num_iterations = 3
-  c.restem.num_samples = 8
+  c.restem.num_samples = AUTO  # N: 4 to 32, as the data's size lets a Generate step fit budget
   c.eval.splits = ("test",)
   c.eval.num_samples = 8
   c.eval.ks = (1, 4, 8)

@@ -88,6 +88,47 @@ def test_auto_sizes_are_derived_from_the_data(tmp_path):
   fit.fit(full, run.problems, run.vocab)
   assert full.base_trainer.num_train_steps == fit.MIN_BASE_STEPS  # 15 solutions: the minimum
   assert full.model.vocab_size == c.model.vocab_size
+  assert full.restem.num_samples == 32  # 54 short problems: the most samples the budget allows
+
+
+class _WordVocab:
+  """One token a word: enough for the size arithmetic, no SentencePiece needed."""
+  vocab_size = 400
+
+  @staticmethod
+  def encode(text):
+    return text.split()
+
+
+def _problems(num_train, solution_words, prompt_tokens=60):
+  def problem(split, i, solved):
+    return {"id": f"{split}/{i}", "prompt_ids": [5] * prompt_tokens,
+            "solution": " ".join(["w"] * solution_words) if solved else ""}
+  return {"train": [problem("train", i, i % 5 == 0) for i in range(num_train)],
+          "valid": [problem("valid", i, False) for i in range(100)],
+          "test": [problem("test", i, False) for i in range(500)]}
+
+
+def test_samples_per_problem_and_base_steps_follow_the_data_within_budgets():
+  short, long = _config({}), _config({})
+  fit.fit(short, _problems(3000, 100), _WordVocab())
+  fit.fit(long, _problems(3000, 300), _WordVocab())
+  for c in (short, long):  # N: the most samples whose decoding fits the budget, at least 4
+    decode_steps = 3000 * c.sampling.max_new_tokens
+    assert c.restem.num_samples * decode_steps <= fit.SAMPLE_TOKEN_BUDGET or (
+        c.restem.num_samples == 4)
+    assert c.restem.num_samples == 32 or 2 * c.restem.num_samples * decode_steps > (
+        fit.SAMPLE_TOKEN_BUDGET)
+  assert (short.restem.num_samples, long.restem.num_samples) == (16, 4)
+  # Base steps: BASE_EPOCHS passes over the human solutions' rows, capped by the token budget.
+  row = short.data.inputs_length + short.data.targets_length
+  rows = -(-600 * (60 + 101) // row)
+  assert short.base_trainer.num_train_steps == -(-fit.BASE_EPOCHS * rows // 32)
+  long_row = long.data.inputs_length + long.data.targets_length
+  assert long.base_trainer.num_train_steps == fit.BASE_TOKEN_BUDGET // (32 * long_row)
+  explicit = _config({}, **{"restem.num_samples": 12})
+  fit.fit(explicit, _problems(3000, 300), _WordVocab())
+  assert explicit.restem.num_samples == 12  # a given N is kept
 
 
 def test_vocabulary_size_follows_the_texts():
@@ -102,7 +143,7 @@ def test_vocabulary_size_follows_the_texts():
     ({"data.inputs_length": 16}, "data.inputs_length 16 is shorter than the prompt"),
     ({"data.targets_length": 8}, "data.targets_length 8 is shorter than the solution"),
     ({"model.max_len": 64, "sampling.max_new_tokens": 40}, "exceed the max_len 64"),
-    ({"model.vocab_size": 128, "vocab.size": 400}, "more than model.vocab_size 128"),
+    ({"model.vocab_size": 128, "vocab.size": 400}, "model.vocab_size 128"),
 ])
 def test_a_size_that_does_not_fit_fails_before_training_in_one_line(tmp_path, override, key):
   paths = _write(tmp_path, {"train": 60, "test": 20})
@@ -133,3 +174,12 @@ def test_the_cli_reports_an_oversized_prompt_in_one_line_before_training(tmp_pat
   errors = [line for line in out.stderr.splitlines() if "inputs_length" in line]
   assert len(errors) == 1 and "wordmath/" in errors[0] and "Traceback" not in out.stderr
   assert not (tmp_path / "run" / "train").exists()
+
+
+def test_a_vocabulary_larger_than_the_model_is_an_error_before_training():
+  c = _config({}, **{"vocab.path": "given.model", "model.vocab_size": 256})
+  with pytest.raises(ValueError, match="vocabulary has 400 pieces, more than model.vocab_size 256"):
+    fit.fit(c, _problems(100, 20), _WordVocab())
+  c = _config({}, **{"vocab.path": "given.model", "model.vocab_size": 0})
+  fit.fit(c, _problems(100, 20), _WordVocab())
+  assert c.model.vocab_size == 512  # AUTO: the vocabulary's 400 pieces, rounded up to 128

@@ -19,8 +19,13 @@ A config may set these fields to `AUTO` (0), meaning "derive from the data":
                                  split) + max_new_tokens, rounded up to 64
   base_trainer.num_train_steps   from scratch: `BASE_EPOCHS` passes over the human solutions'
                                  tokens (with their prompts, in rows of inputs_length +
-                                 targets_length; at least `MIN_BASE_STEPS`), so the base's
-                                 budget follows the data and not a fixed count
+                                 targets_length), within [`MIN_BASE_STEPS`, the steps of
+                                 `BASE_TOKEN_BUDGET` row tokens], so the base's budget follows
+                                 the data and a large data set cannot make it run for hours
+  restem.num_samples             N: the largest of 4, 8, 16, 32 whose samples (train problems x
+                                 N x max_new_tokens decode steps) fit `SAMPLE_TOKEN_BUDGET`, at
+                                 least 4: each iteration's Generate step costs about the same on
+                                 any data set (a few minutes of a 2-core CPU)
 
 Every value (derived or given) is then checked, and a misfit raises `ValueError` with one line
 naming the config key, the sizes, a problem id and the fix, before any training:
@@ -50,6 +55,10 @@ _MAX_VOCAB = 8192
 _FREQUENT = 3  # a word seen this often gets pieces of its own
 BASE_EPOCHS = 20  # passes over the human solutions when base_trainer.num_train_steps is AUTO
 MIN_BASE_STEPS = 200
+# Compute budgets of the AUTO counts, sized so that configs/jsonl_math.py's whole run (base,
+# 3 iterations, evaluations) fits half an hour of a 2-core CPU on a few thousand problems.
+BASE_TOKEN_BUDGET = 3_000_000  # row tokens (padding included) the base trains on, at most
+SAMPLE_TOKEN_BUDGET = 6_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
@@ -146,11 +155,17 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
       row_len = d.inputs_length + d.targets_length
       tokens = m["solution_tokens"] + m["prompt_tokens"]
       num_rows = math.ceil(tokens / row_len) if d.pack else m["num_solutions"]
-      trainer.num_train_steps = max(MIN_BASE_STEPS,
-                                    math.ceil(BASE_EPOCHS * num_rows / trainer.batch_size))
+      steps = math.ceil(BASE_EPOCHS * num_rows / trainer.batch_size)
+      budget = BASE_TOKEN_BUDGET // (trainer.batch_size * row_len)
+      trainer.num_train_steps = max(MIN_BASE_STEPS, min(steps, budget))
     model_vocab, max_len, where = mc.vocab_size, mc.max_len, "model"
   else:
     model_vocab, max_len, where = base_model.vocab_size, base_model.max_len, "the base checkpoint"
+
+  r = config.restem
+  if r.num_samples == AUTO:
+    decode_steps = max(1, len(problems.get("train", ()))) * s.max_new_tokens
+    r.num_samples = max([4] + [n for n in (8, 16, 32) if n * decode_steps <= SAMPLE_TOKEN_BUDGET])
 
   fix = "or set it to 0 to derive it from the data"
   if row_prompt > d.inputs_length:
@@ -178,6 +193,7 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
            "data.targets_length": int(d.targets_length),
            "sampling.max_new_tokens": int(s.max_new_tokens),
            "base_trainer.num_train_steps": int(config.base_trainer.num_train_steps),
+           "restem.num_samples": int(r.num_samples),
            "longest_prompt": [any_id, any_prompt], "longest_solution": [sol_id, sol_len],
            "num_solutions": m["num_solutions"]}
   logging.info("sizes fitted to the data: %s", sizes)
