@@ -258,8 +258,12 @@ class Container:
       if message != b"ready" or pid is None:
         raise ContainerDied(f"the sandbox did not start: {message!r} {self.stderr_tail()!r}")
       # The container's first process (pid 1 of its namespaces): once it has exited, the
-      # kernel has killed and reaped every process in the container.
-      self._pidfd = os.pidfd_open(pid)
+      # kernel has killed and reaped every process in the container. (Without pidfds, Linux
+      # < 5.3, kill() falls back to killing the launcher, whose death kills it.)
+      try:
+        self._pidfd = os.pidfd_open(pid)
+      except (AttributeError, OSError):
+        self._pidfd = None
       self.pid = pid
     except BaseException:
       self.kill()
