@@ -1,12 +1,12 @@
-"""The embedded default (`make demo`): ReST^EM on `arith` with a tiny from-scratch model.
+"""The embedded math demo (`make demo-math`): ReST^EM on `arith` with a tiny from-scratch model.
 
-  python -m restem_jax.main --config=configs/demo.py --workdir=runs/demo
+  make demo-math   # = python -m restem_jax.main --config=configs/demo.py --workdir=runs/demo_math
   python -m restem_jax.main --config=configs/demo.py:smoke --workdir=/tmp/smoke   # < 2 minutes
 
 A tiny model is trained from scratch on the worked ("human") solutions of 1000 of the 2000
 training problems, then improved by 3 ReST^EM iterations over all 2000 (N = 32 samples per
 problem, K = 10 kept, top-k 40, temperature 0.7), beside the `sft_human` baseline with the same
-fine-tuning budget. Measured results are in README.md ("What `make demo` does").
+fine-tuning budget. Measured results are in README.md ("The math demo").
 """
 
 from restem_jax import config_lib

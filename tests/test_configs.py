@@ -72,3 +72,27 @@ def test_embedded_demos_fit_their_rows(name, variant, tmp_path):
     over = finetune.overlong_examples(seqio.get_mixture_or_task(task_name), lengths, split)
     assert over["inputs"][0] == 0 and over["targets"][0] == 0, (split, over)
     assert over["targets"][1] <= c.sampling.max_new_tokens  # a sample can be as long
+
+
+def _make_target_config(target):
+  """The config file and workdir a Makefile target runs."""
+  import re
+  text = open(os.path.join(REPO, "Makefile")).read()
+  body = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", text, re.M).group(1)
+  config = re.search(r"--config=(\S+)", body).group(1)
+  workdir = re.search(r"--workdir=(\S+)", body).group(1)
+  return os.path.join(REPO, config), workdir
+
+
+@pytest.mark.parametrize("target", ["demo", "demo-math"])
+def test_make_demos_compare_with_both_baselines_on_500_test_problems(target):
+  """What the README claims of `make demo` / `make demo-math` needs: every test problem of 500 or
+  more evaluated greedily, base and sft_human beside the iterations, one fine-tuning recipe."""
+  path, workdir = _make_target_config(target)
+  c = _load(path)
+  assert workdir.startswith("runs/")
+  assert c.data.sizes["test"] >= 500 and c.eval.max_problems == 0
+  assert "test" in c.eval.splits and c.baselines.base and c.baselines.sft_human
+  assert c.data.kind in ("arith", "prog") and c.restem.num_iterations >= 1
+  assert not c.base_checkpoint and not c.restem.generator_checkpoint
+  assert _make_target_config("demo")[1] == "runs/demo"  # DESIGN.md's contract
