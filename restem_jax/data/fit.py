@@ -170,7 +170,7 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
   fix = "or set it to 0 to derive it from the data"
   if row_prompt > d.inputs_length:
     raise ValueError(f"data.inputs_length {d.inputs_length} is shorter than the prompt of "
-                     f"problem {row_id!r} ({row_prompt} tokens with the few-shot examples): "
+                     f"problem {row_id!r} ({row_prompt} tokens, few-shot examples included): "
                      f"raise --config.data.inputs_length, lower data.num_shots, {fix}")
   if sol_len > d.targets_length:
     raise ValueError(f"data.targets_length {d.targets_length} is shorter than the solution of "
