@@ -343,6 +343,8 @@ class CodeJudge:
       except sandbox.ContainerDied:
         pass
       finally:
+        if run is not None:
+          run.close()
         if healthy:
           self._release(container)
         else:

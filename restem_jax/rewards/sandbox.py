@@ -436,16 +436,19 @@ class SampleRun:
     self._total += len(chunk)
     self._buffer += chunk
 
-  def finish(self, deadline: float) -> bool:
-    """Closes both pipes (a sample still writing gets EPIPE and ends) and waits for the
-    container to say the sample's processes are all gone. False (and the container must be
-    killed) if that does not happen by the deadline."""
+  def close(self) -> None:
+    """Closes both pipes (a sample still writing gets EPIPE and ends); idempotent."""
     self._close_job()
     if self._rep_r is not None:
       self._selector.unregister(self._rep_r)
       os.close(self._rep_r)
       self._rep_r = None
     self._selector.close()
+
+  def finish(self, deadline: float) -> bool:
+    """Closes both pipes and waits for the container to say the sample's processes are all
+    gone. False (and the container must be killed) if that does not happen by the deadline."""
+    self.close()
     try:
       message, _ = self.container._receive(deadline)  # pylint: disable=protected-access
     except ContainerDied:
