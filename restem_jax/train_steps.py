@@ -56,9 +56,9 @@ class TrainState:
 
 
 def _forward_loss(params, batch: Batch, rng, model_cfg: model_lib.ModelConfig, z_loss: float,
-                  denom: jax.Array):
+                  denom: jax.Array, scan_unroll: int = 1):
   """(summed loss / denom, summed stats) of one (micro)batch."""
-  logits_BLV, _ = model_lib.Decoder(model_cfg).apply(
+  logits_BLV, _ = model_lib.Decoder(model_cfg, scan_unroll=scan_unroll).apply(
       {"params": params}, batch["decoder_input_tokens"],
       positions_BL=batch.get("decoder_positions"),
       segment_ids_BL=batch.get("decoder_segment_ids"),
@@ -81,8 +81,8 @@ def _split_microbatches(x_BL: jax.Array, num: int) -> jax.Array:
 
 def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
                model_cfg: model_lib.ModelConfig, tx: optax.GradientTransformation,
-               schedule: optimizers.Schedule, z_loss: float, num_microbatches: int
-               ) -> tuple[TrainState, Metrics]:
+               schedule: optimizers.Schedule, z_loss: float, num_microbatches: int,
+               scan_unroll: int = 1) -> tuple[TrainState, Metrics]:
   """One optimizer update on a global batch (pure; jitted by `make_train_fns`).
 
   The loss is the reward-weighted NLL (+ z-loss) summed over target tokens and divided by the
@@ -94,6 +94,8 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
     batch: {feature: [B, L]} (train_data's feature names), sharded over the data axes.
     rng: a PRNG key for this step (for dropout-style randomness; folded per microbatch).
     model_cfg, tx, schedule, z_loss, num_microbatches: bound by `make_train_fns`.
+    scan_unroll: layers per iteration of the model's layer loop (`model.Decoder.scan_unroll`;
+      the same arithmetic whatever its value).
 
   Returns:
     (new state, scalar metrics: loss, nll, z_loss, accuracy, learning_rate, grad_norm,
@@ -103,7 +105,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   denom = jnp.maximum(num_tokens, 1.0)
   grad_fn = jax.value_and_grad(_forward_loss, has_aux=True)
   if num_microbatches == 1:
-    (_, stats), grads = grad_fn(state.params, batch, rng, model_cfg, z_loss, denom)
+    (_, stats), grads = grad_fn(state.params, batch, rng, model_cfg, z_loss, denom, scan_unroll)
   else:
     micro = {k: _split_microbatches(v, num_microbatches) for k, v in batch.items()}
 
@@ -111,7 +113,7 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
       grads_acc, stats_acc = carry
       microbatch, index = xs
       (_, s), g = grad_fn(state.params, microbatch, jax.random.fold_in(rng, index), model_cfg,
-                          z_loss, denom)
+                          z_loss, denom, scan_unroll)
       # Accumulate in float32 whatever the parameter dtype: bf16 sums would drop small grads.
       grads_acc = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), grads_acc, g)
       stats_acc = jax.tree.map(jnp.add, stats_acc, s)
@@ -137,15 +139,15 @@ def train_step(state: TrainState, batch: Batch, rng: jax.Array, *,
   return new_state, metrics
 
 
-def eval_step(params, batch: Batch, *, model_cfg: model_lib.ModelConfig, z_loss: float
-              ) -> Metrics:
+def eval_step(params, batch: Batch, *, model_cfg: model_lib.ModelConfig, z_loss: float,
+              scan_unroll: int = 1) -> Metrics:
   """Summed validation statistics of one batch (pure; jitted by `make_train_fns`).
 
   Returns:
     {"nll", "z_loss", "weight", "correct", "num_tokens"}: sums, to be added over batches.
   """
   one = jnp.float32(1.0)
-  _, stats = _forward_loss(params, batch, jax.random.key(0), model_cfg, z_loss, one)
+  _, stats = _forward_loss(params, batch, jax.random.key(0), model_cfg, z_loss, one, scan_unroll)
   stats["num_tokens"] = jnp.sum(batch["decoder_loss_weights"] != 0).astype(jnp.float32)
   return stats
 
@@ -240,6 +242,22 @@ def _compiler_options(mesh: jax.sharding.Mesh) -> dict[str, str] | None:
   return dict(CPU_COMPILER_OPTIONS) if mesh.devices.flat[0].platform == "cpu" else None
 
 
+def resolve_scan_unroll(config: ml_collections.ConfigDict, model_cfg: model_lib.ModelConfig,
+                mesh: jax.sharding.Mesh) -> int:
+  """Layers per iteration of the layer loop in the compiled steps (`config.scan_unroll`).
+
+  0 (auto) unrolls every layer on CPU, where the loop's stacked residuals (zeroed, sliced and
+  updated each step) cost about a quarter of the train step (XLA:CPU profile of bench/training's
+  shapes), and keeps the loop elsewhere (compile time and memory of large models).
+  """
+  value = int(config.get("scan_unroll", 0))
+  if value < 0:
+    raise ValueError(f"scan_unroll must be >= 0 (0: auto), got {value}")
+  if value == 0:
+    return model_cfg.num_layers if mesh.devices.flat[0].platform == "cpu" else 1
+  return min(value, model_cfg.num_layers)
+
+
 def make_train_fns(model_cfg: model_lib.ModelConfig, config: ml_collections.ConfigDict,
                    mesh: jax.sharding.Mesh, rules: partitioning.Rules = partitioning.DEFAULT_RULES
                    ) -> TrainFns:
@@ -277,10 +295,12 @@ def make_train_fns(model_cfg: model_lib.ModelConfig, config: ml_collections.Conf
   def init_state(params):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
+  unroll = resolve_scan_unroll(config, model_cfg, mesh)
   step_fn = functools.partial(train_step, model_cfg=model_cfg, tx=tx, schedule=schedule,
                               z_loss=float(config.z_loss),
-                              num_microbatches=int(config.num_microbatches))
-  eval_fn = functools.partial(eval_step, model_cfg=model_cfg, z_loss=float(config.z_loss))
+                              num_microbatches=int(config.num_microbatches), scan_unroll=unroll)
+  eval_fn = functools.partial(eval_step, model_cfg=model_cfg, z_loss=float(config.z_loss),
+                              scan_unroll=unroll)
   options = _compiler_options(mesh)
   return TrainFns(
       mesh=mesh, rules=tuple(rules), abstract_state=abstract_state,

@@ -79,6 +79,9 @@ def default_config() -> ml_collections.ConfigDict:
   c.batch_size = 32  # global rows per step
   c.num_microbatches = 1  # gradient accumulation: batch_size rows in this many scan steps
   c.z_loss = 1e-4  # PaLM's auxiliary log(Z)^2 coefficient
+  # Layers per iteration of the model's layer loop in the compiled steps (same results):
+  # 0 = auto (all layers unrolled on CPU, a loop elsewhere); see train_steps.scan_unroll.
+  c.scan_unroll = 0
   # Evaluation, best checkpoint, early stopping.
   c.eval_every = 100  # 0: evaluate only after the last step
   c.early_stop_patience = 0  # stop after this many evaluations without improvement; 0: never
