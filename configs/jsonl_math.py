@@ -48,8 +48,13 @@ def get_config(arg: str | None = None):
                         warmup_steps=50, num_train_steps=AUTO, eval_every=200)
   c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=10,
                     num_train_steps=120, eval_every=40)
-  # From scratch, the base already is the model trained on the human solutions.
+  # From scratch, the base already is the model trained on the human solutions, so sft_human
+  # would only train it further on them; with a base checkpoint, --config.baselines.sft_human=True
+  # adds that baseline.
   c.baselines.sft_human = False
+  # Checkpoints are chosen by greedy accuracy on validation problems: near a weak base's few
+  # percent, 100 problems cannot tell checkpoints apart, so use up to 300 (10% of 3000).
+  c.trainer_valid_problems = 300
   c.restem.num_iterations = 3
   c.restem.num_samples = AUTO  # N: 4 to 32, as the data's size lets a Generate step fit budget
   c.eval.splits = ("test",)
