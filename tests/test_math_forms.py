@@ -282,3 +282,51 @@ def test_common_forms_need_no_sympy():
               for c in cases]
   symbolic = sum("symbolic" in v.reason for v in verdicts)
   assert symbolic <= 0.1 * len(cases), symbolic
+
+
+@pytest.mark.parametrize("gold, pred, question, ok", [
+    # A terminating decimal is an approximation of a value with no finite decimal.
+    (r"0.\overline{142857}", "0.142857", r"Express $\frac{1}{7}$ as a repeating decimal.", False),
+    (r"\frac{2}{3}", "0.666667", "What is the probability?", False),
+    (r"\frac{2}{3}", r"0.\overline{6}", "What is the probability?", True),
+    # The unit's power must be the one the question names (cubic, square).
+    ("64", r"64 \text{ cm}^2", "What is the volume of the box, in cubic centimeters?", False),
+    ("64", r"64 \text{ cm}^3", "What is the volume of the box, in cubic centimeters?", True),
+    ("9", r"9\text{ ft}", "What is the area of the rug, in square feet?", False),
+    ("9", r"9\text{ ft}^2", "What is the area of the rug, in square feet?", True),
+    # "Simplify", "Compute": like terms combined, products of numbers carried out.
+    (r"5\sqrt{3}", r"2\sqrt{3}+3\sqrt{3}", r"Simplify $\sqrt{12}+\sqrt{27}$.", False),
+    ("5+i", "(2+3i)(1-i)", "Simplify $(2+3i)(1-i)$.", False),
+    ("5+i", "i+5", "Simplify $(2+3i)(1-i)$.", True),
+    (r"\frac{1}{2}-\frac{1}{2}i", r"\frac{1-i}{2}", r"Compute $\frac{1}{1+i}$.", True),
+    ("72", r"8 \cdot 9", r"Compute $8 \cdot 9$.", False),
+    ("81", "3^4", "What is $3^4$?", False),
+    ("81", "81", "What is $3^4$?", True),
+    # An equation in the form the question names ("y = mx + b", a normalised plane).
+    ("y = 2x - 5", "2x - y = 5", "Enter the equation in the form $y = mx + b$.", False),
+    ("y = 2x - 5", "y = -5 + 2x", "Enter the equation in the form $y = mx + b$.", True),
+    ("2x - y = 5", "y = 2x - 5", "Find the equation of the line.", True),
+    ("x + 2y - z - 3 = 0", "2x + 4y - 2z - 6 = 0",
+     r"Enter your answer in the form $Ax + By + Cz + D = 0,$ where $A > 0$ and "
+     r"$\gcd(|A|,|B|,|C|,|D|) = 1.$", False),
+    ("x + 2y - z - 3 = 0", "-x - 2y + z + 3 = 0",
+     r"Enter your answer in the form $Ax + By + Cz + D = 0,$ where $A > 0$ and "
+     r"$\gcd(|A|,|B|,|C|,|D|) = 1.$", False),
+    ("x + 2y - z - 3 = 0", "x + 2y - z = 3",
+     r"Enter your answer in the form $Ax + By + Cz + D = 0,$ where $A > 0$ and "
+     r"$\gcd(|A|,|B|,|C|,|D|) = 1.$", True),
+    # A row is not a column (a tuple may stand for either).
+    (r"\begin{pmatrix} 4 \\ -1 \end{pmatrix}", r"\begin{pmatrix} 4 & -1 \end{pmatrix}", "", False),
+    (r"\begin{pmatrix} 4 \\ -1 \end{pmatrix}", "(4, -1)", "Find the vector.", True),
+])
+def test_forms_an_expert_rejects(gold, pred, question, ok):
+  assert _check(gold, pred, question) is ok
+
+
+@pytest.mark.parametrize("pred, ok", [
+    ("3^4 = 81", True), ("$3^4 = 81$.", True), ("3^4 = 18", False), ("81 = 3^4", False),
+])
+def test_a_computation_chain_answers_with_its_last_side(pred, ok):
+  completion = f"Multiplying out. The answer is {pred}"
+  assert rewards.get("math")({"question": "What is $3^4$?", "answer": "81"},
+                             completion).passed is ok

@@ -505,6 +505,8 @@ def _read_equation(sides: list[str], marks: _Marks, q: Question) -> Answer | Non
   l, r = ex.parse_expr(lhs), ex.parse_expr(rhs)
   if l is None or r is None:
     return None
+  if not ex.variables(l) and not ex.variables(r):
+    return _read_item(rhs, marks, q)  # 3^4 = 81: a computation answers with its last side
   return Answer("eq", (None, l, r, None))
 
 

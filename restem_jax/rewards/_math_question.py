@@ -82,6 +82,9 @@ class Question:
   degrees: str | None = None  # "decreasing" / "increasing": a polynomial's terms in that order
   base: int | None = None
   units: frozenset[str] = frozenset()  # the measures the question names (cm, mi, hr, ...)
+  unit_powers: frozenset[str] = frozenset()  # those with their powers (cm^2 for "square cm")
+  solved_for: str | None = None  # "in the form $y = mx + b$": the equation is solved for y
+  normalized: bool = False  # "A > 0 and gcd(|A|,|B|,...) = 1": an equation's scale is fixed
   known: bool = False  # a question was given (its silence about a form then means something)
 
   @property
@@ -137,8 +140,8 @@ def read_question(text: str | None) -> Question:
       lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
       mixed="mixed number" in low,
       improper="improper fraction" in low,
-      evaluate=bool(re.search(r"\b(compute|evaluate|calculate|simplify)\b|(find|what is) the value",
-                              low)),
+      evaluate=bool(re.search(r"\b(compute|evaluate|calculate|simplify)\b|(find|what is) the value"
+                              r"|\bwhat is \$[^$]*[-+*/^!\\][^$]*\$\s*\?", low)),
       complex_form=bool(re.search(r"form \$?a\s*\+\s*bi\b", low)),
       decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
                              r"thousandth)|decimal form|in decimal)", low)),
@@ -153,7 +156,9 @@ def read_question(text: str | None) -> Question:
                                               low) else None),
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
       pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
-      units=_question_units(low), base=base, known=True)
+      units=_question_units(low), unit_powers=_question_unit_powers(low),
+      solved_for=(m.group(1) if (m := re.search(r"form\s*\$\s*([a-z])\s*=", low)) else None),
+      normalized=bool(re.search(r"\\gcd\s*\(\s*\|", low)), base=base, known=True)
 
 
 def _question_units(low: str) -> frozenset[str]:
@@ -165,4 +170,17 @@ def _question_units(low: str) -> frozenset[str]:
       found |= unit_bases(canonical_unit(word))
   if not found - MARK_UNITS - _CALENDAR_UNITS:
     return frozenset()
+  return frozenset(found)
+
+
+def _question_unit_powers(low: str) -> frozenset[str]:
+  """The units the question names without doubt, each with its power ("square feet" ->
+  ft^2, "cubic cm" -> cm^3, "feet" -> ft)."""
+  words = re.findall(r"[a-z]+|\^\s*\d", low)
+  plain = " ".join(w for w in words if w not in _AMBIGUOUS_WORDS or w == "sq")
+  found = set()
+  for part in canonical_unit(plain).replace("/", " ").split():
+    base = part.split("^")[0]
+    if base in KNOWN_UNITS and base not in MARK_UNITS and base not in _CALENDAR_UNITS:
+      found.add(part if not part.endswith("^1") else base)
   return frozenset(found)

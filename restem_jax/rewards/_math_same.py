@@ -17,7 +17,9 @@ from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question, as_int
 from restem_jax.rewards._math_question import MARK_UNITS, unit_bases
 
 Fraction = fractions.Fraction
-_DECIMAL_RTOL = 2e-6  # a decimal written to 6 significant digits (0.333333 for 1/3) agrees
+# Where the question asks for a decimal, one written to 6 significant digits (0.333333 for 1/3)
+# agrees; elsewhere a decimal that stops is an approximation of a value that does not stop.
+_DECIMAL_RTOL = 2e-6
 _EXACT_RTOL = 1e-9  # closed forms at double precision
 
 
@@ -66,6 +68,8 @@ def _same_eq(g: Answer, p: Answer, q: Question) -> bool | None:
   gv = g.value if g.kind == "eq" else None
   pv = p.value if p.kind == "eq" else None
   general = (gv is not None and gv[0] is None) or (pv is not None and pv[0] is None)
+  if q.solved_for and gv is not None and gv[0] == q.solved_for and (pv is None or pv[0] != gv[0]):
+    return False  # "in the form y = mx + b": 2x - y = 5 is the line, not in that form
   if not general:
     if gv is not None and pv is not None and gv[0] != pv[0]:
       return False  # x = 5 is not y = 5
@@ -78,11 +82,12 @@ def _same_eq(g: Answer, p: Answer, q: Question) -> bool | None:
     if v[1] is None or rhs is None:
       return None
     diffs.append(("+", [v[1], ("neg", rhs)]))
-  return _proportional(*diffs)
+  return _proportional(*diffs, scaled=not q.normalized)
 
 
-def _proportional(a, b) -> bool | None:
-  """Whether a = c * b for one nonzero constant c (the same equation a = 0, b = 0)."""
+def _proportional(a, b, scaled: bool = True) -> bool | None:
+  """Whether a = c * b for one nonzero constant c (the same equation a = 0, b = 0); c = 1
+  unless `scaled` (the question fixes the coefficients: A > 0, their gcd 1)."""
   names = ex.variables(a) | ex.variables(b)
   if ex.variables(a) != ex.variables(b):
     return False
@@ -103,6 +108,8 @@ def _proportional(a, b) -> bool | None:
     if ratio is not None and not ex.close(r, ratio, _EXACT_RTOL):
       return False
     ratio = r
+  if ratio is not None and not scaled and not ex.close(ratio, 1, _EXACT_RTOL):
+    return False
   return True if ratio is not None else None
 
 
@@ -211,14 +218,17 @@ def _same_matrix(g: Answer, p: Answer) -> bool | None:
   def cells(a: Answer):
     if a.kind == "matrix":
       rows = a.value
-      if len(rows) == 1 or len(rows[0]) == 1:  # a vector, written either way
-        return ("vec", tuple(c for r in rows for c in r))
+      if len(rows) == 1 or len(rows[0]) == 1:  # a vector: a row is not a column
+        shape = "row" if len(rows[0]) > 1 else "col" if len(rows) > 1 else None
+        return ("vec", tuple(c for r in rows for c in r), shape)
       return ("mat", rows)
     if a.kind == "bracket" and a.value[0] == "(" and all(i.kind == "expr" for i in a.value[2]):
-      return ("vec", tuple(i.value for i in a.value[2]))
+      return ("vec", tuple(i.value for i in a.value[2]), None)  # a tuple stands for either
     return None
   gc, pc = cells(g), cells(p)
   if gc is None or pc is None or gc[0] != pc[0]:
+    return False
+  if gc[0] == "vec" and None not in (gc[2], pc[2]) and gc[2] != pc[2]:
     return False
   if gc[0] == "mat":
     if len(gc[1]) != len(pc[1]) or len(gc[1][0]) != len(pc[1][0]):
@@ -253,8 +263,12 @@ def _same_based(g: Answer, p: Answer, q: Question) -> bool | None:
 # ----------------------------------------------------------------------------- values
 
 
-def _values_equal(gn, pn) -> bool | None:
-  """Whether two expression trees have the same value (as functions of their variables)."""
+def _values_equal(gn, pn, rounding: bool = False) -> bool | None:
+  """Whether two expression trees have the same value (as functions of their variables).
+
+  A terminating decimal equals a rational with no finite decimal (0.333333 for 1/3) only when
+  `rounding` (the question asks for a decimal); it never equals a different terminating one.
+  """
   ginf, pinf = _infinity(gn), _infinity(pn)
   if ginf or pinf:
     return ginf == pinf
@@ -268,9 +282,9 @@ def _values_equal(gn, pn) -> bool | None:
     if ge is not None and pe is not None:
       if ge == pe:
         return True
-      # A decimal may round a value that has no finite decimal (0.333333 for 1/3); two values
-      # that both have one must be equal (1.500001 is not 1.5).
-      if not decimal or (_terminates(ge) and _terminates(pe)):
+      # A decimal may round a value that has no finite decimal (0.333333 for 1/3) where the
+      # question asks for a decimal; two values that both have one must be equal.
+      if not decimal or not rounding or (_terminates(ge) and _terminates(pe)):
         return False
       return abs(ge - pe) <= _DECIMAL_RTOL * max(abs(ge), abs(pe))
     envs = [{}]
@@ -313,21 +327,36 @@ def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
     # 24 m^2 where the question asks for square centimeters: the number alone is not enough.
     if not unit_bases(p.unit) - MARK_UNITS <= q.units:
       return False
+  if _unit_power_differs(p.unit, q):
+    return False  # 64 cm^2 where the question asks for cubic centimeters
   gn, pn = g.value, p.value
-  verdict = _values_equal(gn, pn)
+  verdict = _values_equal(gn, pn, q.decimal)
   hundred = ("n", Fraction(100), False)
   if p.percent and not (g.percent or q.percent):
     # 25% for a gold 0.25 (a probability, say). Without the question, a gold 25 may be the
     # answer to "what percent": 25% is then right too.
-    as_fraction = _values_equal(gn, ("/", pn, hundred))
+    as_fraction = _values_equal(gn, ("/", pn, hundred), q.decimal)
     verdict = as_fraction if q.known or verdict is not True else verdict
   elif g.percent and not p.percent and q.known and not q.percent and verdict is not True:
     # A gold 25% where the question asks for no percent (a probability): 0.25 says the same.
     # Where it asks "what percent", 0.25 stays wrong.
-    verdict = _values_equal(("/", gn, hundred), pn)
+    verdict = _values_equal(("/", gn, hundred), pn, q.decimal)
   if verdict is not True:
     return verdict
   return _form_ok(g, p, q)
+
+
+def _unit_power_differs(unit: str, q: Question) -> bool:
+  """Whether a unit carries a known base at a power the question never names with it (cm for
+  "square centimeters", cm^2 for "cubic centimeters")."""
+  if not unit or not q.unit_powers:
+    return False
+  named = {u.split("^")[0] for u in q.unit_powers}
+  for part in unit.replace("/", " ").split():
+    base, _, power = part.partition("^")
+    if base in named and (part if power not in ("", "1") else base) not in q.unit_powers:
+      return True
+  return False
 
 
 def _known(unit: str) -> bool:
@@ -359,8 +388,12 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
     if not _is_reduced_fraction(pn) or p.mixed:
       return False
   if (q.evaluate and rational is not None and rational.denominator == 1
-      and _is_literal(gn, decimal=False) and _unevaluated(pn)):
-    return False  # "Compute 5!": 5! (or \\log_2 64 for 6) restates the question, 120 answers it
+      and _is_literal(gn, decimal=False) and not _is_literal(pn, decimal=False)
+      and not _scientific(pn, any_mantissa=True) and not _power_of_ten(pn)):
+    return False  # "Compute 5!": 5!, 8 \\cdot 9 or \\log_2 64 restates the question
+  if (not has_vars and (q.simplify or q.evaluate) and ex.is_expanded(gn)
+      and (len(ex.terms(pn)) > len(ex.terms(gn)) or _has_product_of_sums(pn))):
+    return False  # "Simplify": 2\\sqrt{3}+3\\sqrt{3} for 5\\sqrt{3}, (2+3i)(1-i) for 5+i
   if q.mixed and g.mixed and not p.mixed:
     return False
   if q.improper and p.mixed:
@@ -374,6 +407,22 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
   if q.scientific and _scientific(gn) and not _scientific(pn):
     return False
   return True
+
+
+def _power_of_ten(node) -> bool:
+  """10^n: a way to write a number, not a computation left undone."""
+  return node[0] == "^" and node[1][:2] == ("n", Fraction(10)) and node[2][0] in ("n", "neg")
+
+
+def _has_product_of_sums(node) -> bool:
+  """Whether the tree multiplies or raises a sum ((2+3i)(1-i), (1+\\sqrt{2})^2)."""
+  tag = node[0]
+  if tag == "*" and any(f[0] == "+" or (f[0] == "neg" and f[1][0] == "+") for f in node[1]):
+    return True
+  if tag == "^" and node[1][0] == "+":
+    return True
+  kids = node[1] if isinstance(node[1], list) else [c for c in node[1:] if isinstance(c, tuple)]
+  return any(isinstance(c, tuple) and _has_product_of_sums(c) for c in kids)
 
 
 def _unevaluated(node) -> bool:
