@@ -330,3 +330,11 @@ def test_a_computation_chain_answers_with_its_last_side(pred, ok):
   completion = f"Multiplying out. The answer is {pred}"
   assert rewards.get("math")({"question": "What is $3^4$?", "answer": "81"},
                              completion).passed is ok
+
+
+@pytest.mark.parametrize("pred, ok", [
+    ("FF_{16}", True), (r"\text{FF}", True), ("ff", True), ("EF_{16}", False), ("255", False),
+    (r"\text{FG}", False), ("FF_{15}", False),
+])
+def test_letter_digits_in_the_base_the_question_asks_for(pred, ok):
+  assert _check("FF_{16}", pred, "Express $255_{10}$ in base 16.") is ok

@@ -425,7 +425,10 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
   based = _BASED_RE.fullmatch(s)
   if based:
     digits, base = based.group(1), int(based.group(2))
-    if 2 <= base <= 36 and _valid_digits(digits, base) and any(c.isdigit() for c in digits):
+    # All letters (FF_{16}) is a based number where the question asks for that base, else a
+    # subscripted variable (a_{12}).
+    if (2 <= base <= 36 and _valid_digits(digits, base)
+        and (any(c.isdigit() for c in digits) or q.base == base)):
       return Answer("based", (digits.upper().lstrip("0") or "0", base), unit=unit)
     if digits.isdigit():  # 338_7 has no meaning: equal to nothing but itself
       return Answer("text", s)

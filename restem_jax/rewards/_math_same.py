@@ -250,6 +250,9 @@ def _same_based(g: Answer, p: Answer, q: Question) -> bool | None:
       return a.value
     if a.kind == "expr" and a.text.isalnum() and not a.percent:
       return (a.text.upper().lstrip("0") or "0", base_if_plain)
+    if (a.kind == "text" and a.value.isalnum() and base_if_plain > 10
+        and all(int(ch, 36) < base_if_plain for ch in a.value)):
+      return (a.value.upper().lstrip("0") or "0", base_if_plain)  # \\text{FF} in base 16
     return None
   gd = digits(g, q.base or 10)
   if gd is None:
