@@ -338,3 +338,13 @@ def test_a_computation_chain_answers_with_its_last_side(pred, ok):
 ])
 def test_letter_digits_in_the_base_the_question_asks_for(pred, ok):
   assert _check("FF_{16}", pred, "Express $255_{10}$ in base 16.") is ok
+
+
+@pytest.mark.parametrize("gold, pred, ok", [
+    (r"\text{4:30 p.m.}", r"4:30 \text{ p.m.}", True), (r"\text{4:30 p.m.}", "16:30", True),
+    (r"\text{4:30 p.m.}", "4:30 PM", True), (r"\text{4:30 p.m.}", r"4:30 \text{ a.m.}", False),
+    (r"\text{4:30 p.m.}", "3:30 p.m.", False), (r"\text{4:30 p.m.}", "4:03 p.m.", False),
+    ("9:15", r"9:15 \text{ a.m.}", True), ("21:15", "9:15 a.m.", False), ("3:4", "3:4", True),
+])
+def test_times_of_day(gold, pred, ok):
+  assert _check(gold, pred, "At what time does the bus arrive?") is ok

@@ -185,7 +185,8 @@ def _split_top(s: str, seps: re.Pattern) -> list[str]:
 class Answer:
   """One reading of an answer.
 
-  kind: "expr" (node; unit; percent; mixed), "based" (digits, base), "interval" (a union:
+  kind: "expr" (node; unit; percent; mixed), "based" (digits, base), "clock" (hour, minute,
+    "a"/"p"/None), "interval" (a union:
   tuple of (lo, hi, lo_closed, hi_closed) with nodes), "bracket" (open, close, items),
   "set" (items), "list" (items), "matrix" (rows of nodes), "eq" (var or None, lhs, rhs),
   "choice" (letter), "text" (words).
@@ -249,9 +250,18 @@ def read_answer(text: str, question: Question = Question()) -> Answer | None:
   return _read(s, marks, question)
 
 
+_CLOCK_RE = re.compile(r"(\d{1,2})\s*(?:\{:\}|:)\s*(\d{2})(?:\s*([ap])\.?\s*m\.?)?", re.I)
+
+
 def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   if _MATRIX_RE.search(s):
     return _read_matrix(s)
+  clock = _CLOCK_RE.fullmatch(s)
+  if clock:  # 4:30 p.m., 16:30: a time of day, never a ratio or a number
+    h, m, half = int(clock.group(1)), int(clock.group(2)), clock.group(3)
+    if h <= 24 and m < 60 and not (half and not 1 <= h <= 12):
+      return Answer("clock", (h, m, half.lower() if half else None))
+    return None
   if _ALLREALS_RE.fullmatch(s):
     return Answer("interval", ((_NEG_INF, _POS_INF, False, False),))
   if _EMPTY_RE.fullmatch(s):

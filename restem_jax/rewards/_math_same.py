@@ -50,11 +50,25 @@ def same(g: Answer, p: Answer, q: Question) -> bool | None:
     return _same_based(g, p, q)
   if g.kind != p.kind:
     return False
+  if g.kind == "clock":
+    return _same_clock(g.value, p.value)
   if g.kind in ("choice", "text"):
     return _words(g.value) == _words(p.value)
   if q.base not in (None, 10) and g.text.isalnum() and g.text.isdigit() != p.text.isdigit():
     return False
   return _same_expr(g, p, q)
+
+
+def _same_clock(g, p) -> bool:
+  """Times of day: 4:30 p.m. is 16:30, not 4:30 a.m.; 4:30 without a.m./p.m. is either."""
+  def minutes(h, m, half):
+    return (h % 12 + (12 if half == "p" else 0)) * 60 + m if half else (h % 24) * 60 + m
+  if (g[2] is None) == (p[2] is None):
+    return minutes(*g) == minutes(*p)
+  plain, marked = (g, p) if g[2] is None else (p, g)
+  if plain[0] > 12 or plain[0] == 0:  # a 24-hour time
+    return minutes(*plain) == minutes(*marked)
+  return plain[0] == marked[0] and plain[1] == marked[1]
 
 
 def _words(text: str) -> str:
