@@ -459,7 +459,7 @@ class Sampler:
   def __init__(self, params, cfg: model_lib.ModelConfig, *,
                mesh: jax.sharding.Mesh | None = None,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, vocab=None,
-               eos_id: int | None = 1, pad_id: int = 0):
+               eos_id: int | None = 1, pad_id: int = 0, batching: str = "static"):
     """Places `params` on `mesh` as `rules` say.
 
     Args:
@@ -473,6 +473,9 @@ class Sampler:
       vocab: a seqio vocabulary, needed for `text` and stop strings.
       eos_id: ends a sample (None: never).
       pad_id: written after a sample's end and into prompt padding.
+      batching: "continuous" (`generate` runs `rollout.RolloutEngine`: a finished row takes the
+        next sample at once) or "static" (batches of P prompts x n samples run to their longest
+        row). The samples are the same token for token.
     """
     self.cfg = cfg
     self.mesh = mesh or partitioning.make_mesh((-1, 1, 1), jax.local_devices())
@@ -480,6 +483,10 @@ class Sampler:
     self.vocab = vocab
     self.eos_id = eos_id
     self.pad_id = pad_id
+    if batching not in ("continuous", "static"):
+      raise ValueError(f"batching must be 'continuous' or 'static', got {batching!r}")
+    self.batching = batching
+    self._engine = None
     abstract, shardings = partitioning.abstract_and_shardings(
         lambda key: model_lib.Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32)),
         self.mesh, self.rules, jax.random.key(0))
@@ -574,6 +581,15 @@ class Sampler:
     Returns:
       For each prompt in order, its N samples in sample-index order.
     """
+    if self.batching == "continuous":
+      from restem_jax import rollout  # pylint: disable=g-import-not-at-top  (it imports this)
+      if self._engine is None:
+        self._engine = rollout.RolloutEngine(self)
+      return self._engine.generate(
+          ids, prompts, num_samples=num_samples, strategy=strategy,
+          max_new_tokens=max_new_tokens, seed=seed, iteration=iteration,
+          stop_strings=stop_strings, batch_size=batch_size, shared_prefix=shared_prefix,
+          on_batch=on_batch)
     ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
     if len(set(map(str, ids))) != len(ids):
       raise ValueError("problem ids must be unique: they seed each problem's samples")

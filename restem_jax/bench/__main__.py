@@ -12,6 +12,7 @@ BENCHMARKS = {
     "sampling": "restem_jax.bench.sampling",
     "training": "restem_jax.bench.training",
     "rewards": "restem_jax.bench.rewards",
+    "rollout": "restem_jax.bench.rollout",
 }
 
 
