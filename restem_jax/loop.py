@@ -254,8 +254,9 @@ class Run:
           lambda key: model_lib.Decoder(cfg).init(key, np.zeros((1, 1), np.int32)),
           self.mesh, partitioning.DEFAULT_RULES, jax.random.key(self.config.seed))
       out = self.workdir / "models" / "init"
-      if out.exists() and not checkpoints.is_complete(out):
-        out.rmtree()
+      # save() replaces an interrupted save itself, on process 0 only: another host deleting
+      # the directory here could remove process 0's model_config.json mid-save (seen on two
+      # processes under load). No host can see COMPLETE before all have entered save().
       if not checkpoints.is_complete(out):
         checkpoints.save(out, params["params"], cfg, vocab_path=self.vocab_path)
       return {"model_dir": str(out)}
