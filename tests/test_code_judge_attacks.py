@@ -27,6 +27,10 @@ ADD = {
     "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n"
             "    assert candidate(10, -3) == 7\n",
 }
+# A check whose calls run inside map(): a StopIteration from the candidate would end the
+# iteration early, as if every later test had passed.
+ADD_MAPPED = dict(ADD, test="def check(candidate):\n    assert all(map(lambda ab: candidate(*ab) "
+                            "== sum(ab), [(1, 2), (10, -3), (5, 5)]))\n")
 ADD_CALL = {"input_output": {"inputs": [[1, 2], [10, -3]], "outputs": [[3], [7]],
                              "fn_name": "add"}}
 ADD_STDIO = {"input_output": {"inputs": ["1 2\n", "10 -3\n"], "outputs": ["3\n", "7\n"]}}
@@ -232,6 +236,20 @@ def attacks(canary: str, marker: str) -> dict:
           while True:
               pass
           """)),
+      "StopIteration ends the check's map early": (ADD_MAPPED, body("""
+          calls = globals().setdefault('calls', [])
+          calls.append(1)
+          if len(calls) == 1:
+              return a + b
+          raise StopIteration
+          """)),
+      "StopAsyncIteration and friends": (ADD_MAPPED, body("""
+          calls = globals().setdefault('calls', [])
+          calls.append(1)
+          if len(calls) == 1:
+              return a + b
+          raise StopAsyncIteration
+          """)),
       # --- costing the judge time
       # The reply is written by the candidate's own process: it can send any bytes, e.g. a set
       # whose 120k elements share one hash (building it costs the receiver O(n^2) in C).
@@ -399,6 +417,37 @@ def test_nothing_of_one_sample_reaches_the_next(backend):
         return a + b
         """))
     assert second.passed, second.reason
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_stdio_runner_is_out_of_a_programs_reach(backend):
+  """The stdio test runner (the init of the program's pid namespace) is visible to the
+  program, which must not be able to end it or change its limits: neither by a signal that
+  fcntl(F_SETOWN) aims at it (no seccomp rule sees that) nor by prlimit on its pid. Right only
+  if the runner survives to run the next tests."""
+  program = textwrap.dedent("""
+      import fcntl, os, resource, time
+      for sig in (2, 10, 12, 14, 15, 29):  # SIGINT, SIGUSR1/2, SIGALRM, SIGTERM, SIGIO
+          r, w = os.pipe()
+          fcntl.fcntl(r, fcntl.F_SETOWN, 1)
+          fcntl.fcntl(r, 10, sig)  # F_SETSIG
+          fcntl.fcntl(r, fcntl.F_SETFL, os.O_ASYNC | os.O_NONBLOCK)
+          os.write(w, b'x')
+      for limit in (resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC, resource.RLIMIT_CPU,
+                    resource.RLIMIT_AS):
+          try:
+              resource.prlimit(1, limit, (1, 1))
+          except OSError:
+              pass
+      time.sleep(0.05)
+      print(sum(map(int, input().split())))
+      """)
+  problem = {"input_output": {"inputs": ["1 2\n", "10 -3\n", "5 5\n"],
+                              "outputs": ["3\n", "7\n", "10\n"]}}
+  config = code.JudgeConfig(backend=backend, test_timeout_s=2.0)
+  with code.CodeJudge(config) as judge:
+    verdict = judge.judge_apps(problem, program)
+  assert verdict.passed, verdict.reason
 
 
 # A stand-in for the harness that knows the sample's key and writes the given records, to check

@@ -32,8 +32,9 @@ process_vm_*, pidfd_open/getfd/send_signal, kcmp, process_madvise/mrelease), to 
 namespaces and mounts (unshare, setns, clone with namespace flags, clone3, mount calls, chroot),
 and other kernel attack surface (bpf, perf_event_open, userfaultfd, io_uring, keyrings,
 open_by_handle_at). `_sbx_candidate_seccomp()` adds, for the model's processes: no
-setpgid/setsid, and signals only to its own process group or to processes no older than itself
-(pids only grow in a fresh pid namespace), so e.g. the stdio test runner is out of reach.
+setpgid/setsid, signals only to its own process group or to processes no older than itself
+(pids only grow in a fresh pid namespace), and prlimit64 only on itself, so e.g. the stdio test
+runner is out of reach (which also ignores the signals it would handle: see `_harness.py`).
 
 Stdlib only, and no syntax newer than Python 3.8: it runs under whichever system interpreter the
 sandbox uses. Names start with `_sbx_` so the program that follows does not clash with them.
@@ -82,7 +83,7 @@ _SBX_SYSCALLS = {
         "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
         "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249,
         "clone": 56, "clone3": 435, "setpgid": 109, "setsid": 112, "kill": 62, "tkill": 200,
-        "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297}),
+        "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "prlimit64": 302}),
     "aarch64": (0xC00000B7, {
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
         "pidfd_getfd": 438, "pidfd_send_signal": 424, "kcmp": 272, "process_madvise": 440,
@@ -93,7 +94,7 @@ _SBX_SYSCALLS = {
         "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
         "io_uring_register": 427, "keyctl": 219, "add_key": 217, "request_key": 218,
         "clone": 220, "clone3": 435, "setpgid": 154, "setsid": 157, "kill": 129, "tkill": 130,
-        "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240}),
+        "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "prlimit64": 261}),
 }
 _SBX_DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
                "pidfd_send_signal", "kcmp", "process_madvise", "process_mrelease", "unshare",
@@ -149,7 +150,7 @@ def _sbx_base_rules():
 
 def _sbx_candidate_rules(own_pid):
   """No setpgid/setsid; signals only to pid 0 (own group), pids >= own_pid, or groups -pgid with
-  pgid >= own_pid."""
+  pgid >= own_pid; prlimit64 only on itself."""
   _, nr = _SBX_SYSCALLS[_sbx_platform.machine()]
   rules = [[(_SBX_JEQ, 0, 1, nr[name]), (_SBX_RET, 0, 0, _SBX_EPERM)]
            for name in ("setpgid", "setsid")]
@@ -165,6 +166,9 @@ def _sbx_candidate_rules(own_pid):
         (_SBX_JGE, 1, 0, own_pid),                # positive: >= own_pid -> allow
         (_SBX_RET, 0, 0, _SBX_EPERM),
         (_SBX_LD, 0, 0, 0)])                      # allowed: reload the number, continue
+  # prlimit64 on its own process only (pid 0): not on the stdio runner, which it can see.
+  rules.append([(_SBX_JEQ, 0, 3, nr["prlimit64"]), (_SBX_LD, 0, 0, 16), (_SBX_JEQ, 1, 0, 0),
+                (_SBX_RET, 0, 0, _SBX_EPERM), (_SBX_LD, 0, 0, 0)])
   return rules
 
 

@@ -3,7 +3,7 @@
 A small binary format for plain values, parsed without `json` (whose import of `re` costs more
 than the rest of the harness's start-up) and without `marshal` or `pickle` (unsafe on data the
 candidate wrote). Decoding builds exact built-in types only and bounds its own work: depth,
-lengths, and sets/dicts whose keys share one hash (see `_check_hashes`).
+lengths, and sets/dicts whose keys' hashes are equal or clustered (see `_check_hashes`).
 
 `sandbox.py` runs this file's source followed by `_harness.py`'s inside the sandbox; outside,
 `code.py` and `_harness.py` import it. Stdlib only, Python >= 3.8.
@@ -19,6 +19,8 @@ lengths, and sets/dicts whose keys share one hash (see `_check_hashes`).
 
 _MAX_DEPTH = 200
 _MAX_EQUAL_HASHES = 16
+# Sets and dicts up to this size may have clustered hashes: their cost stays in milliseconds.
+_MAX_CLUSTER_FREE = 1024
 _SEQUENCES = {list: b"l", tuple: b"t", set: b"S", frozenset: b"Z"}
 _SEQUENCE_TYPES = {b"l": list, b"t": tuple, b"S": set, b"Z": frozenset}
 
@@ -64,18 +66,34 @@ def encode_value(x):
 
 
 def _check_hashes(keys):
-  """Refuses keys of which too many share one hash: building a set or dict of n such keys
-  takes O(n^2) comparisons in C (e.g. 10**5 ints equal modulo 2**61 - 1), which no deadline in
-  the decoding process can interrupt. Distinct hashes cost O(1) each."""
-  if len(keys) <= _MAX_EQUAL_HASHES:
+  """Refuses keys whose hashes would make building a set or dict of them slow, in C, where no
+  deadline of the decoding process can interrupt it:
+  - too many equal hashes: n keys with one hash take O(n^2) comparisons (e.g. 10**5 ints
+    equal modulo 2**61 - 1);
+  - in large sets, too many hashes equal in their low bits (e.g. k << 40): all start at one
+    slot of the table and share most of their probe sequence, ~10x the cost per key (paid by
+    S and again by the judge). Spread hashes put a few keys per slot of a table of >= 2n.
+  Ints, floats and tuples of them hash the same in every process, so a program can aim at
+  this; the string hash is secret per process. Each check costs O(n)."""
+  n = len(keys)
+  if n <= _MAX_EQUAL_HASHES:
     return
-  counts = {}
-  for key in keys:
-    h = hash(key)  # TypeError for unhashable keys: malformed
-    n = counts.get(h, 0) + 1
-    if n > _MAX_EQUAL_HASHES:
+  hashes = [hash(key) for key in keys]  # TypeError for unhashable keys: malformed
+  if n > _MAX_CLUSTER_FREE:
+    mask = (1 << (n.bit_length() + 1)) - 1
+    slots = {}
+    for h in hashes:
+      slot = h & mask  # as CPython's tables pick a key's first slot
+      count = slots.get(slot, 0) + 1
+      if count > _MAX_EQUAL_HASHES:
+        raise ValueError("too many set elements or dict keys with equal hashes in their low bits")
+      slots[slot] = count
+  counts = {}  # keyed by hash: built quickly now that the hashes are known to spread
+  for h in hashes:
+    count = counts.get(h, 0) + 1
+    if count > _MAX_EQUAL_HASHES:
       raise ValueError("too many set elements or dict keys with equal hashes")
-    counts[h] = n
+    counts[h] = count
 
 
 def _field(data, pos, end_byte):
