@@ -348,3 +348,24 @@ def test_letter_digits_in_the_base_the_question_asks_for(pred, ok):
 ])
 def test_times_of_day(gold, pred, ok):
   assert _check(gold, pred, "At what time does the bus arrive?") is ok
+
+
+@pytest.mark.parametrize("gold, pred, question, ok", [
+    # A whole-number answer written as a computation left undone.
+    ("5040", "7!", "In how many ways can 7 books be arranged on a shelf?", False),
+    ("5040", r"7 \cdot 6 \cdot 5 \cdot 4 \cdot 3 \cdot 2", "In how many ways can 7 books be "
+     "arranged on a shelf?", False),
+    ("35", r"\binom{7}{3}", "How many ways are there to choose 3 of 7 books?", False),
+    ("35", r"\dbinom{7}{3} = 35", "How many ways are there to choose 3 of 7 books?", True),
+    ("1000000", "10^6", "How many ways?", True),
+    # "In the form ax^2 + bx + c" asks for the expanded polynomial.
+    ("3x^2-x-2", "(3x+2)(x-1)", "Find $q(x)$ in the form $ax^2+bx+c$.", False),
+    ("3x^2-x-2", "-2-x+3x^2", "Find $q(x)$ in the form $ax^2+bx+c$.", True),
+    # "exact \\approx decimal": the exact value is the answer.
+    (r"3\sqrt{2}", r"3\sqrt{2} \approx 4.24", "How long is the diagonal?", True),
+    (r"3\sqrt{2}", r"4.24 \approx 3\sqrt{2}", "How long is the diagonal?", False),
+    (r"3\sqrt{2}", r"2\sqrt{3} \approx 3.46", "How long is the diagonal?", False),
+    ("4.24", r"d \approx 4.24", "How long is the diagonal, to the nearest hundredth?", True),
+])
+def test_computations_forms_and_approximations(gold, pred, question, ok):
+  assert _check(gold, pred, question) is ok

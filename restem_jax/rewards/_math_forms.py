@@ -133,7 +133,10 @@ def clean(s: str) -> tuple[str, _Marks]:
   s = _ELLIPSIS_RE.sub(_repeating, s)
   s = re.sub(r"[.\s]+$", "", s).strip()
   s = re.sub(r"^(?:and|or)\s+|^(?:=|\\approx|\\sim)\s*", "", s)
-  s = re.sub(r"\\approx", "=", s)
+  exact, approx, _ = s.partition("\\approx")
+  if approx and exact.strip() and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z](?![a-zA-Z])", exact):
+    s = exact.strip()  # 2\\sqrt{3} \\approx 3.46: the exact value is the answer
+  s = re.sub(r"\\approx", "=", s)  # x \\approx 3.46: the value given
   return s, _Marks(percent, degree, dollar)
 
 

@@ -132,7 +132,8 @@ def read_question(text: str | None) -> Question:
   factor = bool(re.search(r"\bfactor\b(?!s| of| out)", low)) and not re.search(
       r"(common|prime|scale|integer|largest|greatest|smallest) factor\b", low)
   return Question(
-      expand=bool(re.search(r"\b(expand|multiply out)\b", low)),
+      expand=bool(re.search(r"\b(expand|multiply out)\b|form \$\s*[a-z]\s*x\s*\^\s*\{?\d\}?\s*\+",
+                            low)),  # "in the form $ax^2+bx+c$": expanded
       factor=factor,
       simplify=bool(re.search(r"\bsimplify\b", low)),
       radical=("simplest radical form" in low or "rationaliz" in low),

@@ -404,10 +404,13 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
       and (q.common_fraction or q.lowest_terms or q.simplify)):
     if not _is_reduced_fraction(pn) or p.mixed:
       return False
-  if (q.evaluate and rational is not None and rational.denominator == 1
-      and _is_literal(gn, decimal=False) and not _is_literal(pn, decimal=False)
-      and not _scientific(pn, any_mantissa=True) and not _power_of_ten(pn)):
-    return False  # "Compute 5!": 5!, 8 \\cdot 9 or \\log_2 64 restates the question
+  if (rational is not None and rational.denominator == 1 and _is_literal(gn, decimal=False)
+      and not _is_literal(pn, decimal=False) and not _scientific(pn, any_mantissa=True)
+      and not _power_of_ten(pn)
+      and (q.evaluate or q.known and (_unevaluated(pn) or _arithmetic(pn)))):
+    # 6!, \\binom{10}{3}, 8 \\cdot 9 for a whole number a question asks for: a computation left
+    # undone (with no question to read, the value alone is judged)
+    return False
   if (not has_vars and (q.simplify or q.evaluate) and ex.is_expanded(gn)
       and (len(ex.terms(pn)) > len(ex.terms(gn)) or _has_product_of_sums(pn))):
     return False  # "Simplify": 2\\sqrt{3}+3\\sqrt{3} for 5\\sqrt{3}, (2+3i)(1-i) for 5+i
@@ -440,6 +443,13 @@ def _has_product_of_sums(node) -> bool:
     return True
   kids = node[1] if isinstance(node[1], list) else [c for c in node[1:] if isinstance(c, tuple)]
   return any(isinstance(c, tuple) and _has_product_of_sums(c) for c in kids)
+
+
+def _arithmetic(node) -> bool:
+  """Whether the tree multiplies, adds or raises numbers (8 \\cdot 9, 2 + 3, 3^4)."""
+  if node[0] == "neg":
+    node = node[1]
+  return node[0] in ("*", "+", "^") and not ex.variables(node)
 
 
 def _unevaluated(node) -> bool:
