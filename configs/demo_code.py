@@ -34,7 +34,7 @@ def get_config(arg: str | None = None):
   c.data.targets_length = 96
   c.sampling.max_new_tokens = 96
   c.sampling.batch_size = 256
-  # Training steps are the demo's largest cost (~1.7 CPU-seconds each). After 200 steps on the
+  # Training steps are the demo's largest cost (about 2 CPU-seconds each). After 200 steps on the
   # 200 solutions the base writes well-formed programs and solves about 28% of the test problems
   # greedily (400 steps: about 40%); its samples solve many more.
   c.base_trainer.num_train_steps = 200
