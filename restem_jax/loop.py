@@ -46,6 +46,7 @@ from etils import epath
 from restem_jax import checkpoints
 from restem_jax import cli
 from restem_jax import evaluation
+from restem_jax import hf_tokenizer
 from restem_jax import metric_writer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
@@ -150,7 +151,12 @@ class Run:
       source = self.config.vocab.path or (
           self.config.base_checkpoint and checkpoints.vocab_path(self.config.base_checkpoint))
       if source:
-        epath.Path(source).copy(out, overwrite=True)
+        source = epath.Path(source)
+        source.copy(out, overwrite=True)
+        # The special tokens' roles (EOS, add_bos_token) travel with a tokenizer.json.
+        config_file = source.parent / hf_tokenizer.CONFIG_FILE
+        if config_file.exists():
+          config_file.copy(self.workdir / hf_tokenizer.CONFIG_FILE, overwrite=True)
       else:
         texts = tasks.training_texts(data.kind, prompt=data.prompt or None,
                                      **self._task_options(data.kind, data))

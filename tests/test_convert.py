@@ -402,6 +402,10 @@ def test_imported_checkpoint_with_tokenizer_json_as_a_run_base(tmp_path):
   run = loop.Run(config, tmp_path / "run")
   run.prepare_data()
   assert isinstance(run.vocab, vocab_lib.HfTokenizerVocabulary)
+  # The special tokens' roles travel with the run's copy of the vocabulary (and so into every
+  # checkpoint the run saves).
+  assert ((tmp_path / "run" / "tokenizer_config.json").read_text()
+          == (tmp_path / "ckpt" / "tokenizer_config.json").read_text())
   rows = run._decoder_rows(run.task_name, "train")  # pylint: disable=protected-access
   targets = rows["decoder_target_tokens"][0]
   weights = rows["decoder_loss_weights"][0]
