@@ -29,7 +29,7 @@ import time
 
 from etils import epath
 
-from restem_jax import formats, hub, metrics, rewards
+from restem_jax import cli, formats, hub, metrics, rewards
 from restem_jax.rewards import sandbox
 
 # Which reward scores each problem format.
@@ -168,5 +168,13 @@ def main(argv: list[str] | None = None) -> int:
   return 0
 
 
+def run() -> None:
+  """The command line: Ctrl-C exits 130, `--debug` shows tracebacks, library noise stays off
+  the console."""
+  quiet = cli.quiet_native_stderr(sys.argv)
+  sys.exit(cli.run_main(lambda: main(cli.strip_debug(sys.argv[1:])), sys.argv,
+                        on_exit=quiet.close if quiet else None))
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  run()

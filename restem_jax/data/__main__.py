@@ -25,6 +25,7 @@ import sys
 
 from etils import epath
 
+from restem_jax import cli
 from restem_jax.data import arith, prog
 
 
@@ -125,5 +126,13 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
+def run() -> None:
+  """The command line: Ctrl-C exits 130, `--debug` shows tracebacks, library noise stays off
+  the console."""
+  quiet = cli.quiet_native_stderr(sys.argv)
+  sys.exit(cli.run_main(lambda: main(cli.strip_debug(sys.argv[1:])), sys.argv,
+                        on_exit=quiet.close if quiet else None))
+
+
 if __name__ == "__main__":
-  sys.exit(main())
+  run()
