@@ -429,6 +429,27 @@ def test_adversarial_corpus(backend, tmp_path, listener):
     assert _leftover_processes(r.judge.tag) == []
 
 
+def test_sample_processes_are_the_first_the_oom_killer_takes(judge):
+  # A sample may hold memory_bytes in each of max_processes processes (32 GiB by default):
+  # if that exhausts the machine, the kernel must kill the sample, not the judge.
+  assert judge.judge_humaneval(ADD_HUMANEVAL, "    return a + b\n").passed
+  containers = judge._idle  # pylint: disable=protected-access
+  pids = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+          if _cmdline_has(pid, judge.tag)]
+  assert containers and len(pids) >= 2 * len(containers)
+  for pid in pids:
+    with open(f"/proc/{pid}/oom_score_adj") as f:
+      assert f.read().strip() == "1000", pid
+
+
+def _cmdline_has(pid: int, text: str) -> bool:
+  try:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+      return text.encode() in f.read()
+  except OSError:
+    return False
+
+
 def test_containers_survive_short_lived_caller_threads(judge):
   # bwrap's --die-with-parent fires when the thread that started it exits: containers must be
   # started by the judge's own thread, or the next sample meets a dead sandbox.

@@ -50,6 +50,7 @@ _NOBODY = 65534
 # Processes of a container besides the sample's candidate processes: its server, the sample's S,
 # and the next sample's S and candidate side (prepared while this one runs).
 _OWN_PROCESSES = 4
+_OOM_SCORE_ADJ = 1000  # the most: sandbox processes are the OOM killer's first choice
 KILLED_AT_DEADLINE = 250  # a sample's exit code when the container killed it at its deadline
 NOT_STARTED = 251  # ... when the process prepared for it had died: nothing of it ran
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -231,6 +232,12 @@ class Container:
       # setpriv changes uid in the new process, so Popen can use vfork (Popen(user=...) must
       # fork, copying the page tables of a judge process that may hold gigabytes of JAX).
       argv = [setpriv, f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups", "--"] + argv
+    # A sample may hold memory_bytes in each of its processes: if the machine runs out, the
+    # kernel's OOM killer must take the sandbox's processes, not the judge (which may hold a
+    # model). oom_score_adj is inherited by every process forked in the container.
+    choom = shutil.which("choom")
+    if choom:
+      argv = [choom, "-n", str(_OOM_SCORE_ADJ), "--"] + argv
     # Without isolation there is no private /tmp: the program at least gets its own directory.
     self._workdir = tempfile.mkdtemp(prefix="restem-unsandboxed-") if backend == "none" \
         else None
@@ -265,6 +272,12 @@ class Container:
       except (AttributeError, OSError):
         self._pidfd = None
       self.pid = pid
+      if not choom:  # later than choom would: the first process prepared for a sample has 0
+        try:
+          with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(_OOM_SCORE_ADJ))
+        except OSError:
+          pass
     except BaseException:
       self.kill()
       raise
