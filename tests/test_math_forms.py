@@ -369,3 +369,23 @@ def test_times_of_day(gold, pred, ok):
 ])
 def test_computations_forms_and_approximations(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
+
+
+@pytest.mark.parametrize("gold, pred, question, ok", [
+    # A unit or sign the question and the gold never name.
+    (r"20\%", r"\$20", "What percent of the price is the tax?", False),
+    (r"20\%", r"20 \text{ dollars}", "What percent of the price is the tax?", False),
+    (r"20\%", "20", "What percent of the price is the tax?", True),
+    ("120", r"120\text{ radians}", "How many degrees are in the angle?", False),
+    ("120", r"120^\circ", "How many degrees are in the angle?", True),
+    ("3", r"3\text{ weeks}", "How many days does it take?", False),
+    ("3", r"3\text{ days}", "How many days does it take?", True),
+    # 10^2 for 100 is a square left undone; 10^6 writes a large number.
+    ("100", "10^2", "What is $10^2$?", False), ("100", "10^2", "How many squares?", False),
+    ("1000000", "10^6", "How many ways?", True),
+    # A sign of money is no measure: $10 where the question speaks of hours.
+    ("10", r"\$10", "She earns $12$ dollars an hour and worked 50 minutes. How much did she earn?",
+     True),
+])
+def test_units_signs_powers_and_equations_the_question_names(gold, pred, question, ok):
+  assert _check(gold, pred, question) is ok

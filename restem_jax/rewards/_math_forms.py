@@ -417,8 +417,10 @@ def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
       unit = canonical_unit(words)
       s = head
       scale = _SCALE_WORDS.get(lowered[0])
-      if scale:  # "12 million": a number word scales the value
-        s = f"{scale}\\cdot({s})"
+      if scale:  # "12 million": a number word scales the value (to a number when whole)
+        whole = (Fraction(s) * ex.exact(ex.parse_expr(scale))
+                 if re.fullmatch(r"-?\d+(?:\.\d+)?", s) else None)
+        s = str(whole) if whole is not None and whole.denominator == 1 else f"{scale}\\cdot({s})"
         unit = canonical_unit(" ".join(words.split()[1:]))
   elif tail and _words_only(s):
     return _read_words(s)

@@ -14,7 +14,7 @@ _UNIT_CANON = {
     "mile": "mi", "hour": "hr", "hr": "hr", "minute": "min", "second": "sec", "sec": "sec",
     "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
     "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
-    "ounce": "oz", "gallon": "gal", "day": "day", "week": "week", "year": "year", "month": "month"}
+    "ounce": "oz", "gallon": "gal", "radian": "rad", "day": "day", "week": "week", "year": "year", "month": "month"}
 KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 # Words that name a unit only sometimes ("in", "m", "g" are words or variables too); a sign or a
 # count word ($, degrees, cents, days) says nothing about the measure asked for.
@@ -83,6 +83,7 @@ class Question:
   base: int | None = None
   units: frozenset[str] = frozenset()  # the measures the question names (cm, mi, hr, ...)
   unit_powers: frozenset[str] = frozenset()  # those with their powers (cm^2 for "square cm")
+  named_units: frozenset[str] = frozenset()  # every known unit named, signs too (deg, usd)
   solved_for: str | None = None  # "in the form $y = mx + b$": the equation is solved for y
   normalized: bool = False  # "A > 0 and gcd(|A|,|B|,...) = 1": an equation's scale is fixed
   known: bool = False  # a question was given (its silence about a form then means something)
@@ -158,8 +159,23 @@ def read_question(text: str | None) -> Question:
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
       pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
       units=_question_units(low), unit_powers=_question_unit_powers(low),
+      named_units=_named_units(low),
       solved_for=(m.group(1) if (m := re.search(r"form\s*\$\s*([a-z])\s*=", low)) else None),
       normalized=bool(re.search(r"\\gcd\s*\(\s*\|", low)), base=base, known=True)
+
+
+def _named_units(low: str) -> frozenset[str]:
+  """Every known unit the question names without doubt, signs of a kind included (degrees,
+  dollars, cents)."""
+  found = set()
+  for word in re.findall(r"[a-z]+", low):
+    if word not in _AMBIGUOUS_WORDS:
+      found |= unit_bases(canonical_unit(word))
+  if re.search(r"\\circ|\^\s*\{?\s*\\circ|°", low):
+    found.add("deg")
+  if "\\$" in low:
+    found.add("usd")
+  return frozenset(found)
 
 
 def _question_units(low: str) -> frozenset[str]:

@@ -82,7 +82,8 @@ def _same_eq(g: Answer, p: Answer, q: Question) -> bool | None:
   gv = g.value if g.kind == "eq" else None
   pv = p.value if p.kind == "eq" else None
   general = (gv is not None and gv[0] is None) or (pv is not None and pv[0] is None)
-  if q.solved_for and gv is not None and gv[0] == q.solved_for and (pv is None or pv[0] != gv[0]):
+  if q.solved_for and gv is not None and gv[0] == q.solved_for and pv is not None and (
+      pv[0] != gv[0]):
     return False  # "in the form y = mx + b": 2x - y = 5 is the line, not in that form
   if not general:
     if gv is not None and pv is not None and gv[0] != pv[0]:
@@ -346,6 +347,9 @@ def _same_expr(g: Answer, p: Answer, q: Question) -> bool | None:
       return False
   if _unit_power_differs(p.unit, q):
     return False  # 64 cm^2 where the question asks for cubic centimeters
+  if not g.unit and p.unit and _known(p.unit) and (
+      g.percent or q.named_units and not unit_bases(p.unit) - MARK_UNITS <= q.named_units):
+    return False  # $50 for 50%; 150 radians where the question counts degrees
   gn, pn = g.value, p.value
   verdict = _values_equal(gn, pn, q.decimal)
   hundred = ("n", Fraction(100), False)
@@ -430,8 +434,11 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
 
 
 def _power_of_ten(node) -> bool:
-  """10^n: a way to write a number, not a computation left undone."""
-  return node[0] == "^" and node[1][:2] == ("n", Fraction(10)) and node[2][0] in ("n", "neg")
+  """10^n with |n| >= 3: a way to write a large or small number (10^2 is a square left undone)."""
+  if node[0] != "^" or node[1][:2] != ("n", Fraction(10)):
+    return False
+  n = ex.exact(node[2])
+  return n is not None and n.denominator == 1 and abs(n) >= 3
 
 
 def _has_product_of_sums(node) -> bool:
