@@ -18,7 +18,7 @@ Sizes set to 0 are derived from the data before any training (`restem_jax.data.f
 vocabulary (from the training texts), the model's vocab_size and max_len, the prompt and
 solution lengths of fine-tuning rows, max_new_tokens (from the human solutions' lengths), the
 base model's steps (epochs over the human solutions) and N, the samples per problem (as many as
-a fixed decoding budget allows: 16 for 3000 short word problems); both counts are capped so a
+a fixed decoding budget allows: 8 for 3000 short word problems); both counts are capped so a
 large data set cannot run for hours. A size given explicitly is checked against the data.
 README "A laptop recipe for your own math data" has the figures. `:smoke` is the same loop
 shrunk for a few dozen problems (about 100 CPU-seconds).

@@ -119,7 +119,7 @@ def test_samples_per_problem_and_base_steps_follow_the_data_within_budgets():
         c.restem.num_samples == 4)
     assert c.restem.num_samples == 32 or 2 * c.restem.num_samples * decode_steps > (
         fit.SAMPLE_TOKEN_BUDGET)
-  assert (short.restem.num_samples, long.restem.num_samples) == (16, 4)
+  assert (short.restem.num_samples, long.restem.num_samples) == (8, 4)
   # Base steps: BASE_EPOCHS passes over the human solutions' rows, capped by the token budget.
   row = short.data.inputs_length + short.data.targets_length
   rows = -(-600 * (60 + 101) // row)

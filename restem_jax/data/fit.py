@@ -53,12 +53,12 @@ AUTO = 0
 _SPECIAL_AND_BYTE_PIECES = 3 + 256  # pad / eos / unk + byte fallback (vocab.train_sentencepiece)
 _MAX_VOCAB = 8192
 _FREQUENT = 3  # a word seen this often gets pieces of its own
-BASE_EPOCHS = 20  # passes over the human solutions when base_trainer.num_train_steps is AUTO
+BASE_EPOCHS = 50  # passes over the human solutions when base_trainer.num_train_steps is AUTO
 MIN_BASE_STEPS = 200
 # Compute budgets of the AUTO counts, sized so that configs/jsonl_math.py's whole run (base,
 # 3 iterations, evaluations) fits half an hour of a 2-core CPU on a few thousand problems.
-BASE_TOKEN_BUDGET = 3_000_000  # row tokens (padding included) the base trains on, at most
-SAMPLE_TOKEN_BUDGET = 6_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
+BASE_TOKEN_BUDGET = 5_000_000  # row tokens (padding included) the base trains on, at most
+SAMPLE_TOKEN_BUDGET = 3_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
