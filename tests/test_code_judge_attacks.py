@@ -311,6 +311,14 @@ def attacks(canary: str, marker: str) -> dict:
                   pass
           return -1
           """)),
+      "AF_VSOCK socket (vsock ignores network namespaces: a way to a VM's host)": (ADD, body("""
+          import socket
+          try:
+              socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()  # never connected
+              return a + b
+          except OSError:
+              return -1
+          """)),
       "fill /tmp": (ADD, body("""
           with open('/tmp/fill', 'wb') as f:
               while True:

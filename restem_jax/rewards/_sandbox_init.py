@@ -31,7 +31,8 @@ The seccomp filter (`_sbx_seccomp`) denies every way to reach into another proce
 process_vm_*, pidfd_open/getfd/send_signal, kcmp, process_madvise/mrelease), to leave or build
 namespaces and mounts (unshare, setns, clone with namespace flags, clone3, mount calls, chroot),
 and other kernel attack surface (bpf, perf_event_open, userfaultfd, io_uring, keyrings,
-open_by_handle_at). `_sbx_candidate_seccomp()` adds, for the model's processes: no
+open_by_handle_at, sockets of families the network namespace does not contain, e.g. AF_VSOCK).
+`_sbx_candidate_seccomp()` adds, for the model's processes: no
 setpgid/setsid, signals only to its own process group or to processes no older than itself
 (pids only grow in a fresh pid namespace), and prlimit64 only on itself, so e.g. the stdio test
 runner is out of reach (which also ignores the signals it would handle: see `_harness.py`).
@@ -83,7 +84,8 @@ _SBX_SYSCALLS = {
         "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
         "io_uring_register": 427, "keyctl": 250, "add_key": 248, "request_key": 249,
         "clone": 56, "clone3": 435, "setpgid": 109, "setsid": 112, "kill": 62, "tkill": 200,
-        "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "prlimit64": 302}),
+        "tgkill": 234, "rt_sigqueueinfo": 129, "rt_tgsigqueueinfo": 297, "prlimit64": 302,
+        "socket": 41}),
     "aarch64": (0xC00000B7, {
         "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "pidfd_open": 434,
         "pidfd_getfd": 438, "pidfd_send_signal": 424, "kcmp": 272, "process_madvise": 440,
@@ -94,7 +96,8 @@ _SBX_SYSCALLS = {
         "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
         "io_uring_register": 427, "keyctl": 219, "add_key": 217, "request_key": 218,
         "clone": 220, "clone3": 435, "setpgid": 154, "setsid": 157, "kill": 129, "tkill": 130,
-        "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "prlimit64": 261}),
+        "tgkill": 131, "rt_sigqueueinfo": 138, "rt_tgsigqueueinfo": 240, "prlimit64": 261,
+        "socket": 198}),
 }
 _SBX_DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
                "pidfd_send_signal", "kcmp", "process_madvise", "process_mrelease", "unshare",
@@ -102,6 +105,7 @@ _SBX_DENIED = ("ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", 
                "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "open_by_handle_at",
                "name_to_handle_at", "bpf", "perf_event_open", "userfaultfd", "io_uring_setup",
                "io_uring_enter", "io_uring_register", "keyctl", "add_key", "request_key")
+_SBX_SOCKET_FAMILIES = (1, 2, 10, 16)  # AF_UNIX, AF_INET, AF_INET6, AF_NETLINK
 _SBX_SIGNALS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo")
 # BPF opcodes: LD|W|ABS, JMP|JEQ|K, JMP|JGE|K, JMP|JGT|K, JMP|JSET|K, RET|K.
 _SBX_LD, _SBX_JEQ, _SBX_JGE, _SBX_JGT, _SBX_JSET, _SBX_RET = 0x20, 0x15, 0x35, 0x25, 0x45, 0x06
@@ -145,6 +149,11 @@ def _sbx_base_rules():
   rules.append([(_SBX_JEQ, 0, 4, nr["clone"]), (_SBX_LD, 0, 0, 16),
                 (_SBX_JSET, 0, 1, _SBX_NS_FLAGS), (_SBX_RET, 0, 0, _SBX_EPERM),
                 (_SBX_LD, 0, 0, 0)])
+  # Sockets only of the families the network namespace contains: AF_VSOCK (to a VM's host),
+  # for one, ignores it.
+  rules.append([(_SBX_JEQ, 0, 6, nr["socket"]), (_SBX_LD, 0, 0, 16)]
+               + [(_SBX_JEQ, 4 - i, 0, family) for i, family in enumerate(_SBX_SOCKET_FAMILIES)]
+               + [(_SBX_RET, 0, 0, _SBX_EPERM), (_SBX_LD, 0, 0, 0)])
   return rules
 
 
