@@ -32,10 +32,10 @@ process_vm_*, pidfd_open/getfd/send_signal, kcmp, process_madvise/mrelease), to 
 namespaces and mounts (unshare, setns, clone with namespace flags, clone3, mount calls, chroot),
 and other kernel attack surface (bpf, perf_event_open, userfaultfd, io_uring, keyrings,
 open_by_handle_at, sockets of families the network namespace does not contain, e.g. AF_VSOCK).
-`_sbx_candidate_seccomp()` adds, for the model's processes: no
-setpgid/setsid, signals only to its own process group or to processes no older than itself
-(pids only grow in a fresh pid namespace), and prlimit64 only on itself, so e.g. the stdio test
-runner is out of reach (which also ignores the signals it would handle: see `_harness.py`).
+`_sbx_candidate_seccomp()` adds, for the model's processes: no setpgid/setsid, signals only to
+its own process group or to processes no older than itself (pids only grow in a fresh pid
+namespace), and prlimit64 only on itself, so e.g. the stdio test runner is out of reach (which
+also ignores the signals it would handle: see `_harness.py`).
 
 Stdlib only, and no syntax newer than Python 3.8: it runs under whichever system interpreter the
 sandbox uses. Names start with `_sbx_` so the program that follows does not clash with them.
@@ -151,8 +151,9 @@ def _sbx_base_rules():
                 (_SBX_LD, 0, 0, 0)])
   # Sockets only of the families the network namespace contains: AF_VSOCK (to a VM's host),
   # for one, ignores it.
-  rules.append([(_SBX_JEQ, 0, 6, nr["socket"]), (_SBX_LD, 0, 0, 16)]
-               + [(_SBX_JEQ, 4 - i, 0, family) for i, family in enumerate(_SBX_SOCKET_FAMILIES)]
+  n = len(_SBX_SOCKET_FAMILIES)  # the n checks jump to the reload at the end; else EPERM
+  rules.append([(_SBX_JEQ, 0, n + 2, nr["socket"]), (_SBX_LD, 0, 0, 16)]
+               + [(_SBX_JEQ, n - i, 0, family) for i, family in enumerate(_SBX_SOCKET_FAMILIES)]
                + [(_SBX_RET, 0, 0, _SBX_EPERM), (_SBX_LD, 0, 0, 0)])
   return rules
 
