@@ -389,3 +389,19 @@ def test_computations_forms_and_approximations(gold, pred, question, ok):
 ])
 def test_units_signs_powers_and_equations_the_question_names(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
+
+
+@pytest.mark.parametrize("gold, pred, question, ok", [
+    # A function, a power of a sum or unmerged terms left where the question asks for a value.
+    (r"\frac{5}{2}", r"\log_2 \sqrt{32}", r"Evaluate $\log_2 \sqrt{32}$.", False),
+    (r"\frac{5}{2}", "2.5", r"Evaluate $\log_2 \sqrt{32}$.", True),
+    ("-4", "(1-i)^4", "Find $(1-i)^4$.", False), ("-4", "-4", "Find $(1-i)^4$.", True),
+    ("2+2i", "1+2i+1", "What is $(1+i)+(1+i)$?", False),
+    # A ratio is not a number.
+    (r"\frac{2}{5}", "2:5", "What is the probability?", False),
+    ("2:5", "4:10", "What is the ratio of boys to girls?", True),
+    ("2:5", "4:10", "What is the ratio of boys to girls, in simplest form?", False),
+    ("2:5", "5:2", "What is the ratio of boys to girls?", False),
+])
+def test_values_left_unevaluated_and_ratios(gold, pred, question, ok):
+  assert _check(gold, pred, question) is ok

@@ -259,12 +259,15 @@ _CLOCK_RE = re.compile(r"(\d{1,2})\s*(?:\{:\}|:)\s*(\d{2})(?:\s*([ap])\.?\s*m\.?
 def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   if _MATRIX_RE.search(s):
     return _read_matrix(s)
-  clock = _CLOCK_RE.fullmatch(s)
+  clock = None if q.ratio else _CLOCK_RE.fullmatch(s)
   if clock:  # 4:30 p.m., 16:30: a time of day, never a ratio or a number
     h, m, half = int(clock.group(1)), int(clock.group(2)), clock.group(3)
     if h <= 24 and m < 60 and not (half and not 1 <= h <= 12):
       return Answer("clock", (h, m, half.lower() if half else None))
     return None
+  ratio = re.fullmatch(r"(\d+)\s*(?:\{:\}|:)\s*(\d+)", s)
+  if ratio:  # 1:6 is a ratio, not the number 1/6
+    return Answer("ratio", (int(ratio.group(1)), int(ratio.group(2))))
   if _ALLREALS_RE.fullmatch(s):
     return Answer("interval", ((_NEG_INF, _POS_INF, False, False),))
   if _EMPTY_RE.fullmatch(s):

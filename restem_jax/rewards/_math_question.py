@@ -84,6 +84,7 @@ class Question:
   units: frozenset[str] = frozenset()  # the measures the question names (cm, mi, hr, ...)
   unit_powers: frozenset[str] = frozenset()  # those with their powers (cm^2 for "square cm")
   named_units: frozenset[str] = frozenset()  # every known unit named, signs too (deg, usd)
+  ratio: bool = False  # asks for a ratio or odds (4:10 is then no time of day)
   solved_for: str | None = None  # "in the form $y = mx + b$": the equation is solved for y
   normalized: bool = False  # "A > 0 and gcd(|A|,|B|,...) = 1": an equation's scale is fixed
   known: bool = False  # a question was given (its silence about a form then means something)
@@ -143,7 +144,7 @@ def read_question(text: str | None) -> Question:
       mixed="mixed number" in low,
       improper="improper fraction" in low,
       evaluate=bool(re.search(r"\b(compute|evaluate|calculate|simplify)\b|(find|what is) the value"
-                              r"|\bwhat is \$[^$]*[-+*/^!\\][^$]*\$\s*\?", low)),
+                              r"|\b(?:what is|find|determine) \$[^$]*[-+*/^!\\][^$]*\$\s*[.?]", low)),
       complex_form=bool(re.search(r"form \$?a\s*\+\s*bi\b", low)),
       decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
                              r"thousandth)|decimal form|in decimal)", low)),
@@ -159,7 +160,7 @@ def read_question(text: str | None) -> Question:
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
       pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
       units=_question_units(low), unit_powers=_question_unit_powers(low),
-      named_units=_named_units(low),
+      named_units=_named_units(low), ratio=bool(re.search(r"\b(ratios?|odds)\b", low)),
       solved_for=(m.group(1) if (m := re.search(r"form\s*\$\s*([a-z])\s*=", low)) else None),
       normalized=bool(re.search(r"\\gcd\s*\(\s*\|", low)), base=base, known=True)
 

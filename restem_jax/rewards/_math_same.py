@@ -52,6 +52,9 @@ def same(g: Answer, p: Answer, q: Question) -> bool | None:
     return False
   if g.kind == "clock":
     return _same_clock(g.value, p.value)
+  if g.kind == "ratio":  # 3:4 and 6:8 name one ratio; the simplest form, where asked
+    (a, b), (c, d) = g.value, p.value
+    return a * d == b * c and (g.value == p.value or not (q.lowest_terms or q.simplify))
   if g.kind in ("choice", "text"):
     return _words(g.value) == _words(p.value)
   if q.base not in (None, 10) and g.text.isalnum() and g.text.isdigit() != p.text.isdigit():
@@ -415,6 +418,9 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
     # 6!, \\binom{10}{3}, 8 \\cdot 9 for a whole number a question asks for: a computation left
     # undone (with no question to read, the value alone is judged)
     return False
+  if (q.evaluate and not has_vars and _unevaluated(pn, roots=False)
+      and not _unevaluated(gn, roots=False)):
+    return False  # "Evaluate log_4 8": \\log_4 8 restates it, 3/2 answers it
   if (not has_vars and (q.simplify or q.evaluate) and ex.is_expanded(gn)
       and (len(ex.terms(pn)) > len(ex.terms(gn)) or _has_product_of_sums(pn))):
     return False  # "Simplify": 2\\sqrt{3}+3\\sqrt{3} for 5\\sqrt{3}, (2+3i)(1-i) for 5+i
@@ -459,12 +465,12 @@ def _arithmetic(node) -> bool:
   return node[0] in ("*", "+", "^") and not ex.variables(node)
 
 
-def _unevaluated(node) -> bool:
-  """Whether the tree applies a function, factorial, binomial or root to numbers."""
-  if node[0] in ("f", "binom", "root"):
+def _unevaluated(node, roots: bool = True) -> bool:
+  """Whether the tree applies a function, factorial, binomial (or a root, if `roots`)."""
+  if node[0] in ("f", "binom") or roots and node[0] == "root":
     return True
-  return any(_unevaluated(c) for c in node[1:] if isinstance(c, tuple)) or any(
-      _unevaluated(c) for c in (node[1] if isinstance(node[1], list) else ()))
+  return any(_unevaluated(c, roots) for c in node[1:] if isinstance(c, tuple)) or any(
+      _unevaluated(c, roots) for c in (node[1] if isinstance(node[1], list) else ()))
 
 
 def _is_literal(node, decimal: bool) -> bool:
