@@ -10,7 +10,9 @@ reported too: on a shared machine it is the figure least affected by other jobs)
 cross-entropy on every position, no z-loss, no gradient clipping, plain AdamW.
 
 GFLOP/s use the trainer's `flops_per_token` (PaLM's 6N + 12 L H Q T) for both, and are
-compared with a float32 matmul ceiling measured in this run: the faster of a JAX and a torch
+compared with a float32 matmul ceiling measured in this run (also with `--dtype bfloat16`:
+bfloat16 compute with float32 weights, optimizer and loss on both sides, for the verdict on mixed
+precision): the faster of a JAX and a torch
 2048 x 2048 x 2048 matmul, best of the measurements before and after the training steps.
 """
 
@@ -37,9 +39,29 @@ LENGTH = 256
 LR = 1e-4
 
 
-def _model_config(name: str) -> model_lib.ModelConfig:
-  return model_lib.preset(name, dtype="float32", param_dtype="float32", remat=False,
+def _model_config(name: str, dtype: str = "float32") -> model_lib.ModelConfig:
+  """The preset in the Llama layout; `dtype` is the compute dtype (weights stay float32)."""
+  return model_lib.preset(name, dtype=dtype, param_dtype="float32", remat=False,
                           **model_lib.LLAMA_STYLE)
+
+
+def cpu_model() -> str:
+  """`lscpu`'s model name (else /proc/cpuinfo's), for the JSON line: figures depend on it."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  try:
+    out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+  except (OSError, subprocess.SubprocessError):
+    out = ""
+  try:
+    with open("/proc/cpuinfo") as f:
+      out += f.read()
+  except OSError:
+    pass
+  for line in out.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip().lower() == "model name" and value.strip():
+      return value.strip()
+  return "unknown"
 
 
 def _batch(cfg: model_lib.ModelConfig, seed: int) -> np.ndarray:
@@ -77,7 +99,12 @@ class Ours:
 
 
 class Peer:
-  """Hugging Face LlamaForCausalLM + torch AdamW, eager, float32."""
+  """Hugging Face LlamaForCausalLM + torch AdamW, eager; float32, or bfloat16 autocast.
+
+  With `cfg.dtype == "bfloat16"` the forward and backward run under torch's CPU bfloat16
+  autocast (weights and AdamW state stay float32, the loss is taken in float32), the usual
+  torch mixed precision and the same split as ours.
+  """
 
   def __init__(self, cfg: model_lib.ModelConfig):
     import torch  # pylint: disable=g-import-not-at-top: the peer is optional (extras "bench")
@@ -86,6 +113,7 @@ class Peer:
     self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8,
                                  weight_decay=0.01)
     self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
+    self.bf16 = cfg.dtype == "bfloat16"
 
   def step(self, tokens_BL1: np.ndarray) -> float:
     torch = self.torch
@@ -93,8 +121,10 @@ class Peer:
     start = time.perf_counter()
     self.opt.zero_grad(set_to_none=True)
     # labels = inputs shifted inside HF: pass the L + 1 row so both sides predict L tokens.
-    out = self.model(input_ids=tokens[:, :-1], labels=None)
-    loss = torch.nn.functional.cross_entropy(out.logits.reshape(-1, out.logits.shape[-1]),
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+      out = self.model(input_ids=tokens[:, :-1], labels=None)
+    logits = out.logits.float()
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
                                              tokens[:, 1:].reshape(-1))
     loss.backward()
     self.opt.step()
@@ -126,9 +156,9 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
   return {"jax": flops / jax_best / 1e9, "torch": flops / torch_best / 1e9}
 
 
-def run_shape(name: str, steps: int, warmup: int) -> dict[str, float]:
+def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32") -> dict[str, float]:
   """Alternates ours and the peer on one shape; returns tokens/s, GFLOP/s and losses."""
-  cfg = _model_config(name)
+  cfg = _model_config(name, dtype)
   ours, peer = Ours(cfg), Peer(cfg)
   ours_s, peer_s = [], []
   for i in range(warmup + steps):
@@ -158,6 +188,9 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--shapes", default="tiny,small")
   parser.add_argument("--steps", type=int, default=7, help="timed steps per side (median)")
   parser.add_argument("--warmup", type=int, default=2)
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="compute dtype of both sides (bfloat16: ours with float32 weights, "
+                           "optimizer and loss; the peer under torch's bfloat16 autocast)")
   args = parser.parse_args(argv)
 
   import torch  # pylint: disable=g-import-not-at-top
@@ -167,13 +200,14 @@ def main(argv: list[str]) -> int:
   # gradients of a freshly initialised model would otherwise slow it down).
   torch.set_flush_denormal(True)
   ceiling = matmul_ceiling_gflops()
-  results = {name: run_shape(name, args.steps, args.warmup) for name in args.shapes.split(",")}
+  results = {name: run_shape(name, args.steps, args.warmup, args.dtype)
+             for name in args.shapes.split(",")}
   # Measured again at the end and the best kept: on a shared machine a single measurement may
   # land in a busy moment and flatter the fractions below.
   ceiling = {k: max(v, matmul_ceiling_gflops()[k]) for k, v in ceiling.items()}
   best_ceiling = max(ceiling.values())
 
-  print(f"train step, float32 CPU, batch {BATCH} x {LENGTH} tokens, {threads} threads, "
+  print(f"train step, {args.dtype} CPU ({cpu_model()}), batch {BATCH} x {LENGTH} tokens, {threads} threads, "
         f"median of {args.steps} steps after {args.warmup} warm-up, AdamW")
   print(f"float32 matmul ceiling: jax {ceiling['jax']:.1f} GFLOP/s, "
         f"torch {ceiling['torch']:.1f} GFLOP/s")
@@ -188,8 +222,9 @@ def main(argv: list[str]) -> int:
           f"peer: {' '.join(f'{t:.2f}' for t in r['peer_step_s'])}; "
           f"fastest-step ratio {r['ratio_best']:.2f}x; "
           f"loss after the last step: ours {r['ours_loss']:.3f}, peer {r['peer_loss']:.3f}")
-  summary = {"bench": "training", "batch": BATCH, "length": LENGTH, "threads": threads,
-             "matmul_ceiling_gflops": best_ceiling}
+  summary = {"bench": "training", "cpu_model": cpu_model(), "dtype": args.dtype,
+             "batch": BATCH, "length": LENGTH, "threads": threads,
+             "load_average": os.getloadavg()[0], "matmul_ceiling_gflops": best_ceiling}
   for name, r in results.items():
     summary[f"ours_tok_s_{name}"] = r["ours_tok_s"]
     summary[f"peer_tok_s_{name}"] = r["peer_tok_s"]
