@@ -4,6 +4,7 @@ any training; the word-problem generator used to measure the recipe."""
 import json
 import re
 
+import ml_collections
 import pytest
 
 from restem_jax import loop
@@ -183,3 +184,34 @@ def test_a_vocabulary_larger_than_the_model_is_an_error_before_training():
   c = _config({}, **{"vocab.path": "given.model", "model.vocab_size": 0})
   fit.fit(c, _problems(100, 20), _WordVocab())
   assert c.model.vocab_size == 512  # AUTO: the vocabulary's 400 pieces, rounded up to 128
+
+
+def test_a_given_length_that_cuts_a_few_outliers_warns_and_one_that_cuts_many_fails(caplog):
+  """A real data set's few longest solutions (MATH's) must not stop a paper-scale run; a length
+  that cuts more than the tolerated share does."""
+  class Vocab:
+    vocab_size = 100
+
+    @staticmethod
+    def encode(text):
+      return text.split()
+
+  def problems(num_long):
+    train = [{"id": f"p{i}", "prompt_ids": [1] * 10,
+              "solution": " ".join(["w"] * (60 if i < num_long else 20))} for i in range(200)]
+    return {"train": train, "test": train[:5]}
+
+  def config():
+    return ml_collections.ConfigDict({
+        "data": {"inputs_length": 16, "targets_length": 32, "pack": False},
+        "sampling": {"max_new_tokens": 24},
+        "model": {"vocab_size": 128, "max_len": 64},
+        "vocab": {"size": 100, "path": ""},
+        "base_trainer": {"num_train_steps": 10, "batch_size": 4},
+        "restem": {"num_samples": 4}})
+
+  with caplog.at_level("WARNING"):
+    fit.fit(config(), problems(1), Vocab())
+  assert "1 of 200 human solutions are longer than data.targets_length 32" in caplog.text
+  with pytest.raises(ValueError, match=r"data.targets_length 32 is shorter .* and 9 more"):
+    fit.fit(config(), problems(10), Vocab())

@@ -29,9 +29,11 @@ A config may set these fields to `AUTO` (0), meaning "derive from the data":
 
 Every value (derived or given) is then checked, and a misfit raises `ValueError` with one line
 naming the config key, the sizes, a problem id and the fix, before any training:
-  - a train or valid prompt longer than data.inputs_length (its fine-tuning rows would lose the
-    prompt's start: a run trained on cut prompts samples from uncut ones and scores ~0);
-  - a human solution (+ EOS) longer than data.targets_length (it would lose its answer);
+  - more than `MAX_OVERLONG_FRACTION` of the train / valid prompts longer than
+    data.inputs_length (their fine-tuning rows would lose the prompt's start: a run trained on
+    cut prompts samples from uncut ones and scores ~0); fewer is a warning;
+  - likewise human solutions (+ EOS) longer than data.targets_length (they would lose their
+    answer);
   - a prompt of any split + max_new_tokens beyond the model's max_len (the sampler would refuse
     it after training); a vocabulary larger than a from-scratch model's vocab_size.
 With a base checkpoint the model (vocab_size, max_len) and the vocabulary come from it: its
@@ -59,6 +61,9 @@ MIN_BASE_STEPS = 200
 # 3 iterations, evaluations) fits half an hour of a 2-core CPU on a few thousand problems.
 BASE_TOKEN_BUDGET = 5_000_000  # row tokens (padding included) the base trains on, at most
 SAMPLE_TOKEN_BUDGET = 3_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
+# A given data.inputs_length / targets_length may cut at most this share of the train / valid
+# prompts or human solutions (with a warning); more is an error.
+MAX_OVERLONG_FRACTION = 0.01
 _WORD_RE = re.compile(r"[^\W\d_]+")
 
 
@@ -109,7 +114,16 @@ def measure(problems: Mapping[str, Sequence[Mapping[str, Any]]], vocab) -> dict[
   lengths = [(p["id"], len(vocab.encode(p["solution"])) + 1) for p in solved]
   return {"prompt": prompt, "solution": _longest(lengths), "num_solutions": len(solved),
           "solution_tokens": sum(n for _, n in lengths),
-          "prompt_tokens": sum(len(p["prompt_ids"]) for p in solved)}
+          "prompt_tokens": sum(len(p["prompt_ids"]) for p in solved),
+          "row_prompt_lengths": [len(p["prompt_ids"]) for split in ("train", "valid")
+                                 for p in problems.get(split, ())],
+          "solution_lengths": [n for _, n in lengths]}
+
+
+def _too_many(lengths: Sequence[int], limit: int) -> tuple[int, bool]:
+  """(how many of `lengths` exceed `limit`, whether that is more than the tolerated share)."""
+  over = sum(n > limit for n in lengths)
+  return over, over > MAX_OVERLONG_FRACTION * max(1, len(lengths))
 
 
 def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mapping[str, Any]]],
@@ -168,14 +182,27 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
     r.num_samples = max([4] + [n for n in (8, 16, 32) if n * decode_steps <= SAMPLE_TOKEN_BUDGET])
 
   fix = "or set it to 0 to derive it from the data"
-  if row_prompt > d.inputs_length:
+  # A given length that cuts a few outliers of a real data set (MATH's longest solutions) costs
+  # those examples a cut, said in a warning; one that cuts more ruins the run and stops it.
+  over, fatal = _too_many(m["row_prompt_lengths"], d.inputs_length)
+  if fatal:
     raise ValueError(f"data.inputs_length {d.inputs_length} is shorter than the prompt of "
-                     f"problem {row_id!r} ({row_prompt} tokens, few-shot examples included): "
-                     f"raise --config.data.inputs_length, lower data.num_shots, {fix}")
-  if sol_len > d.targets_length:
+                     f"problem {row_id!r} ({row_prompt} tokens, few-shot examples included) "
+                     f"and {over - 1} more: raise --config.data.inputs_length, lower "
+                     f"data.num_shots, {fix}")
+  if over:
+    logging.warning("%d of %d train/valid prompts are longer than data.inputs_length %d (longest "
+                    "%r: %d tokens): their fine-tuning rows lose the prompt's start", over,
+                    len(m["row_prompt_lengths"]), d.inputs_length, row_id, row_prompt)
+  over, fatal = _too_many(m["solution_lengths"], d.targets_length)
+  if fatal:
     raise ValueError(f"data.targets_length {d.targets_length} is shorter than the solution of "
-                     f"problem {sol_id!r} ({sol_len} tokens with EOS): raise "
+                     f"problem {sol_id!r} ({sol_len} tokens with EOS) and {over - 1} more: raise "
                      f"--config.data.targets_length {fix}")
+  if over:
+    logging.warning("%d of %d human solutions are longer than data.targets_length %d (longest "
+                    "%r: %d tokens): they are cut at that length", over,
+                    len(m["solution_lengths"]), d.targets_length, sol_id, sol_len)
   if any_prompt + s.max_new_tokens > max_len:
     raise ValueError(f"the prompt of problem {any_id!r} ({any_prompt} tokens) + "
                      f"sampling.max_new_tokens {s.max_new_tokens} exceed the max_len {max_len} "
