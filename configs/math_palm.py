@@ -29,7 +29,8 @@ LLAMA31_8B = {
 
 # variant -> (mesh (data, fsdp, model), fine-tuning microbatches, sampling rows), from the
 # per-chip memory `python -m restem_jax.aot` reports (README "Will it fit?"): palm_8b fits
-# v5e-16 and v4-32; llama31_8b trains on v5e-16 but its greedy sampler does not fit there yet.
+# v5e-16 and v4-32, palm_62b v4-128; llama31_8b trains on v5e-16 but its greedy sampler does
+# not fit there yet; palm_540b is not checked.
 SCALE = {
     "palm_8b": ((1, -1, 8), 8, 128),
     "llama31_8b": ((1, -1, 1), 4, 128),
