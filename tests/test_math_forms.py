@@ -405,3 +405,12 @@ def test_units_signs_powers_and_equations_the_question_names(gold, pred, questio
 ])
 def test_values_left_unevaluated_and_ratios(gold, pred, question, ok):
   assert _check(gold, pred, question) is ok
+
+
+@pytest.mark.parametrize("pred, ok", [
+    (r"\text{(B) } 12", True), (r"(B) $12$", True), ("B", True), (r"\text{(B) } 15", False),
+    (r"\text{(C) } 12", False),
+])
+def test_a_chosen_letter_and_its_value_must_agree(pred, ok):
+  question = r"Which is largest? $\textbf{(A) } 9 \qquad \textbf{(B) } 12 \qquad \textbf{(C) } 15$"
+  assert _check(r"\text{(B)}", pred, question) is ok

@@ -377,8 +377,9 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
   if len(sides) > 2:
     return None
   choice = _CHOICE_RE.fullmatch(s)
-  if choice:
-    return Answer("choice", (choice.group(1) or choice.group(2)).upper())
+  if choice:  # the text after the letter ("(A) 5") is kept: it must be that option's
+    after = s[s.index(")") + 1:].strip() if choice.group(1) else ""
+    return Answer("choice", (choice.group(1) or choice.group(2)).upper(), text=after)
   return _read_value(s, marks, q)
 
 

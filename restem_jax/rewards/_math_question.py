@@ -85,6 +85,7 @@ class Question:
   unit_powers: frozenset[str] = frozenset()  # those with their powers (cm^2 for "square cm")
   named_units: frozenset[str] = frozenset()  # every known unit named, signs too (deg, usd)
   ratio: bool = False  # asks for a ratio or odds (4:10 is then no time of day)
+  choices: tuple[tuple[str, str], ...] = ()  # multiple choice: (letter, the option's text)
   solved_for: str | None = None  # "in the form $y = mx + b$": the equation is solved for y
   normalized: bool = False  # "A > 0 and gcd(|A|,|B|,...) = 1": an equation's scale is fixed
   known: bool = False  # a question was given (its silence about a form then means something)
@@ -109,6 +110,10 @@ _BASE_ANY_RE = re.compile(r"base-\$?\{?(\d+)|base\s*\$?\{?(\d+)\}?\$?(?=\s*(?:nu
 _NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                  "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "sixteen": 16}
 _WORD_BASE_RE = re.compile(r"base[\s\-]+(" + "|".join(_NUMBER_WORDS) + r")\b", re.I)
+
+
+# "(A) $5$ (B) 6": an option's letter and its text, up to the next option or the line's end.
+_OPTION_RE = re.compile(r"\(([A-E])\)\s*\}?[ \t]*([^\n]*?)[ \t]*(?=\\q?quad|\([A-E]\)|\n|$)")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -160,6 +165,7 @@ def read_question(text: str | None) -> Question:
       listing=bool(re.search(r"separated by commas|comma[- ]separated|enter all", low)),
       pair=bool(re.search(r"ordered (pair|triple)|coordinates|\bpoint\b", low)),
       units=_question_units(low), unit_powers=_question_unit_powers(low),
+      choices=tuple((m.group(1), m.group(2).strip()) for m in _OPTION_RE.finditer(q)),
       named_units=_named_units(low), ratio=bool(re.search(r"\b(ratios?|odds)\b", low)),
       solved_for=(m.group(1) if (m := re.search(r"form\s*\$\s*([a-z])\s*=", low)) else None),
       normalized=bool(re.search(r"\\gcd\s*\(\s*\|", low)), base=base, known=True)

@@ -55,11 +55,26 @@ def same(g: Answer, p: Answer, q: Question) -> bool | None:
   if g.kind == "ratio":  # 3:4 and 6:8 name one ratio; the simplest form, where asked
     (a, b), (c, d) = g.value, p.value
     return a * d == b * c and (g.value == p.value or not (q.lowest_terms or q.simplify))
+  if g.kind == "choice" and p.text and _words(g.value) == _words(p.value):
+    return _option_agrees(p, q)
   if g.kind in ("choice", "text"):
     return _words(g.value) == _words(p.value)
   if q.base not in (None, 10) and g.text.isalnum() and g.text.isdigit() != p.text.isdigit():
     return False
   return _same_expr(g, p, q)
+
+
+def _option_agrees(p: Answer, q: Question) -> bool:
+  """Whether the text after a chosen letter ("(A) 6") says what the question's option A says;
+  a letter with another option's value is no clear choice."""
+  from restem_jax.rewards._math_forms import read_answer
+  option = dict(q.choices).get(p.value)
+  if not option:
+    return True
+  said, meant = read_answer(p.text, q), read_answer(option, q)
+  if said is None or meant is None:
+    return True
+  return same(meant, said, q) is not False
 
 
 def _same_clock(g, p) -> bool:
