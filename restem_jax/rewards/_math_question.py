@@ -14,7 +14,8 @@ _UNIT_CANON = {
     "mile": "mi", "hour": "hr", "hr": "hr", "minute": "min", "second": "sec", "sec": "sec",
     "degree": "deg", "dollar": "usd", "gram": "g", "kilogram": "kg", "pound": "lb", "lb": "lb",
     "sq": "square", "unit": "unit", "mph": "mi/hr", "cent": "cent", "liter": "l", "litre": "l",
-    "ounce": "oz", "gallon": "gal", "radian": "rad", "day": "day", "week": "week", "year": "year", "month": "month"}
+    "ounce": "oz", "gallon": "gal", "radian": "rad", "day": "day", "week": "week", "year": "year",
+    "month": "month"}
 KNOWN_UNITS = frozenset(_UNIT_CANON.values()) - {"square", "unit"}
 # Words that name a unit only sometimes ("in", "m", "g" are words or variables too); a sign or a
 # count word ($, degrees, cents, days) says nothing about the measure asked for.
@@ -148,8 +149,10 @@ def read_question(text: str | None) -> Question:
       lowest_terms=bool(re.search(r"(lowest terms|simplest form|reduced fraction)", low)),
       mixed="mixed number" in low,
       improper="improper fraction" in low,
+      # "Compute", "Find the value", "What is $3^4$?", "Find $(1+i)^2$.": a value is asked for
       evaluate=bool(re.search(r"\b(compute|evaluate|calculate|simplify)\b|(find|what is) the value"
-                              r"|\b(?:what is|find|determine) \$[^$]*[-+*/^!\\][^$]*\$\s*[.?]", low)),
+                              r"|\b(?:what is|find|determine) \$[^$]*[-+*/^!\\][^$]*\$\s*[.?]",
+                              low)),
       complex_form=bool(re.search(r"form \$?a\s*\+\s*bi\b", low)),
       decimal=bool(re.search(r"\b(as a decimal|decimal to|to the nearest (tenth|hundredth|"
                              r"thousandth)|decimal form|in decimal)", low)),

@@ -13,7 +13,8 @@ import fractions
 import math
 
 from restem_jax.rewards import _math_expr as ex
-from restem_jax.rewards._math_forms import KNOWN_UNITS, Answer, Question, as_interval
+from restem_jax.rewards._math_forms import (KNOWN_UNITS, Answer, Question, as_interval,
+                                            read_answer)
 from restem_jax.rewards._math_question import MARK_UNITS, unit_bases
 
 Fraction = fractions.Fraction
@@ -67,7 +68,6 @@ def same(g: Answer, p: Answer, q: Question) -> bool | None:
 def _option_agrees(p: Answer, q: Question) -> bool:
   """Whether the text after a chosen letter ("(A) 6") says what the question's option A says;
   a letter with another option's value is no clear choice."""
-  from restem_jax.rewards._math_forms import read_answer
   option = dict(q.choices).get(p.value)
   if not option:
     return True
