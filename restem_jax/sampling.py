@@ -459,7 +459,7 @@ class Sampler:
   def __init__(self, params, cfg: model_lib.ModelConfig, *,
                mesh: jax.sharding.Mesh | None = None,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, vocab=None,
-               eos_id: int | None = 1, pad_id: int = 0, batching: str = "static"):
+               eos_id: int | None = 1, pad_id: int = 0, batching: str = "continuous"):
     """Places `params` on `mesh` as `rules` say.
 
     Args:
@@ -475,7 +475,8 @@ class Sampler:
       pad_id: written after a sample's end and into prompt padding.
       batching: "continuous" (`generate` runs `rollout.RolloutEngine`: a finished row takes the
         next sample at once) or "static" (batches of P prompts x n samples run to their longest
-        row). The samples are the same token for token.
+        row). The samples are the same token for token. A mesh spanning processes samples
+        statically (the engine is tested on one process's devices only).
     """
     self.cfg = cfg
     self.mesh = mesh or partitioning.make_mesh((-1, 1, 1), jax.local_devices())
@@ -581,7 +582,8 @@ class Sampler:
     Returns:
       For each prompt in order, its N samples in sample-index order.
     """
-    if self.batching == "continuous":
+    local = all(d.process_index == jax.process_index() for d in self.mesh.devices.flat)
+    if self.batching == "continuous" and local:
       from restem_jax import rollout  # pylint: disable=g-import-not-at-top  (it imports this)
       if self._engine is None:
         self._engine = rollout.RolloutEngine(self)
