@@ -45,6 +45,14 @@ class UserError(ValueError):
   """
 
 
+def define_debug_flag() -> None:
+  """Defines absl's `--debug` once per process (several CLI modules may be imported together)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if "debug" not in flags.FLAGS:
+    flags.DEFINE_bool("debug", False, "Show tracebacks and the libraries' console output (also "
+                      "RESTEM_DEBUG=1).")
+
+
 def debug_requested(argv: Sequence[str] | None = None) -> bool:
   """True when tracebacks are wanted: `--debug` in argv, or RESTEM_DEBUG set to a true value."""
   argv = sys.argv if argv is None else argv

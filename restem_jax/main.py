@@ -37,8 +37,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "ml_collections config
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (local or gs://); resumed if "
                                "it holds a run.")
 flags.mark_flags_as_required(["config", "workdir"])
-flags.DEFINE_bool("debug", False, "Show tracebacks and the libraries' console output (also "
-                  "RESTEM_DEBUG=1).")
+cli.define_debug_flag()
 # Multi-process runs where JAX cannot detect the cluster (Cloud TPU, SLURM and others it can):
 # every process gets the same coordinator and count, and its own id.
 _COORDINATOR = flags.DEFINE_string(

@@ -40,8 +40,7 @@ _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable); Python 
                                   "as \\n are decoded.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Rows decoded together.")
 _MESH = flags.DEFINE_list("mesh", ["-1", "1", "1"], "Mesh shape (data, fsdp, model).")
-flags.DEFINE_bool("debug", False, "Show tracebacks and the libraries' console output (also "
-                  "RESTEM_DEBUG=1).")
+cli.define_debug_flag()
 
 
 def read_prompts(path: epath.PathLike, vocab) -> tuple[list, list[list[int]]]:
