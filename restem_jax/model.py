@@ -263,10 +263,7 @@ class Attention(nn.Module):
                    + jnp.einsum("BKGLM,BMKH->BLKGH", probs[..., S:], v_BLKH))
     else:
       probs = jax.nn.softmax(logits_new, axis=-1).astype(cfg.dtype)
-      # Output in the dot's natural order, then the (L / G) swap on the small [.., H] result:
-      # asked for BLKGH directly, XLA:CPU swaps the [L, M] probabilities instead (forward and
-      # backward), an L / H times bigger transpose.
-      out_BLKGH = jnp.einsum("BKGLM,BMKH->BKGLH", probs, v_BLKH).transpose(0, 3, 1, 2, 4)
+      out_BLKGH = jnp.einsum("BKGLM,BMKH->BLKGH", probs, v_BLKH)
     out_BLNH = out_BLKGH.reshape(B, L, N, H)
     out_BLD = jnp.einsum("BLNH,NHD->BLD", out_BLNH, w_o_NHD)
     return out_BLD, k_BLKH, v_BLKH
