@@ -108,7 +108,11 @@ def test_empty_test_file_fails_before_training_then_the_corrected_command_runs(t
   proc = subprocess.Popen([sys.executable, "-m", "restem_jax.main", *args,
                            f"--config.data.test_path={data / 'test.jsonl'}"], cwd=REPO,
                           env=smoke_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, start_new_session=True)
+                          text=True, start_new_session=True,
+                          # A terminal's Ctrl-C: SIGINT handled as by default even where this
+                          # test runs with SIGINT ignored (a background job of a script, which
+                          # Python's startup would keep ignoring).
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   try:
     deadline = time.monotonic() + 300
     while not (workdir / "stages" / "vocab.json").exists() and time.monotonic() < deadline:
