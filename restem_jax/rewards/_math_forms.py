@@ -60,7 +60,8 @@ _UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u221a", "\\sqrt"), ("\u03c0", "
             ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}")]
 
 
-def _matching_brace(s: str, i: int) -> int | None:
+def matching_brace(s: str, i: int) -> int | None:
+  """Index of the `}` closing the `{` at i; escaped braces (`\\{`) do not count."""
   depth = 0
   while i < len(s):
     ch = s[i]
@@ -82,7 +83,7 @@ def _unwrap(s: str, pattern: re.Pattern, pad: str = "") -> str:
     m = pattern.search(s)
     if not m:
       break
-    close = _matching_brace(s, m.end() - 1)
+    close = matching_brace(s, m.end() - 1)
     if close is None:
       break
     s = s[:m.start()] + pad + s[m.end():close] + pad + s[close + 1:]

@@ -64,25 +64,6 @@ _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$")
 _TEX_TOKEN_RE = re.compile(r"[^\s$]{1,500}")
 
 
-def _matching_brace(text: str, open_index: int) -> int | None:
-  """Index of the `}` closing the `{` at open_index; escaped braces (`\\{`) do not count."""
-  depth = 0
-  i = open_index
-  while i < len(text):
-    ch = text[i]
-    if ch == "\\":
-      i += 2
-      continue
-    if ch == "{":
-      depth += 1
-    elif ch == "}":
-      depth -= 1
-      if depth == 0:
-        return i
-    i += 1
-  return None
-
-
 def _brace_partners(text: str) -> dict[int, int]:
   """Index of each `{` -> index of its closing `}` (unclosed ones absent), in one pass."""
   partners, stack = {}, []
@@ -229,7 +210,7 @@ def _unwrap_commands(s: str, pattern: re.Pattern) -> str:
     match = pattern.search(s)
     if not match:
       break
-    close = _matching_brace(s, match.end() - 1)
+    close = _forms.matching_brace(s, match.end() - 1)
     if close is None:
       break
     s = s[:match.start()] + s[match.end():close] + s[close + 1:]
