@@ -4,39 +4,17 @@ A tiny random model whose EOS is a frequent token, so samples end at many differ
 rows are refilled mid-run; each distinct (capacity, strategy) compiles once.
 """
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from restem_jax import model, partitioning, rollout, sampling, vocab
+from restem_jax import partitioning, rollout, sampling, vocab
 
-VOCAB_SIZE = 360
-MAX_LEN = 64
+# The static sampler's tests' model and prompts: the engine must reproduce those samples.
+from test_sampling import IDS, MAX_LEN, VOCAB_SIZE
+from test_sampling import cfg, params, prompts  # noqa: E402,F401  (pytest fixtures)
+
 T = 12
-PROMPT_LENS = (1, 3, 6, 9, 13, 16, 19, 27)
-IDS = [f"problem-{i}" for i in range(len(PROMPT_LENS))]
-
-
-@pytest.fixture(scope="module")
-def cfg():
-  return model.preset("tiny", num_layers=2, d_model=64, num_heads=4, num_kv_heads=1,
-                      head_dim=16, d_ff=128, vocab_size=VOCAB_SIZE, max_len=MAX_LEN,
-                      parallel_block=False, norm="rmsnorm", scale_tied_logits=False,
-                      embed_init_std=0.3)
-
-
-@pytest.fixture(scope="module")
-def params(cfg):
-  return nn.unbox(model.Decoder(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
-                  ["params"])
-
-
-@pytest.fixture(scope="module")
-def prompts():
-  rng = np.random.default_rng(1)
-  return [rng.integers(3, VOCAB_SIZE, size=n).tolist() for n in PROMPT_LENS]
 
 
 def mesh_of(n):
