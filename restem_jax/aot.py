@@ -12,14 +12,20 @@ run's own, jitted by the modules that run them, on the run's mesh (`config.mesh_
   train        `train_steps.make_train_fns`'s train step: `config.finetune` (batch, microbatches,
                optimizer), rows of inputs_length + targets_length tokens
   eval         its eval step (validation loss) on the same batch
-  sample       the sampler's prefill + decode loop as the Generate step calls it: N =
-               restem.num_samples, top-k / temperature, sampling.batch_size rows
+  sample       the rollout engine (`rollout.RolloutEngine`, what `Sampler.generate` runs) as the
+               Generate step calls it: N = restem.num_samples, top-k / temperature,
+               sampling.batch_size rows
   eval_sample  the same for the pass@k evaluation (eval.num_samples, eval's strategy)
   greedy       the same, one greedy sample per problem (test accuracy, the trainer's selection)
 
-Prompts are taken at their longest: data.inputs_length tokens (at most max_len -
-max_new_tokens), with the task's stop strings. The model is the base checkpoint's (its
-config.json; the run trains and samples with that) or else `config.model`.
+The engine keeps, for a whole job, the parameters, their per-layer copy in the compute dtype and
+its rows' state (KV cache, tokens); two programs run on them, so each way of sampling reports
+two: NAME, the decode visit (up to `steps_per_visit` steps of every row; its arguments are all
+of the above), and NAME_prefill, the prefill of newly admitted prompts into the cache (with the
+rows' state that is not its argument counted as resident). Prompts are taken at their longest:
+data.inputs_length tokens (at most max_len - max_new_tokens), with the task's stop strings, in
+the engine's own layout for a job that fills its rows (`rollout._Job`). The model is the base
+checkpoint's (its config.json; the run trains and samples with that) or else `config.model`.
 
 For each program it prints per-device HBM (arguments, outputs, temporaries, total; from
 `compiled.memory_analysis()`) against the chip's HBM, and the FLOPs and bytes of
@@ -29,9 +35,10 @@ The estimated time is therefore a roofline of the model's own work per device, f
 peaks (`tpu_specs.py`): max(FLOPs / peak, HBM bytes / bandwidth), with FLOPs from PaLM's formula
 (`train_steps.flops_per_token`; a forward pass is a third of it, and rematerialisation adds a
 forward pass to training) and HBM bytes as the parameters and KV cache each pass or decode step
-reads. It leaves out collectives between chips and every inefficiency of the real program, so
+reads (the engine's decode: its rows each running max_new_tokens steps, with the prefill of
+their prompts). It leaves out collectives between chips and every inefficiency of the real program, so
 it is a lower bound on the time, and the MFU (the model's FLOPs / (time x peak)) an upper
-bound. The sampler's figures take every row to run to max_new_tokens.
+bound.
 
 The last line is one JSON object: {"topology", "accelerator", "config", "mesh", "hbm_bytes",
 "usable_bytes", "programs": {NAME: {...}}, "fits": bool, "too_big": [NAMES]}. Exit status 0
@@ -129,11 +136,14 @@ class ProgramReport:
   model_flops: float | None = None  # the model's FLOPs per device, for the MFU
   mfu: float | None = None
   error: str = ""  # the compiler's refusal (e.g. out of HBM); the sizes are then lower bounds
+  # Buffers that stay on the chip while the program runs without being its arguments (the
+  # rollout engine's rows' state beside its prefill).
+  resident_bytes: int = 0
 
   @property
   def total_bytes(self) -> int:
     return (self.argument_bytes + self.output_bytes - self.alias_bytes + self.temp_bytes
-            + self.code_bytes)
+            + self.code_bytes + self.resident_bytes)
 
   def to_json(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -199,11 +209,18 @@ def _report(name: str, shapes: str, compiled, chip: tpu_specs.Chip) -> ProgramRe
 def _roofline(report: ProgramReport, chip: tpu_specs.Chip, flops: float, nbytes: float,
               model_flops: float) -> None:
   """Sets the estimated time (compute or HBM bound) and the MFU of a program that compiled."""
+  _estimate(report, chip, max(flops / chip.peak_flops, nbytes / chip.hbm_bandwidth),
+            model_flops)
+
+
+def _estimate(report: ProgramReport, chip: tpu_specs.Chip, seconds: float,
+              model_flops: float) -> None:
+  """Sets a compiled program's estimated time and the MFU of `model_flops` (per device) in it."""
   if report.error:
     return
-  report.est_seconds = max(flops / chip.peak_flops, nbytes / chip.hbm_bandwidth)
+  report.est_seconds = seconds
   report.model_flops = model_flops
-  report.mfu = model_flops / (report.est_seconds * chip.peak_flops)
+  report.mfu = model_flops / (seconds * chip.peak_flops)
 
 
 def _sds(abstract, shardings):
@@ -279,10 +296,17 @@ def compile_train(cfg: model_lib.ModelConfig, config, mesh, rules, chip, which=(
 
 
 class _AbstractSampler(sampling.Sampler):
-  """A Sampler whose parameters are `ShapeDtypeStruct`s: only its jitted program is used."""
+  """A Sampler whose parameters are `ShapeDtypeStruct`s: only its engine's programs are used."""
+
+  def __init__(self, *args, stop_tables, **kwargs):
+    self._abstract_stops = stop_tables
+    super().__init__(*args, **kwargs)
 
   def set_params(self, params) -> None:
     self.params = params
+
+  def _stop_table(self, stop_strings):
+    return self._abstract_stops
 
 
 def stop_strings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -293,16 +317,30 @@ def stop_strings(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   return tuple(fewshot.load(config.data.prompt or tasks.KINDS[config.data.kind].prompt).stop)
 
 
+def _abstract(fn, *args, **kwargs):
+  """The outputs of jitted `fn` as ShapeDtypeStructs with the shardings it compiles to."""
+  compiled = fn.lower(*args, **kwargs).compile()
+  return jax.tree.map(lambda o, s: jax.ShapeDtypeStruct(o.shape, o.dtype, sharding=s),
+                      compiled.out_info, compiled.output_shardings), compiled
+
+
 def compile_sampler(cfg: model_lib.ModelConfig, config, mesh, rules, chip,
                     which=("sample", "eval_sample", "greedy")) -> Iterator[ProgramReport]:
-  """The sampler's program (prefill + decode loop) for each way the run samples."""
+  """The rollout engine's programs (what `Sampler.generate` runs) for each way the run samples.
+
+  The engine holds, for the whole job, the parameters, their per-layer copy in the compute
+  dtype (`decode_step.split_layers`) and its rows' state (the KV cache: a pool of shared
+  prompts and each row's own slots). Two programs run on that: the decode visit (up to
+  `steps_per_visit` steps of every row) and the prefill of newly admitted prompts into the
+  cache. Each way gives two reports: NAME (the decode visit; its arguments are all of the
+  above) and NAME_prefill (the prefill, plus the rows' state that is not its argument).
+  """
+  import flax.linen as nn
+  from restem_jax import rollout
   abstract, shardings = partitioning.abstract_and_shardings(
       lambda key: model_lib.Decoder(cfg).init(key, jnp.zeros((1, 1), jnp.int32)),
       mesh, rules, jax.random.key(0))
-  import flax.linen as nn
   params = _sds(nn.unbox(abstract)["params"], shardings["params"])
-  sampler = _AbstractSampler(params, cfg, mesh=mesh, rules=rules)
-  param_bytes = _bytes_of(params)
   s, r, e = config.sampling, config.restem, config.eval
   ways = {
       "sample": (r.num_samples, sampling.make_strategy(r.temperature, r.top_k, r.top_p)),
@@ -312,45 +350,96 @@ def compile_sampler(cfg: model_lib.ModelConfig, config, mesh, rules, chip,
   stops = stop_strings(config)
   max_q = max((len(x.encode("utf-8")) for x in stops), default=1)
   replicated = partitioning.replicated(mesh)
-  stop_tables = (jax.ShapeDtypeStruct((len(stops), max_q, cfg.vocab_size), jnp.int16,
-                                      sharding=replicated),
-                 jax.ShapeDtypeStruct((len(stops),), jnp.int32, sharding=replicated))
+  arr = lambda shape, dtype, sharding=replicated: jax.ShapeDtypeStruct(shape, dtype,
+                                                                        sharding=sharding)
+  stop_tables = (arr((len(stops), max_q, cfg.vocab_size), jnp.int16),
+                 arr((len(stops),), jnp.int32))
+  sampler = _AbstractSampler(params, cfg, mesh=mesh, rules=rules, stop_tables=stop_tables)
+  engine = rollout.RolloutEngine(sampler)
   T = int(s.max_new_tokens)
   limit = sampler.max_prompt_len(T)
   if limit < 1:
     raise AotError(f"sampling.max_new_tokens={T} leaves no room for a prompt in the model's "
                    f"max_len={cfg.max_len}")
-  # pylint: disable-next=protected-access
-  prompt_len = sampling._bucket(min(int(config.data.inputs_length), limit), limit)
+  prompt_len = min(int(config.data.inputs_length), limit)
+  with partitioning.activate(mesh, rules):
+    layers, _ = _abstract(engine._split, params)  # pylint: disable=protected-access
+  param_bytes, layer_bytes = _bytes_of(params), _bytes_of(layers)
   for name in which:
     num_samples, strategy = ways[name]
-    args, shapes = _generate_args(sampler, params, num_samples, int(s.batch_size), prompt_len,
-                                  stop_tables, replicated)
     with partitioning.activate(mesh, rules):
-      lowered = sampler._generate.lower(  # pylint: disable=protected-access
-          *args, strategy, shapes["n"], T, num_samples > 1)
-    report = _compile(name, f"{shapes['P']} prompts x {prompt_len} tokens, {shapes['n']} "
-                      f"samples each ({shapes['P'] * shapes['n']} rows), {T} new tokens, "
-                      f"{type(strategy).__name__}", lowered, args, chip)
-    if not report.error:
-      _decode_time(report, cfg, mesh, shapes, prompt_len, T, chip, param_bytes)
-    yield report
+      yield from _compile_engine(name, engine, params, layers, num_samples, strategy,
+                                 int(s.batch_size), prompt_len, T, stop_tables, chip,
+                                 param_bytes + layer_bytes)
 
 
-def _generate_args(sampler: sampling.Sampler, params, num_samples: int, batch_size: int,
-                   prompt_len: int, stop_tables, replicated):
-  """Abstract arguments of `Sampler._generate` for a full batch, laid out as `generate` does."""
-  n = sampling._largest_divisor_at_most(num_samples, batch_size)  # pylint: disable=protected-access
-  P = max(1, batch_size // n)
-  P = math.lcm(P, sampler.row_shards // math.gcd(n, sampler.row_shards))
-  B = P * n
-  rows = NamedSharding(sampler.mesh, PartitionSpec(("data", "fsdp")))
-  arr = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)
-  args = (params, arr((0,), jnp.int32, replicated), arr((P, prompt_len), jnp.int32, replicated),
-          arr((P,), jnp.int32, replicated), arr((B,), jnp.bool_, rows),
-          arr((B,), jnp.uint32, rows), arr((B,), jnp.int32, rows),
-          arr((), jnp.uint32, replicated), arr((), jnp.uint32, replicated), *stop_tables)
-  return args, {"n": n, "P": P}
+def _engine_layout(engine, num_samples: int, strategy, capacity: int, prompt_len: int,
+                   max_new_tokens: int, num_stops: int):
+  """The engine's layout for a full job of prompts of `prompt_len` tokens (its own `_Job`)."""
+  from restem_jax import rollout
+  problems = max(2 * rollout._PREFILL_BATCH, -(-2 * capacity // num_samples))  # pylint: disable=protected-access
+  ids = [str(i) for i in range(problems)]
+  prompts = [[0] * prompt_len for _ in ids]
+  job = rollout._Job(engine, ids, prompts, num_samples, strategy, max_new_tokens, 0, 0,  # pylint: disable=protected-access
+                     ("",) * num_stops, [], capacity, None)
+  return job
+
+
+def _compile_engine(name, engine, params, layers, num_samples, strategy, capacity, prompt_len,
+                    T, stop_tables, chip, weight_bytes) -> Iterator[ProgramReport]:
+  """The two reports (decode visit, prefill) of one way of sampling."""
+  from restem_jax import rollout
+  # pylint: disable=protected-access
+  sampler, mesh = engine.sampler, engine.sampler.mesh
+  cfg = sampler.cfg
+  replicated = partitioning.replicated(mesh)
+  rows = sampler._rows
+  arr = lambda shape, dtype, sharding=replicated: jax.ShapeDtypeStruct(shape, dtype,
+                                                                        sharding=sharding)
+  num_stops = int(stop_tables[1].shape[0])
+  job = _engine_layout(engine, num_samples, strategy, capacity, prompt_len, T, num_stops)
+  B, M, pool, kv_len, shared = job.B, job.M, job.pool, job.kv_len, job.shared
+  own_len = T if shared else kv_len + T
+  state, _ = _abstract(engine._init, B, T, own_len, max(pool, 1), kv_len, num_stops,
+                       shared=shared)
+  state_bytes, cache_bytes = _bytes_of(state), _bytes_of(state.cache)
+  layout = (f"{B} rows" + (f" ({pool} prompts of {kv_len} slots shared, {M} rows a prompt at "
+                           f"most)" if shared else f", each its own {kv_len} prompt slots")
+            + f", {num_samples} sample(s) a problem, {T} new tokens, {type(strategy).__name__}")
+  # The decode visit: admission, then up to steps_per_visit steps of every row.
+  S = engine.steps_per_visit
+  args = (params, layers, state, arr((max(pool, 1), M), jnp.int32), arr((B,), jnp.int32, rows),
+          arr((B,), jnp.int32, rows), arr((B,), jnp.bool_, rows), arr((B,), jnp.int32, rows),
+          arr((B,), jnp.int32, rows), arr((B,), jnp.uint32, rows), arr((B,), jnp.int32, rows),
+          arr((), jnp.uint32), arr((), jnp.uint32), *stop_tables, arr((), jnp.int32))
+  lowered = engine._run.lower(*args, strategy, S)
+  decode = _compile(name, f"decode visit: {layout}, {S} steps a visit", lowered, args, chip)
+  # The model's work for B rows x T tokens (every row running to T), with the prefill of the
+  # prompts they need; a step reads this chip's weights and its whole cache.
+  prompts = -(-B // M) if shared else B
+  prefill_flops = prompts * prompt_len * train_steps.flops_per_token(cfg, prompt_len) / 3
+  step_flops = B * train_steps.flops_per_token(cfg, prompt_len + T // 2) / 3
+  devices = mesh.devices.size
+  seconds = (max(prefill_flops / devices / chip.peak_flops, weight_bytes / chip.hbm_bandwidth)
+             + T * max(step_flops / devices / chip.peak_flops,
+                       (weight_bytes + cache_bytes) / chip.hbm_bandwidth))
+  _estimate(decode, chip, seconds, (prefill_flops + T * step_flops) / devices)
+  yield decode
+  # The prefill of newly admitted prompts (as many at once as the engine ever prefills) into
+  # the pool or the rows; the rows' other state stays resident beside it.
+  targets = pool if shared else B
+  count = rollout._PREFILL_BATCH if min(targets, len(job.prompts)) >= rollout._PREFILL_BATCH \
+      else 1
+  L = rollout._bucket(prompt_len, engine.sampler.max_prompt_len(T))
+  fill = engine._fill_pool if shared else engine._fill_rows
+  args = (params, layers, state.cache, arr((0,), jnp.int32), arr((count, L), jnp.int32),
+          arr((count,), jnp.int32), arr((count,), jnp.int32))
+  report = _compile(f"{name}_prefill", f"prefill of {count} prompt(s) x {L} tokens into the "
+                    f"cache; {layout}", fill.lower(*args), args, chip)
+  report.resident_bytes = state_bytes - cache_bytes
+  flops = count * L * train_steps.flops_per_token(cfg, L) / 3 / devices
+  _roofline(report, chip, flops, weight_bytes, flops)
+  yield report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,31 +524,6 @@ def check(config: ml_collections.ConfigDict, topology: str, *,
   return result
 
 
-def _decode_time(report: ProgramReport, cfg: model_lib.ModelConfig, mesh, shapes: dict[str, int],
-                 prompt_len: int, new_tokens: int, chip: tpu_specs.Chip, param_bytes: int) -> None:
-  """The sampler's roofline: the prefill, then `new_tokens` decode steps (every row runs on).
-
-  The prefill reads the parameters once and computes the prompts' forward FLOPs; a decode step
-  reads this device's parameters and the whole KV cache (prompt slots once per prompt when
-  shared, then a slot per row and step) and computes one token per row.
-  """
-  P, n = shapes["P"], shapes["n"]
-  B, L, T = P * n, prompt_len, new_tokens
-  devices = mesh.devices.size
-  row_shards = mesh.shape["data"] * mesh.shape["fsdp"]
-  slots = P * L + B * T if n > 1 else B * (L + T)
-  itemsize = jnp.dtype(cfg.dtype).itemsize
-  kv_bytes = 2 * cfg.num_layers * slots * cfg.num_kv_heads * cfg.head_dim * itemsize / row_shards
-  prefill_flops = P * L * train_steps.flops_per_token(cfg, L) / 3 / devices
-  step_flops = B * train_steps.flops_per_token(cfg, L + T // 2) / 3 / devices
-  seconds = max(prefill_flops / chip.peak_flops, param_bytes / chip.hbm_bandwidth)
-  seconds += T * max(step_flops / chip.peak_flops,
-                     (param_bytes + kv_bytes) / chip.hbm_bandwidth)
-  report.est_seconds = seconds
-  report.model_flops = prefill_flops + T * step_flops
-  report.mfu = report.model_flops / (seconds * chip.peak_flops)
-
-
 # ---------------------------------------------------------------------------------------------
 # Command line
 
@@ -478,7 +542,7 @@ def format_table(result: Result) -> str:
       f"{_gib(chip.hbm_bytes)} GiB HBM at {chip.hbm_bandwidth / 1e9:.0f} GB/s ({chip.source}); "
       f"a program fits in {_gib(result.usable_bytes)} GiB ({result.headroom:.0%} kept free)",
       "",
-      f"{'program':<12} {'args':>7} {'outputs':>7} {'temps':>7} {'total':>7} {'of HBM':>7} "
+      f"{'program':<20} {'args':>7} {'outputs':>7} {'temps':>7} {'total':>7} {'of HBM':>7} "
       f"{'XLA TFLOP':>9} {'XLA GB':>8} {'est. time':>10} {'MFU':>6}  (per device; GiB)",
   ]
   for p in result.programs:
@@ -487,7 +551,7 @@ def format_table(result: Result) -> str:
     if p.error:
       mark += " (the compiler refused: totals are lower bounds)"
     lines.append(
-        f"{p.name:<12} {_gib(p.argument_bytes):>7} {_gib(p.output_bytes - p.alias_bytes):>7} "
+        f"{p.name:<20} {_gib(p.argument_bytes):>7} {_gib(p.output_bytes - p.alias_bytes):>7} "
         f"{_gib(p.temp_bytes):>7} {_gib(p.total_bytes):>7} "
         f"{p.total_bytes / chip.hbm_bytes:>7.0%} {p.flops / 1e12:>9.2f} "
         f"{p.bytes_accessed / 1e9:>8.2f} {p.est_seconds:>9.3g}s {mfu:>6}{mark}")

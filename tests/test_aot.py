@@ -1,10 +1,13 @@
 """The ahead-of-time fit check: compiles for TPU topologies on this CPU machine (libtpu needed)."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 from restem_jax import aot
@@ -61,9 +64,9 @@ def test_smoke_train_step_and_sampler_compile_for_v5e_and_fit():
   result = aot.check(_smoke_config(), "v5e:2x2", programs=("train", "sample"))
   assert result.fits and not result.too_big
   assert result.mesh == {"data": 4, "fsdp": 1, "model": 1}
-  train, sample = result.programs
-  assert (train.name, sample.name) == ("train", "sample")
-  for p in (train, sample):
+  train, sample, prefill = result.programs
+  assert (train.name, sample.name, prefill.name) == ("train", "sample", "sample_prefill")
+  for p in (train, sample, prefill):
     assert not p.error
     assert 0 < p.total_bytes < result.usable_bytes
     assert p.argument_bytes > 0 and p.flops > 0 and p.bytes_accessed > 0
@@ -73,8 +76,31 @@ def test_smoke_train_step_and_sampler_compile_for_v5e_and_fit():
   # The compiler's FLOPs are per device and of the order of the model's (PaLM's formula counts
   # attention over the whole sequence, XLA the causal mask's work too; no remat here).
   assert 0.3 < train.flops / train.model_flops < 3
-  # 64 prompts of 4 samples: the Generate step's batch of 256 rows.
-  assert "64 prompts" in sample.shapes and "256 rows" in sample.shapes
+  # The rollout engine's decode visit: the Generate step's 256 rows (4 samples a problem),
+  # its rows' state donated and updated in place; its prefill keeps that state beside it.
+  assert "decode visit: 256 rows" in sample.shapes and "4 rows a prompt" in sample.shapes
+  assert sample.alias_bytes > 0 and prefill.alias_bytes > 0
+  assert prefill.resident_bytes > 0 and "prefill of 8 prompt(s)" in prefill.shapes
+
+
+@needs_libtpu
+def test_sampler_check_holds_the_engines_weights_and_cache():
+  """The decode visit's arguments are the parameters, their per-layer copy and the KV cache."""
+  config = _smoke_config()
+  cfg = aot.model_config(config)
+  result = aot.check(config, "v5e:2x2", programs=("greedy",))
+  greedy, prefill = result.programs
+  assert (greedy.name, prefill.name) == ("greedy", "greedy_prefill")
+  params = sum(math.prod(x.shape) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(
+      jax.eval_shape(lambda: aot.model_lib.Decoder(cfg).init(
+          jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]))
+  # Greedy: 256 rows over 4 chips, each row its own cache of prompt + new tokens.
+  rows, slots = 256 // 4, config.data.inputs_length + config.sampling.max_new_tokens
+  cache = (2 * cfg.num_layers * rows * cfg.num_kv_heads * cfg.head_dim * slots
+           * jnp.dtype(cfg.dtype).itemsize)
+  assert "256 rows, each its own" in greedy.shapes
+  assert greedy.argument_bytes >= params + cache  # replicated parameters (data parallel)
+  assert greedy.argument_bytes < 3 * params + 2 * cache
 
 
 @needs_libtpu
