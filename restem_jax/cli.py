@@ -5,7 +5,7 @@
 
 `run_main` turns the expected failures into one or two lines on stderr and exit status 2:
 `UserError` (raise it with a message that names the file, line or key and says what to do),
-`formats.FormatError` (FILE:LINE: ...), a missing file or directory, a permission refused, and
+`file_io.FormatError` (FILE:LINE: ...), a missing file or directory, a permission refused, and
 absl's flag errors. Ctrl-C exits 130 with one line (and, for resumable commands, the word that
 the same command resumes). Anything else is a bug: its traceback is shown. `--debug` on the
 command line or `RESTEM_DEBUG=1` in the environment shows every traceback.
@@ -30,6 +30,8 @@ import traceback
 from collections.abc import Callable, Sequence
 
 import tqdm
+
+from restem_jax import file_io
 
 DEBUG_ENV = "RESTEM_DEBUG"
 EXIT_USAGE = 2
@@ -70,12 +72,8 @@ def describe(error: BaseException) -> str | None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   if isinstance(error, UserError):
     return str(error)
-  try:
-    from restem_jax import formats  # pylint: disable=g-import-not-at-top
-    if isinstance(error, formats.FormatError):
-      return str(error)
-  except ImportError:
-    pass
+  if isinstance(error, file_io.FormatError):
+    return str(error)
   if isinstance(error, (FileNotFoundError, NotADirectoryError, IsADirectoryError,
                         PermissionError, FileExistsError)):
     if error.filename is not None and error.strerror:

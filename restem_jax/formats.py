@@ -35,16 +35,15 @@ optional}); MBPP style is the mbpp format, which `mbpp_problem` turns into a Hum
 problem judged by the same sandboxed check. Parquet files and Hugging Face hub snapshot
 directories are read by `restem_jax.hub`, row by row through the same validators.
 
-Malformed input raises FormatError (a ValueError) naming the file and, for JSONL, the 1-based
-line (for parquet, the 0-based row): invalid UTF-8 or JSON, a missing or empty field, a
-duplicate id.
+Malformed input raises `file_io.FormatError` (a ValueError) naming the file and, for JSONL, the
+1-based line (for parquet, the 0-based row): invalid UTF-8 or JSON (`file_io.iter_jsonl`), a
+missing or empty field, a duplicate id.
 """
 
 from __future__ import annotations
 
 import ast
 import builtins
-import gzip
 import json
 import logging
 import re
@@ -52,63 +51,14 @@ from collections.abc import Iterator
 
 from etils import epath
 
+from restem_jax.file_io import FormatError, Row, iter_jsonl
 from restem_jax.rewards.math import last_boxed
 
 FORMATS = ("humaneval", "apps", "math", "gsm8k", "jsonl", "math500", "mbpp")
 
 
-class Row(int):
-  """A 0-based row of a table file (parquet), where a JSONL reader has a 1-based line."""
-
-
 def _where(line) -> str:
   return f"row {int(line)}" if isinstance(line, Row) else f"line {line}"
-
-
-class FormatError(ValueError):
-  """Malformed input, with the file and (1-based) line, or `Row`, it was found at."""
-
-  def __init__(self, path, line: int | None, message: str):
-    self.path, self.line, self.message = str(path), line, message
-    if isinstance(line, Row):
-      where = f"{path}: row {int(line)}"
-    else:
-      where = f"{path}:{line}" if line is not None else str(path)
-    super().__init__(f"{where}: {message}")
-
-
-def _open_binary(path: epath.Path):
-  raw = path.open("rb")
-  return gzip.GzipFile(fileobj=raw) if path.name.endswith(".gz") else raw
-
-
-def read_jsonl_objects(path: epath.PathLike) -> Iterator[tuple[int, dict]]:
-  """(1-based line number, object) for each non-blank line of a JSONL(.gz) file.
-
-  Raises:
-    FormatError: a line that is not UTF-8, not JSON, or not a JSON object.
-    FileNotFoundError: no such file.
-  """
-  path = epath.Path(path)
-  try:
-    with _open_binary(path) as f:
-      # Lines are decoded one by one, so an encoding error is reported on its own line.
-      for line_no, raw_line in enumerate(f, start=1):
-        try:
-          line = raw_line.decode("utf-8")
-        except UnicodeDecodeError as e:
-          raise FormatError(path, line_no, f"not UTF-8 text: {e.reason}") from None
-        if not line.strip():
-          continue
-        try:
-          obj = json.loads(line)
-        except ValueError as e:
-          raise FormatError(path, line_no, f"malformed JSON: {e}") from None
-        if not isinstance(obj, dict):
-          raise FormatError(path, line_no, f"expected a JSON object, got {type(obj).__name__}")
-        yield line_no, obj
-  except (IsADirectoryError, EOFError, gzip.BadGzipFile) as e:
-    raise FormatError(path, None, f"cannot read: {e}") from None
 
 
 def _text_field(path, line, obj: dict, key: str, allow_empty: bool = False) -> str:
@@ -405,7 +355,7 @@ def read_humaneval(path: epath.PathLike) -> list[dict]:
   Returns:
     Problems with id, task_id, prompt, canonical_solution ("" if absent), test, entry_point.
   """
-  return problems_from_records("humaneval", path, read_jsonl_objects(path))
+  return problems_from_records("humaneval", path, iter_jsonl(path))
 
 
 def read_apps(path: epath.PathLike) -> list[dict]:
@@ -421,7 +371,7 @@ def read_apps(path: epath.PathLike) -> list[dict]:
     Problems with id, question, input_output (JSON text with inputs, outputs, optional fn_name),
     solutions (JSON text, "" if absent), starter_code, difficulty (both "" if absent).
   """
-  return problems_from_records("apps", path, read_jsonl_objects(path))
+  return problems_from_records("apps", path, iter_jsonl(path))
 
 
 def _natural_key(problem_id: str):
@@ -475,17 +425,17 @@ def read_gsm8k(path: epath.PathLike) -> list[dict]:
     Problems with id, question, answer (the text after the last "####") and solution (the
     whole published answer, calculator annotations included).
   """
-  return problems_from_records("gsm8k", path, read_jsonl_objects(path))
+  return problems_from_records("gsm8k", path, iter_jsonl(path))
 
 
-def read_jsonl(path: epath.PathLike) -> list[dict]:
+def read_generic(path: epath.PathLike) -> list[dict]:
   """The generic JSONL math format: {"id", "question", "answer", "solution" (optional)}.
 
   Returns:
     Problems with id (an integer id becomes its decimal string), question, answer and
     solution ("" if absent).
   """
-  return problems_from_records("jsonl", path, read_jsonl_objects(path))
+  return problems_from_records("jsonl", path, iter_jsonl(path))
 
 
 def read_math500(path: epath.PathLike) -> list[dict]:
@@ -495,16 +445,16 @@ def read_math500(path: epath.PathLike) -> list[dict]:
     Problems with id (= unique_id, e.g. "test/precalculus/807.json"), problem, solution, answer
     (the given one), level ("Level N") and type (the subject), as `read_math` has them.
   """
-  return problems_from_records("math500", path, read_jsonl_objects(path))
+  return problems_from_records("math500", path, iter_jsonl(path))
 
 
 def read_mbpp(path: epath.PathLike) -> list[dict]:
   """MBPP-style code JSONL (see `mbpp_problem`): id = task_id."""
-  return problems_from_records("mbpp", path, read_jsonl_objects(path))
+  return problems_from_records("mbpp", path, iter_jsonl(path))
 
 
 READERS = {"humaneval": read_humaneval, "apps": read_apps, "math": read_math,
-           "gsm8k": read_gsm8k, "jsonl": read_jsonl, "math500": read_math500, "mbpp": read_mbpp}
+           "gsm8k": read_gsm8k, "jsonl": read_generic, "math500": read_math500, "mbpp": read_mbpp}
 
 
 def format_of_fields(keys) -> str | None:
@@ -534,7 +484,7 @@ def detect_format(path: epath.PathLike) -> str:
   path = epath.Path(path)
   if path.is_dir():
     return "math"
-  for line, obj in read_jsonl_objects(path):
+  for line, obj in iter_jsonl(path):
     fmt = format_of_fields(obj)
     if fmt is None:
       raise FormatError(path, line, f"fields {sorted(obj)} match none of the formats {FORMATS}")

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax import formats
 
 # Config directories used when a snapshot root holds several (the hub's default configs).
@@ -83,7 +84,7 @@ def _parquet_table(path: epath.Path):
       # One thread: these files are a few MB at most, and no Arrow pool is left running at exit.
       return pq.read_table(f, use_threads=False)
   except (pa.ArrowException, OSError) as e:
-    raise formats.FormatError(path, None, f"not a readable parquet file: {e}") from None
+    raise file_io.FormatError(path, None, f"not a readable parquet file: {e}") from None
 
 
 def parquet_columns(path: epath.PathLike) -> list[str]:
@@ -95,14 +96,14 @@ def parquet_columns(path: epath.PathLike) -> list[str]:
     with path.open("rb") as f:
       return list(pq.read_schema(f).names)
   except (pa.ArrowException, OSError) as e:
-    raise formats.FormatError(path, None, f"not a readable parquet file: {e}") from None
+    raise file_io.FormatError(path, None, f"not a readable parquet file: {e}") from None
 
 
-def parquet_records(path: epath.PathLike) -> Iterator[tuple[formats.Row, dict]]:
-  """(`formats.Row`, row as a dict of Python values) for each row of a parquet file."""
+def parquet_records(path: epath.PathLike) -> Iterator[tuple[file_io.Row, dict]]:
+  """(`file_io.Row`, row as a dict of Python values) for each row of a parquet file."""
   path = epath.Path(path)
   for i, row in enumerate(_parquet_table(path).to_pylist()):
-    yield formats.Row(i), row
+    yield file_io.Row(i), row
 
 
 def file_format(path: epath.Path) -> str:
@@ -111,7 +112,7 @@ def file_format(path: epath.Path) -> str:
     columns = parquet_columns(path)
     fmt = "math" if _MATH_COLUMNS <= set(columns) else formats.format_of_fields(columns)
     if fmt is None:
-      raise formats.FormatError(path, None, f"columns {sorted(columns)} match none of the "
+      raise file_io.FormatError(path, None, f"columns {sorted(columns)} match none of the "
                                 f"formats {formats.FORMATS}")
     return fmt
   return formats.detect_format(path)
@@ -136,13 +137,13 @@ def _select(files: list[epath.Path], where: epath.Path) -> tuple[str, list[epath
   for f in files:
     try:
       fmts[f] = file_format(f)
-    except formats.FormatError:
+    except file_io.FormatError:
       if len(files) == 1:
         raise
   if len(set(fmts.values())) > 1:
     fmts = {f: v for f, v in fmts.items() if split_of(f) in ("train", "test", "validation")}
   if len(set(fmts.values())) != 1:
-    raise formats.FormatError(where, None, "holds no data files in one known format (found "
+    raise file_io.FormatError(where, None, "holds no data files in one known format (found "
                               f"{ {f.name: v for f, v in fmts.items()} or 'none'})")
   fmt = next(iter(fmts.values()))
   return fmt, [f for f in files if fmts.get(f) == fmt]
@@ -188,7 +189,7 @@ def find_snapshot(path: epath.PathLike) -> Snapshot | None:
   path = _cache_snapshot(path)
   if path.is_file():
     if not (_is_parquet(path) or _is_jsonl(path)):
-      raise formats.FormatError(path, None, "expected a .parquet, .jsonl or .jsonl.gz file")
+      raise file_io.FormatError(path, None, "expected a .parquet, .jsonl or .jsonl.gz file")
     return Snapshot(path, file_format(path), {split_of(path): [path]}, "one file")
   files = _data_files(path)
   if files:
@@ -205,14 +206,14 @@ def find_snapshot(path: epath.PathLike) -> Snapshot | None:
   chosen = next((d for name in DEFAULT_CONFIGS for d in configs if d.name == name),
                 configs[0] if len(configs) == 1 else None)
   if chosen is None:
-    raise formats.FormatError(path, None, f"holds the configs {[d.name for d in configs]}: "
+    raise file_io.FormatError(path, None, f"holds the configs {[d.name for d in configs]}: "
                               "point at one of them")
   fmt, files = _select(_data_files(chosen), chosen)
   return Snapshot(path, fmt, _group(files), f"config {chosen.name}/")
 
 
 def _records(file: epath.Path):
-  return parquet_records(file) if _is_parquet(file) else formats.read_jsonl_objects(file)
+  return parquet_records(file) if _is_parquet(file) else file_io.iter_jsonl(file)
 
 
 def _math_record(path, line, obj, index):
@@ -226,14 +227,14 @@ def read_split(snapshot: Snapshot, split: str) -> list[dict]:
     FormatError: no such split, malformed records, duplicate ids.
   """
   if split not in snapshot.splits:
-    raise formats.FormatError(snapshot.root, None, f"no {split!r} split here (splits: "
+    raise file_io.FormatError(snapshot.root, None, f"no {split!r} split here (splits: "
                               f"{sorted(snapshot.splits)})")
   files = snapshot.splits[split]
   own_ids = snapshot.fmt in ("humaneval", "apps", "jsonl", "math500", "mbpp")
   problems, seen = [], {}
   for file in files:
     if snapshot.fmt == "math":
-      got = [_math_record(file, line, obj, int(line) if isinstance(line, formats.Row)
+      got = [_math_record(file, line, obj, int(line) if isinstance(line, file_io.Row)
                           else line - 1) for line, obj in _records(file)]
     else:
       got = formats.problems_from_records(snapshot.fmt, file, _records(file))
@@ -244,11 +245,11 @@ def read_split(snapshot: Snapshot, split: str) -> list[dict]:
     for p in got:
       p["id"] = prefix + p["id"]
       if p["id"] in seen:
-        raise formats.FormatError(file, None, f"duplicate id {p['id']!r} (also in {seen[p['id']]})")
+        raise file_io.FormatError(file, None, f"duplicate id {p['id']!r} (also in {seen[p['id']]})")
       seen[p["id"]] = file
       problems.append(p)
   if not problems:
-    raise formats.FormatError(files[0] if len(files) == 1 else snapshot.root, None,
+    raise file_io.FormatError(files[0] if len(files) == 1 else snapshot.root, None,
                               f"the {split} split holds no problems")
   return problems
 
@@ -272,10 +273,10 @@ def read_problems(path: epath.PathLike, fmt: str | None = None,
   snapshot = find_snapshot(path)
   if snapshot is None:
     if not any(_json_below(path)):
-      raise formats.FormatError(path, None, f"no known layout here: {LAYOUTS_HINT}")
+      raise file_io.FormatError(path, None, f"no known layout here: {LAYOUTS_HINT}")
     return formats.read_problems(path, fmt or "math")
   if fmt is not None and fmt != snapshot.fmt:
-    raise formats.FormatError(path, None, f"holds {snapshot.fmt} problems ({snapshot.layout}), "
+    raise file_io.FormatError(path, None, f"holds {snapshot.fmt} problems ({snapshot.layout}), "
                               f"not {fmt}")
   if path.is_file():
     split = next(iter(snapshot.splits))

@@ -2,7 +2,7 @@
 
 `check_run` looks at what the config points to, without JAX work: the data files and
 directories of the task and of each transfer task (given, present, not empty), the data
-source's own validation (malformed lines, duplicate ids: `formats.FormatError` with FILE:LINE),
+source's own validation (malformed lines, duplicate ids: `file_io.FormatError` with FILE:LINE),
 empty splits, and the checkpoint and vocabulary paths. So a run with a bad input stops in
 seconds instead of after the base model's training, and leaves no finished stage behind (the
 corrected command then runs in the same workdir).
@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax.cli import UserError
 from restem_jax.cli import check_checkpoint
 
@@ -77,10 +78,9 @@ def check_source(kind: str, options: Mapping[str, Any], prefix: str,
     splits: the splits the run needs.
   """
   from restem_jax.data import sources  # pylint: disable=g-import-not-at-top: TF is heavy
-  from restem_jax import formats  # pylint: disable=g-import-not-at-top
   try:
     source, _ = sources.source_and_preprocessors(kind, options)
-  except (UserError, formats.FormatError, FileNotFoundError):
+  except (UserError, file_io.FormatError, FileNotFoundError):
     raise
   except ValueError as e:  # the data layer's "invalid input data" (see register_task)
     given = ", ".join(f"{k}={v}" for k, v in options.items() if isinstance(v, str) and v)
@@ -138,7 +138,7 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
     for split in ("train", "valid", "test"):
       path = config.data[f"{split}_path"]
       if path:
-        counts[split] = len(records.read_jsonl(path))
+        counts[split] = len(records.read_generic_file(path))
     if counts.get("train") == 1 and not config.data.valid_path:
       raise UserError(f"--config.data.train_path: {config.data.train_path} holds 1 problem; a "
                       f"validation slice is held out of train, so give more problems or a "

@@ -29,7 +29,7 @@ import time
 
 from etils import epath
 
-from restem_jax import cli, formats, hub, metrics, rewards
+from restem_jax import cli, file_io, formats, hub, metrics, rewards
 from restem_jax.rewards import sandbox
 
 # Which reward scores each problem format.
@@ -42,36 +42,23 @@ def read_samples(path: epath.PathLike, problem_ids: set[str]) -> list[tuple[str,
   """(problem id, sample object) for each line of a samples JSONL file.
 
   Raises:
-    formats.FormatError: malformed line, missing/invalid id or completion, unknown problem id.
+    file_io.FormatError: malformed line, missing/invalid id or completion, unknown problem id.
   """
   samples = []
-  for line, obj in formats.read_jsonl_objects(path):
+  for line, obj in file_io.iter_jsonl(path):
     key = "task_id" if "task_id" in obj else "id"
     raw_id = obj.get(key)
     if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-      raise formats.FormatError(path, line, "a sample needs a string 'task_id' or 'id'")
+      raise file_io.FormatError(path, line, "a sample needs a string 'task_id' or 'id'")
     if not isinstance(obj.get("completion"), str):
-      raise formats.FormatError(path, line, "field 'completion' must be a string")
+      raise file_io.FormatError(path, line, "field 'completion' must be a string")
     problem_id = str(raw_id)
     if problem_id not in problem_ids:
-      raise formats.FormatError(path, line, f"unknown task id {problem_id!r}")
+      raise file_io.FormatError(path, line, f"unknown task id {problem_id!r}")
     samples.append((problem_id, obj))
   if not samples:
-    raise formats.FormatError(path, None, "the file holds no samples")
+    raise file_io.FormatError(path, None, "the file holds no samples")
   return samples
-
-
-def write_jsonl_atomic(path: epath.Path, rows: list[dict]) -> None:
-  """Writes rows to path via a temporary name in the same directory and a rename."""
-  tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-  try:
-    with tmp.open("w") as f:
-      for row in rows:
-        f.write(json.dumps(row) + "\n")
-    tmp.replace(path)
-  finally:
-    if tmp.exists():
-      tmp.unlink()
 
 
 def _parse_ks(text: str) -> list[int]:
@@ -123,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     fmt, problems = hub.read_problems(args.problems, args.format, args.split)
     by_id = {p["id"]: p for p in problems}
     samples = read_samples(samples_path, set(by_id))
-  except (formats.FormatError, FileNotFoundError) as e:
+  except (file_io.FormatError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   try:
@@ -148,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     votes[pid][0].append(verdict.key)
     votes[pid][1].append(verdict.passed)
   results_path = samples_path.parent / f"{samples_path.name}_results.jsonl"
-  write_jsonl_atomic(results_path, rows)
+  file_io.write_jsonl(results_path, rows)
 
   pass_at_k = metrics.mean_pass_at_k({p: tuple(c) for p, c in counts.items()}, args.k)
   missing = len(by_id) - len(counts)

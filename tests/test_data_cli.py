@@ -12,7 +12,7 @@ from restem_jax.data import __main__ as cli
 def test_generate_arith_writes_generic_jsonl(tmp_path):
   assert cli.main(["generate", "--task=arith", f"--out_dir={tmp_path}", "--seed=4",
                    "--sizes=train=30,valid=5,test=10", '--knobs={"max_steps": 4}']) == 0
-  splits = {s: formats.read_jsonl(tmp_path / f"{s}.jsonl") for s in ("train", "valid", "test")}
+  splits = {s: formats.read_generic(tmp_path / f"{s}.jsonl") for s in ("train", "valid", "test")}
   assert {s: len(p) for s, p in splits.items()} == {"train": 30, "valid": 5, "test": 10}
   assert all(p["solution"].endswith(f"The final answer is {p['answer']}.")
              for ps in splits.values() for p in ps)

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 import hub_snapshots
-from restem_jax import formats, hub, score
+from restem_jax import file_io, formats, hub, score
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_bad_mbpp_rows_name_file_and_line(tmp_path, row, message):
   path = tmp_path / "code.jsonl"
   path.write_text(json.dumps({"task_id": 0, "text": "ok", "test_list": ["assert f(1) == 1"]})
                   + "\n" + json.dumps(row) + "\n")
-  with pytest.raises(formats.FormatError, match=f"code.jsonl:2: .*{message}"):
+  with pytest.raises(file_io.FormatError, match=f"code.jsonl:2: .*{message}"):
     formats.read_mbpp(path)
 
 
@@ -97,7 +97,7 @@ def test_bad_parquet_row_names_file_and_row(tmp_path):
   import pyarrow.parquet as pq
   path = tmp_path / "test-00000-of-00001.parquet"
   pq.write_table(pa.table({"question": ["q", "r"], "answer": ["#### 1", "no answer"]}), path)
-  with pytest.raises(formats.FormatError, match=r"parquet: row 1: the answer has no"):
+  with pytest.raises(file_io.FormatError, match=r"parquet: row 1: the answer has no"):
     hub.read_problems(path)
 
 
@@ -203,7 +203,7 @@ def test_prepare_errors_are_one_line_with_exit_2(snapshots, tmp_path, capsys):
 
 
 def test_format_flag_is_checked_against_a_snapshot(snapshots):
-  with pytest.raises(formats.FormatError, match=r"holds gsm8k problems \(config main/\), not math"):
+  with pytest.raises(file_io.FormatError, match=r"holds gsm8k problems \(config main/\), not math"):
     hub.read_problems(snapshots["gsm8k"], fmt="math")
   assert hub.read_problems(snapshots["math500"] / "test.jsonl", fmt="math500")[0] == "math500"
   with pytest.raises(FileNotFoundError, match="no such file or directory"):
@@ -242,6 +242,6 @@ def test_hugging_face_cache_entry_and_unknown_directories(snapshots, tmp_path):
   assert fmt == "gsm8k" and [p["answer"] for p in problems] == ["15", "6", "1,450"]
   empty = tmp_path / "empty"
   (empty / "sub").mkdir(parents=True)
-  with pytest.raises(formats.FormatError, match=r"empty: no known layout here: expected a "
+  with pytest.raises(file_io.FormatError, match=r"empty: no known layout here: expected a "
                                                 r"Hugging Face hub snapshot"):
     hub.read_problems(empty)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from restem_jax import formats, score
+from restem_jax import file_io, formats, score
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 HUMANEVAL = FIXTURES / "humaneval_mini.jsonl"
@@ -64,7 +64,7 @@ def test_reader_fields():
   assert gsm[1]["answer"] == "27" and "<<2*12=24>>" in gsm[1]["solution"]
   apps = formats.read_apps(APPS)
   assert json.loads(apps[1]["input_output"])["fn_name"] == "halve"
-  generic = formats.read_jsonl(GENERIC)
+  generic = formats.read_generic(GENERIC)
   assert generic[1]["solution"] == ""
 
 
@@ -76,12 +76,12 @@ def test_humaneval_gz(tmp_path):
 
 
 @pytest.mark.parametrize("reader, content, message", [
-    (formats.read_jsonl, '{"id": "a", "question": "q", "answer": "1"}\n{"id": "a", "question"',
+    (formats.read_generic, '{"id": "a", "question": "q", "answer": "1"}\n{"id": "a", "question"',
      ":2: malformed JSON"),
-    (formats.read_jsonl, '{"id": "a", "question": "q"}\n', ":1: field 'answer' must be a string"),
-    (formats.read_jsonl, '{"id": "a", "question": "q", "answer": "1"}\n'
+    (formats.read_generic, '{"id": "a", "question": "q"}\n', ":1: field 'answer' must be a string"),
+    (formats.read_generic, '{"id": "a", "question": "q", "answer": "1"}\n'
                          '{"id": "a", "question": "r", "answer": "2"}\n', ":2: duplicate id 'a'"),
-    (formats.read_jsonl, '[1, 2]\n', ":1: expected a JSON object"),
+    (formats.read_generic, '[1, 2]\n', ":1: expected a JSON object"),
     (formats.read_gsm8k, '{"question": "q", "answer": "no final answer"}\n',
      ":1: the answer has no"),
     (formats.read_humaneval, '{"task_id": "x", "prompt": "p", "test": "t"}\n',
@@ -94,7 +94,7 @@ def test_humaneval_gz(tmp_path):
 def test_readers_name_file_and_line(tmp_path, reader, content, message):
   path = tmp_path / "bad.jsonl"
   path.write_text(content)
-  with pytest.raises(formats.FormatError) as info:
+  with pytest.raises(file_io.FormatError) as info:
     reader(path)
   assert str(path) in str(info.value) and message in str(info.value)
 
@@ -102,8 +102,8 @@ def test_readers_name_file_and_line(tmp_path, reader, content, message):
 def test_reader_rejects_bad_utf8(tmp_path):
   path = tmp_path / "bad.jsonl"
   path.write_bytes(b'{"id": "a", "question": "q", "answer": "1"}\n{"id": "\xff"}\n')
-  with pytest.raises(formats.FormatError, match=r"bad.jsonl:2: not UTF-8"):
-    formats.read_jsonl(path)
+  with pytest.raises(file_io.FormatError, match=r"bad.jsonl:2: not UTF-8"):
+    formats.read_generic(path)
 
 
 def test_math_reader_requires_boxed_answer(tmp_path):
@@ -111,7 +111,7 @@ def test_math_reader_requires_boxed_answer(tmp_path):
   shutil.copytree(MATH, root)
   (root / "test" / "algebra" / "5.json").write_text(json.dumps(
       {"problem": "p", "level": "Level 1", "type": "Algebra", "solution": "no box"}))
-  with pytest.raises(formats.FormatError, match=r"5.json: the solution has no \\boxed"):
+  with pytest.raises(file_io.FormatError, match=r"5.json: the solution has no \\boxed"):
     formats.read_math(root)
 
 

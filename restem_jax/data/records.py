@@ -286,14 +286,14 @@ def read_gsm8k_file(path: epath.PathLike) -> list[dict[str, str]]:
   return [from_gsm8k(p) for p in formats.read_gsm8k(path)]
 
 
-def read_jsonl(path: epath.PathLike) -> list[dict[str, str]]:
+def read_generic_file(path: epath.PathLike) -> list[dict[str, str]]:
   """Reads and validates a generic JSONL math file ({"id","question","answer"[,"solution"]})."""
   if not epath.Path(path).exists():
     raise FileNotFoundError(
         f"generic JSONL file not found: {path}. Expected one JSON object a line: {{\"id\": str, "
         f"\"question\": str, \"answer\": str, \"solution\": str (optional)}}; `python -m "
         f"restem_jax.data generate --task=arith --out_dir=DIR` writes an example")
-  return [from_generic(p) for p in formats.read_jsonl(path)]
+  return [from_generic(p) for p in formats.read_generic(path)]
 
 
 def from_math(p: Mapping) -> dict[str, str]:

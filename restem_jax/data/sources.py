@@ -147,7 +147,7 @@ def source_and_preprocessors(kind: str, opts: Mapping[str, Any]):
   if kind in ("jsonl", "jsonl_code"):
     if opts.get("train_path") is None or opts.get("test_path") is None:
       raise ValueError(f"the {kind} task needs train_path and test_path (valid_path optional)")
-    read = records.read_jsonl if kind == "jsonl" else records.read_code_file
+    read = records.read_generic_file if kind == "jsonl" else records.read_code_file
     if kind == "jsonl_code":
       code_style(opts)
     train = read(opts["train_path"])
