@@ -6,13 +6,18 @@ samples them with a `sampling.Sampler`, and writes
   OUT/spec.json                      the sampling settings; a rerun with other settings is an
                                      error, not a silent mix of two runs
   OUT/samples-00000.jsonl ...        shard k = problems [k * per_shard, (k + 1) * per_shard) of
-                                     the input order, every sample of each, one JSON object a
-                                     line: id, sample_index, text, tokens, logprob, finish_reason
+                                     the input order, every sample of each, one sample record
+                                     (`file_io`) a line: id, sample_index, text, tokens,
+                                     finish_reason, logprob
   OUT/COMPLETE-00000-of-00001        written by each host when all its shards exist
 
 Every file is written atomically (temporary name, then rename), so a kill at any moment leaves
 only whole shards. A rerun skips the shards that exist; since a sample depends only on (params,
 prompt, seed, iteration, problem id, sample index), the result equals an uninterrupted run.
+
+`write_ranges` writes given sample index ranges [first, first + count) of each problem the same
+way (a round of the adaptive E-step, `adaptive.py`): sample `first + j` is the very sample
+`write_samples` gives index `first + j`.
 
 On several hosts, shard k belongs to host k % process_count; each host samples with its own
 devices (a mesh of `jax.local_devices()`) and writes its own shards.
@@ -20,10 +25,11 @@ devices (a mesh of `jax.local_devices()`) and writes its own shards.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -31,7 +37,7 @@ import numpy as np
 import tqdm
 from etils import epath
 
-from restem_jax import checkpoints
+from restem_jax import file_io
 from restem_jax import sampling
 
 SPEC_FILE = "spec.json"
@@ -136,13 +142,13 @@ def _check_spec(out_dir: epath.Path, spec: dict[str, Any]) -> None:
       raise ValueError(f"{out_dir} holds samples made with other settings (found, now): "
                        f"{diff}; use a new directory or the same settings to resume")
   elif jax.process_index() == 0:
-    checkpoints.write_text_atomic(path, json.dumps(spec, indent=2, sort_keys=True))
+    file_io.write_text_atomic(path, json.dumps(spec, indent=2, sort_keys=True))
 
 
 def _shard_ids(path: epath.Path) -> list[Any]:
   ids = []
-  for line in path.read_text().splitlines():
-    pid = json.loads(line)["id"]
+  for record in file_io.read_jsonl(path):
+    pid = record["id"]
     if not ids or ids[-1] != pid:
       ids.append(pid)
   return ids
@@ -210,12 +216,105 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
   elif hasattr(source, "__len__"):
     total = len(source)
   bar, on_batch = progress_bar(total, enabled=progress)
+  ranges = ((pid, prompt, 0, num_samples) for pid, prompt in problems)
+  mine = _write_shards(out_dir, sampler, ranges, problems_per_shard=problems_per_shard,
+                       host=host, hosts=hosts, write=write, on_batch=on_batch,
+                       on_skip=bar.update,
+                       strategy=strategy, max_new_tokens=max_new_tokens, seed=seed,
+                       iteration=iteration, stop_strings=stop_strings, batch_size=batch_size,
+                       shared_prefix=shared_prefix)
+  bar.close()
+  return mine
+
+
+def write_ranges(out_dir: epath.PathLike, sampler: sampling.Sampler,
+                 ranges: Sequence[tuple[Any, Sequence[int], int, int]], *,
+                 strategy: sampling.Strategy, max_new_tokens: int, seed: int = 0,
+                 iteration: int = 0, stop_strings: tuple[str, ...] = (), batch_size: int = 64,
+                 problems_per_shard: int = 256, shared_prefix: tuple[int, ...] = (),
+                 progress: bool = True, extra_spec: Mapping[str, Any] | None = None,
+                 process_index: int | None = None, process_count: int | None = None,
+                 write: bool = True) -> list[epath.Path]:
+  """Like `write_samples`, for given sample index ranges: a round of the adaptive E-step.
+
+  Args:
+    out_dir: the round's samples directory.
+    sampler: as for `write_samples`.
+    ranges: (problem id, prompt token ids, first sample index, count) per problem, in shard
+      order; each problem at most once. Sample `first + j` of a problem is exactly the sample
+      `write_samples` gives that index (the same PRNG key), so rounds extend a problem's samples.
+    strategy, max_new_tokens, seed, iteration, stop_strings, batch_size, problems_per_shard,
+    shared_prefix, progress, extra_spec, process_index, process_count, write: as for
+      `write_samples`. spec.json records a digest of `ranges` (ids, firsts, counts), so a rerun
+      with other ranges is an error.
+
+  Returns:
+    The shard files that belong to this host, in order.
+  """
+  out_dir = epath.Path(out_dir)
+  if write:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  host = jax.process_index() if process_index is None else process_index
+  hosts = jax.process_count() if process_count is None else process_count
+  ranges = [(_plain_id(pid), [int(t) for t in prompt], int(first), int(count))
+            for pid, prompt, first, count in ranges]
+  if any(first < 0 or count < 1 for _, _, first, count in ranges):
+    raise ValueError("every range needs first >= 0 and count >= 1")
+  digest = hashlib.sha256(json.dumps([[pid, first, count] for pid, _, first, count in ranges]
+                                     ).encode()).hexdigest()
+  spec = {"ranges": len(ranges), "ranges_sha256": digest,
+          "num_samples": sum(count for *_, count in ranges), "strategy": repr(strategy),
+          "max_new_tokens": max_new_tokens, "seed": seed, "iteration": iteration,
+          "stop_strings": list(stop_strings), "problems_per_shard": problems_per_shard,
+          "shared_prefix": [int(t) for t in shared_prefix],
+          "eos_id": sampler.eos_id, "model": sampler.cfg.to_dict(), **(extra_spec or {})}
+  if write:
+    _check_spec(out_dir, json.loads(json.dumps(spec)))
+  bar, on_batch = progress_bar(len(ranges), enabled=progress)
+  mine = _write_shards(out_dir, sampler, iter(ranges), problems_per_shard=problems_per_shard,
+                       host=host, hosts=hosts, write=write, on_batch=on_batch,
+                       on_skip=bar.update,
+                       strategy=strategy, max_new_tokens=max_new_tokens, seed=seed,
+                       iteration=iteration, stop_strings=stop_strings, batch_size=batch_size,
+                       shared_prefix=shared_prefix)
+  bar.close()
+  return mine
+
+
+def _generate_ranges(sampler: sampling.Sampler, chunk, **kwargs) -> list[list[sampling.Sample]]:
+  """Samples [first, first + count) of each (id, prompt, first, count) in `chunk`.
+
+  Problems with the same (first, count) are sampled together. `Sampler.generate` draws indices
+  from 0, so a range that starts later draws its first `first` samples again and drops them
+  (the same samples: a sample depends only on its index): exact, at the cost of that
+  recomputation, until the sampler takes a first index.
+  """
+  groups: dict[tuple[int, int], list[int]] = {}
+  for i, (_, _, first, count) in enumerate(chunk):
+    groups.setdefault((first, count), []).append(i)
+  results: list[list[sampling.Sample]] = [[] for _ in chunk]
+  for (first, count), members in groups.items():
+    got = sampler.generate([chunk[i][0] for i in members], [chunk[i][1] for i in members],
+                           num_samples=first + count, **kwargs)
+    for i, samples in zip(members, got):
+      results[i] = samples[first:]
+  return results
+
+
+def _write_shards(out_dir: epath.Path, sampler: sampling.Sampler, ranges, *,
+                  problems_per_shard: int, host: int, hosts: int, write: bool, on_batch,
+                  on_skip, **kwargs) -> list[epath.Path]:
+  """Shard k = ranges [k * per_shard, (k + 1) * per_shard): sampled unless its file exists.
+
+  Then this host's completion marker. `on_batch` gets the sampler's progress, `on_skip(number
+  of problems)` each existing shard's. Returns this host's shard files.
+  """
   seen: set[str] = set()
   mine: list[epath.Path] = []
   num_shards = 0
-  for k, chunk in enumerate(_chunks(problems, problems_per_shard)):
+  for k, chunk in enumerate(_chunks(ranges, problems_per_shard)):
     num_shards = k + 1
-    ids = [pid for pid, _ in chunk]
+    ids = [pid for pid, *_ in chunk]
     for pid in ids:
       if str(pid) in seen:
         raise ValueError(f"problem id {pid!r} occurs twice: ids seed the samples and key the "
@@ -229,29 +328,17 @@ def write_samples(out_dir: epath.PathLike, sampler: sampling.Sampler, source: An
       if _shard_ids(path) != ids:
         raise ValueError(f"{path} holds other problems than shard {k} of this input: the input "
                          "changed since it was written; use a new directory")
-      bar.update(len(chunk))
+      on_skip(len(chunk))
       continue
-    results = sampler.generate(ids, [p for _, p in chunk], num_samples=num_samples,
-                               strategy=strategy, max_new_tokens=max_new_tokens, seed=seed,
-                               iteration=iteration, stop_strings=stop_strings,
-                               batch_size=batch_size, shared_prefix=shared_prefix,
-                               on_batch=on_batch)
+    results = _generate_ranges(sampler, chunk, on_batch=on_batch, **kwargs)
     if write:
-      lines = [json.dumps(sample_record(pid, j, s)) for pid, samples in zip(ids, results)
-               for j, s in enumerate(samples)]
-      checkpoints.write_text_atomic(path, "\n".join(lines) + "\n")
-  bar.close()
+      file_io.write_jsonl(path, [file_io.sample_record(pid, first + j, s)
+                                 for (pid, _, first, _), samples in zip(chunk, results)
+                                 for j, s in enumerate(samples)])
   if write:
-    checkpoints.write_text_atomic(out_dir / _COMPLETE.format(host, hosts),
-                                  json.dumps({"num_shards": num_shards}))
+    file_io.write_text_atomic(out_dir / _COMPLETE.format(host, hosts),
+                              json.dumps({"num_shards": num_shards}))
   return mine
-
-
-def sample_record(problem_id: Any, sample_index: int, sample: sampling.Sample) -> dict[str, Any]:
-  """One output line: the fields of DESIGN.md's sampling contract, plus logprob."""
-  return {"id": problem_id, "sample_index": sample_index, "text": sample.text,
-          "tokens": sample.tokens, "finish_reason": sample.finish_reason,
-          "logprob": sample.logprob}
 
 
 def is_complete(out_dir: epath.PathLike) -> bool:
@@ -274,5 +361,5 @@ def read_samples(out_dir: epath.PathLike) -> list[dict[str, Any]]:
     raise FileNotFoundError(f"{out_dir}: sampling has not finished on every host")
   records = []
   for path in sorted(out_dir.glob("samples-*.jsonl")):
-    records.extend(json.loads(line) for line in path.read_text().splitlines())
+    records.extend(file_io.read_samples(path))
   return records
