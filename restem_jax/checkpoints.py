@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 
 import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax import hf_tokenizer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
@@ -35,15 +35,6 @@ HF_TOKENIZER_FILE = "tokenizer.json"
 HF_TOKENIZER_CONFIG = hf_tokenizer.CONFIG_FILE
 PARAMS_DIR = "params"
 COMPLETE_FILE = "COMPLETE"
-
-
-def write_text_atomic(path: epath.PathLike, text: str) -> None:
-  """Writes `text` to a temporary name beside `path`, then renames it into place."""
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-  tmp.write_text(text)
-  tmp.replace(path)
 
 
 def absolute(path: epath.PathLike) -> epath.Path:
@@ -80,7 +71,7 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
     if directory.exists():
       directory.rmtree()
     directory.mkdir(parents=True)
-    write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
+    file_io.write_text_atomic(directory / CONFIG_FILE, json.dumps(config.to_dict(), indent=2))
     if vocab_path is not None:
       vocab_path = epath.Path(vocab_path)
       name = HF_TOKENIZER_FILE if hf_tokenizer.is_tokenizer_json(vocab_path) else VOCAB_FILE
@@ -92,7 +83,7 @@ def save(directory: epath.PathLike, params, config: model_lib.ModelConfig,
   checkpointer.save(directory / PARAMS_DIR, {"params": params})
   checkpointer.wait_until_finished()
   if jax.process_index() == 0:
-    write_text_atomic(directory / COMPLETE_FILE, "")
+    file_io.write_text_atomic(directory / COMPLETE_FILE, "")
   partitioning.sync_hosts(f"checkpoint_complete:{directory}")
   return directory
 

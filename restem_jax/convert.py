@@ -34,7 +34,6 @@ import json
 import logging
 import re
 import sys
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -52,6 +51,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from restem_jax import checkpoints
 from restem_jax import cli
+from restem_jax import file_io
 from restem_jax import hf_tokenizer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
@@ -439,12 +439,6 @@ def hf_to_orbax(hf_dir: epath.PathLike, out_dir: epath.PathLike, *,
 # Export
 
 
-def _write_bytes_atomic(path: epath.Path, data: bytes) -> None:
-  tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-  tmp.write_bytes(data)
-  tmp.replace(path)
-
-
 def orbax_to_hf(ckpt_dir: epath.PathLike, out_dir: epath.PathLike, *, dtype: str | None = None,
                 max_shard_bytes: int = 5 * 2**30, mesh: jax.sharding.Mesh | None = None,
                 progress: bool = True) -> epath.Path:
@@ -505,14 +499,14 @@ def orbax_to_hf(ckpt_dir: epath.PathLike, out_dir: epath.PathLike, *, dtype: str
       pending.setdefault(k, {})[name] = x
       remaining[k] -= 1
       if not remaining[k]:  # a shard is complete: write it and let it go
-        _write_bytes_atomic(out_dir / file_name(k), safetensors.numpy.save(
+        file_io.write_bytes_atomic(out_dir / file_name(k), safetensors.numpy.save(
             pending.pop(k), metadata={"format": "pt"}))
       bar.update()
   if count > 1:
     index = {"metadata": {"total_size": sum(size for _, size in sizes)},
              "weight_map": {name: file_name(k) for name, k in shard_of.items()}}
-    checkpoints.write_text_atomic(out_dir / SAFETENSORS_INDEX, json.dumps(index, indent=2))
-  checkpoints.write_text_atomic(out_dir / HF_CONFIG, json.dumps(hf_config, indent=2))
+    file_io.write_text_atomic(out_dir / SAFETENSORS_INDEX, json.dumps(index, indent=2))
+  file_io.write_text_atomic(out_dir / HF_CONFIG, json.dumps(hf_config, indent=2))
   return out_dir
 
 

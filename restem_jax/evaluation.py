@@ -8,17 +8,14 @@ and maj@k.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from etils import epath
-
+from restem_jax import file_io
 from restem_jax import metrics
 from restem_jax import sampling
-from restem_jax.checkpoints import write_text_atomic
 
 
 def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
@@ -37,9 +34,10 @@ def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
     batch_size: rows decoded together.
 
   Returns:
-    One record per sample, problem-major: {"id", "sample_index", "question", "answer", "text",
-    "num_tokens", "logprob", "finish_reason"}: the problem's question and reference answer
-    (where the problem has them) travel with each sample, so a record reads on its own.
+    One sample record (`file_io.sample_record`) per sample, problem-major: {"id",
+    "sample_index", "question", "answer", "text", "num_tokens", "finish_reason", "logprob"}:
+    the problem's question and reference answer (where the problem has them) travel with each
+    sample, so a record reads on its own.
   """
   if not problems:
     return []
@@ -50,12 +48,8 @@ def sample(sampler: sampling.Sampler, problems: Sequence[Mapping[str, Any]], *,
                              stop_strings=stop_strings, batch_size=batch_size)
   # The question, reference answer and breakdown fields (MATH's level and subject) travel
   # with the samples, for the notebooks.
-  groups = [{k: p[k] for k in ("question", "answer", "level", "subject") if p.get(k)}
-            for p in problems]
-  records = [{"id": p["id"], "sample_index": j, **g, "text": s.text,
-              "num_tokens": len(s.tokens), "logprob": float(s.logprob),
-              "finish_reason": s.finish_reason}
-             for p, g, per in zip(problems, groups, samples) for j, s in enumerate(per)]
+  records = [file_io.sample_record(p["id"], j, s, token_ids=False, problem=p)
+             for p, per in zip(problems, samples) for j, s in enumerate(per)]
   seconds = time.time() - start
   tokens = sum(r["num_tokens"] for r in records)
   logging.info("  sampled %d problems x %d: %d tokens in %.1fs (%.0f tok/s)", len(problems),
@@ -142,12 +136,3 @@ def summarize(model: str, split: str, task: str, greedy: Sequence[Mapping[str, A
     keyed = {pid: ([r["key"] for r in g], [r["passed"] for r in g]) for pid, g in groups.items()}
     entry["maj_at_k"] = {str(k): v for k, v in metrics.mean_maj_at_k(keyed, valid_ks).items()}
   return entry
-
-
-def write_jsonl(records: Sequence[Mapping[str, Any]], path: epath.PathLike) -> None:
-  """Writes records as JSONL, atomically."""
-  write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def read_jsonl(path: epath.PathLike) -> list[dict[str, Any]]:
-  return [json.loads(line) for line in epath.Path(path).read_text().splitlines() if line]

@@ -46,6 +46,7 @@ from etils import epath
 from restem_jax import checkpoints
 from restem_jax import cli
 from restem_jax import evaluation
+from restem_jax import file_io
 from restem_jax import hf_tokenizer
 from restem_jax import metric_writer
 from restem_jax import model as model_lib
@@ -59,7 +60,6 @@ from restem_jax import sampling
 from restem_jax import trainer as trainer_lib
 from restem_jax import train_data
 from restem_jax import vocab as vocab_lib
-from restem_jax.checkpoints import write_text_atomic
 from restem_jax.data import finetune
 from restem_jax.data import fit
 from restem_jax.data import tasks
@@ -112,7 +112,7 @@ class Run:
     logging.info("stage %s: start", name)
     result = fn()
     if jax.process_index() == 0:
-      write_text_atomic(marker, json.dumps(result, indent=2))
+      file_io.write_text_atomic(marker, json.dumps(result, indent=2))
     logging.info("stage %s: done in %.1fs", name, time.time() - start)
     return result
 
@@ -306,15 +306,15 @@ class Run:
     greedy = evaluation.sample_and_score(sampler, problems, task.reward, num_samples=1,
                                          strategy=sampling.Greedy(), seed=self.config.seed,
                                          **common)
-    evaluation.write_jsonl(evaluation.with_prompts(greedy, problems),
-                           out_dir / f"{task.kind}-{split}-greedy.jsonl")
+    file_io.write_jsonl(out_dir / f"{task.kind}-{split}-greedy.jsonl",
+                        evaluation.with_prompts(greedy, problems))
     sampled = []
     if split == "test" and e.num_samples > 0:
       sampled = evaluation.sample_and_score(
           sampler, problems[:e.sampled_problems or None], task.reward,
           num_samples=e.num_samples, seed=self.config.seed + 1,
           strategy=sampling.make_strategy(e.temperature, e.top_k, e.top_p), **common)
-      evaluation.write_jsonl(sampled, out_dir / f"{task.kind}-{split}-sampled.jsonl")
+      file_io.write_jsonl(out_dir / f"{task.kind}-{split}-sampled.jsonl", sampled)
     entry = evaluation.summarize(model, split, task.kind, greedy, sampled, tuple(e.ks))
     if not any(r["key"] is not None for r in sampled):
       entry["maj_at_k"] = {}  # no extracted answers (code): majority vote is undefined
@@ -375,11 +375,9 @@ class Run:
     bar = tqdm.tqdm(total=len(mine), initial=len(mine) - len(todo), unit="shard",
                     desc=f"iter{it} score", disable=not self.config.progress_bar or not todo)
     for path in todo:
-      records = evaluation.read_jsonl(path)
-      for rec in records:
-        rec.pop("tokens", None)  # the text is what is scored and trained on
-      evaluation.write_jsonl(evaluation.score(records, self.problems["train"], self.reward),
-                             score_dir / path.name)
+      records = file_io.read_samples(path, token_ids=False)  # the text is scored, not the ids
+      file_io.write_jsonl(score_dir / path.name,
+                          evaluation.score(records, self.problems["train"], self.reward))
       bar.update(1)
     bar.close()
     partitioning.sync_hosts(f"score_iter{it}")
@@ -394,7 +392,7 @@ class Run:
       correct_per_problem = collections.Counter()
       num_samples = num_correct = 0
       for path in shard_paths:
-        for rec in evaluation.read_jsonl(path):
+        for rec in file_io.read_jsonl(path):
           num_samples += 1
           if not rec["passed"]:
             continue
@@ -408,7 +406,7 @@ class Run:
       solved_hist = collections.Counter(correct_per_problem[p["id"]]
                                         for p in self.problems["train"])
       kept_dir = self.workdir / f"iter{it}" / "kept"
-      evaluation.write_jsonl(kept, kept_dir / "kept.jsonl")
+      file_io.write_jsonl(kept_dir / "kept.jsonl", kept)
       stats = {"iteration": it, "num_samples": num_samples, "num_correct": num_correct,
                "num_kept": len(kept),
                "train_solve_rate": sum(1 for p in self.problems["train"]

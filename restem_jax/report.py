@@ -7,12 +7,13 @@ a reader (a notebook, a test) never sees half a file.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 from etils import epath
 
-from restem_jax.checkpoints import write_text_atomic
+from restem_jax import file_io
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.md"
@@ -28,7 +29,8 @@ def load_summary(workdir: epath.PathLike) -> dict[str, Any]:
 
 
 def write_summary(workdir: epath.PathLike, summary: dict[str, Any]) -> None:
-  write_text_atomic(epath.Path(workdir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+  file_io.write_text_atomic(epath.Path(workdir) / SUMMARY_FILE,
+                            json.dumps(summary, indent=2) + "\n")
 
 
 def upsert(records: list[dict[str, Any]], record: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -87,7 +89,7 @@ def _finish(plt, fig, ax, path, title: str, ylabel: str) -> None:
   if ax.get_legend_handles_labels()[0]:
     ax.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=100)
+  fig.savefig(path, dpi=100, format="png")  # path: a file name or a binary file
   plt.close(fig)
 
 
@@ -150,9 +152,9 @@ def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path
   plots = {"accuracy.png": _plot_accuracy, "pass_at_k.png": _plot_pass_at_k,
            "kept_per_problem.png": _plot_kept}
   for name, fn in plots.items():
-    tmp = workdir / f".tmp-{name}"
-    fn(summary, str(tmp))
-    tmp.replace(workdir / name)
+    png = io.BytesIO()
+    fn(summary, png)
+    file_io.write_bytes_atomic(workdir / name, png.getvalue())
   lines = ["# ReST^EM run report", "", "## Test", "", "```", table(summary, "test"), "```", ""]
   if any(e["split"] == "valid" for e in summary["evaluations"]):
     lines += ["## Validation", "", "```", table(summary, "valid"), "```", ""]
@@ -170,5 +172,5 @@ def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path
   lines += ["## Plots", "", "![accuracy](accuracy.png)", "", "![pass@k](pass_at_k.png)", "",
             "![kept solutions per problem](kept_per_problem.png)", ""]
   path = workdir / REPORT_FILE
-  write_text_atomic(path, "\n".join(lines))
+  file_io.write_text_atomic(path, "\n".join(lines))
   return path

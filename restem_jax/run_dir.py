@@ -19,6 +19,7 @@ from typing import Any
 
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax.cli import UserError
 
 CONFIG_FILE = "config.json"
@@ -109,7 +110,6 @@ def check_and_save_config(new: dict[str, Any], workdir: epath.PathLike, write: b
     UserError: a stage has finished and a locking key differs (the message names up to four
       keys with their old and new values, and what to do).
   """
-  from restem_jax.checkpoints import write_text_atomic  # pylint: disable=g-import-not-at-top
   workdir = epath.Path(workdir)
   path = workdir / CONFIG_FILE
   finished = finished_stages(workdir)
@@ -127,7 +127,7 @@ def check_and_save_config(new: dict[str, Any], workdir: epath.PathLike, write: b
       raise UserError(f"{workdir} holds a run with a different config ({detail}{more}); use a "
                       f"new --workdir, or the run's own flags to resume it")
   if write:
-    write_text_atomic(path, json.dumps(new, indent=2) + "\n")
+    file_io.write_text_atomic(path, json.dumps(new, indent=2) + "\n")
 
 
 def is_finished(workdir: epath.PathLike, new: dict[str, Any]) -> bool:
@@ -140,9 +140,8 @@ def is_finished(workdir: epath.PathLike, new: dict[str, Any]) -> bool:
 
 def mark_finished(workdir: epath.PathLike, config: dict[str, Any]) -> None:
   """Writes the finished marker (call after the last stage and the summary are written)."""
-  from restem_jax.checkpoints import write_text_atomic  # pylint: disable=g-import-not-at-top
-  write_text_atomic(epath.Path(workdir) / STAGES_DIR / FINISHED_MARKER,
-                    json.dumps({"config": config}, indent=2) + "\n")
+  file_io.write_text_atomic(epath.Path(workdir) / STAGES_DIR / FINISHED_MARKER,
+                            json.dumps({"config": config}, indent=2) + "\n")
 
 
 def finished_message(workdir: epath.PathLike) -> str:

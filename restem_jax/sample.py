@@ -6,15 +6,15 @@ r"""Samples continuations of prompts from a model checkpoint (like T5X's infer).
 
 The checkpoint directory (`checkpoints.save`) carries the model config and the vocabulary. Each
 prompt line is {"id": ..., "prompt": "text"} (encoded with the vocabulary's BOS first where its
-tokenizer adds one) or {"id": ..., "prompt_ids": [token ids]} (used as they are). Each
-output line is {"id", "sample_index", "text", "tokens", "finish_reason", "logprob"}, in prompt
-order then sample order. Temperature 0 is greedy. A prompt that does not fit is an error naming
-its id and both lengths; nothing is truncated.
+tokenizer adds one) or {"id": ..., "prompt_ids": [token ids]} (used as they are); a malformed
+line is an error naming FILE:LINE. Each output line is a sample record (`file_io`: "id",
+"sample_index", "text", "tokens", "finish_reason", "logprob"), in prompt order then sample
+order. Temperature 0 is greedy. A prompt that does not fit is an error naming its id and both
+lengths; nothing is truncated.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
@@ -23,6 +23,7 @@ from absl import flags
 from etils import epath
 
 from restem_jax import cli
+from restem_jax import file_io
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Model checkpoint directory.",
                                   required=True)
@@ -47,15 +48,9 @@ def read_prompts(path: epath.PathLike, vocab) -> tuple[list, list[list[int]]]:
   """Reads the prompts file: (ids, token ids), encoding text prompts with `vocab`."""
   from restem_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top (TensorFlow)
   ids, prompts = [], []
-  for number, line in enumerate(epath.Path(path).read_text().splitlines(), start=1):
-    if not line.strip():
-      continue
+  for number, row in file_io.iter_jsonl(path):
     where = f"{path}:{number}"
-    try:
-      row = json.loads(line)
-    except ValueError as e:
-      raise ValueError(f"{where}: not a JSON object ({e})") from e
-    if not isinstance(row, dict) or "id" not in row:
+    if "id" not in row:
       raise ValueError(f"{where}: a prompt line needs an 'id'")
     if ("prompt" in row) == ("prompt_ids" in row):
       raise ValueError(f"{where}: give exactly one of 'prompt' (text) and 'prompt_ids'")
@@ -123,10 +118,10 @@ def _sample() -> None:
                              iteration=_ITERATION.value, stop_strings=stop,
                              batch_size=_BATCH_SIZE.value, on_batch=on_batch)
   bar.close()
-  lines = [json.dumps(sample_shards.sample_record(pid, j, s))
-           for pid, samples in zip(ids, results) for j, s in enumerate(samples)]
-  checkpoints.write_text_atomic(_OUT.value, "".join(line + "\n" for line in lines))
-  logging.info("wrote %d samples to %s", len(lines), _OUT.value)
+  records = [file_io.sample_record(pid, j, s)
+             for pid, samples in zip(ids, results) for j, s in enumerate(samples)]
+  file_io.write_jsonl(_OUT.value, records)
+  logging.info("wrote %d samples to %s", len(records), _OUT.value)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ import tqdm
 from etils import epath
 
 from restem_jax import checkpoints
+from restem_jax import file_io
 from restem_jax import metric_writer
 from restem_jax import model as model_lib
 from restem_jax import partitioning
@@ -200,7 +201,7 @@ def train(config: ml_collections.ConfigDict, *, base_checkpoint: epath.PathLike,
   workdir.mkdir(parents=True, exist_ok=True)
   config_path = workdir / "trainer_config.json"
   if jax.process_index() == 0 and not config_path.exists():  # a restart keeps the first one
-    checkpoints.write_text_atomic(config_path, config.to_json(indent=2))
+    file_io.write_text_atomic(config_path, config.to_json(indent=2))
   mesh = mesh or partitioning.make_mesh(tuple(config.mesh_shape))
   model_cfg = model_config or checkpoints.load_config(base_checkpoint)
   fns = make_train_fns(model_cfg, config, mesh, rules)
@@ -366,5 +367,5 @@ def _finish(manager, final_params, best_step: int, meta, model_cfg, base_checkpo
                        best_score=meta["best_score"], steps=meta["step"],
                        stopped_early=bool(meta["stopped"]), evaluations=meta["evaluations"])
   if jax.process_index() == 0:
-    checkpoints.write_text_atomic(workdir / RESULT_FILE, result.to_json())
+    file_io.write_text_atomic(workdir / RESULT_FILE, result.to_json())
   return result

@@ -113,7 +113,7 @@ def test_invalid_kept_samples_are_clear_errors(tmp_path, rows, message):
 def test_bad_encoding_and_missing_directory(tmp_path):
   (tmp_path / "kept").mkdir()
   (tmp_path / "kept" / "kept.jsonl").write_bytes(b'{"id": "\xff"}\n')
-  with pytest.raises(ValueError, match="kept.jsonl: not UTF-8"):
+  with pytest.raises(ValueError, match="kept.jsonl:1: not UTF-8"):
     finetune.read_kept_samples(tmp_path / "kept")
   with pytest.raises(FileNotFoundError, match=r"expected \*\.jsonl files"):
     finetune.read_kept_samples(tmp_path / "nowhere")

@@ -26,6 +26,7 @@ import sys
 from etils import epath
 
 from restem_jax import cli
+from restem_jax import file_io
 from restem_jax.data import arith, prog
 
 
@@ -86,14 +87,15 @@ def _generate(args) -> list[epath.Path]:
   if args.task == "arith":
     splits = arith.generate(args.sizes, args.seed, arith.ArithConfig.from_dict(args.knobs))
     for split, problems in splits.items():
-      written.append(arith.write_jsonl(problems, out_dir / f"{split}.jsonl"))
+      written.append(file_io.write_jsonl(out_dir / f"{split}.jsonl", problems, ensure_ascii=False))
   else:
     splits = prog.generate(args.sizes, args.seed, prog.ProgConfig.from_dict(args.knobs))
     for split, problems in splits.items():
-      written.append(arith.write_jsonl([prog.to_humaneval(p) for p in problems],
-                                       out_dir / f"{split}.humaneval.jsonl"))
-      written.append(arith.write_jsonl([prog.to_apps(p) for p in problems],
-                                       out_dir / f"{split}.apps.jsonl"))
+      written.append(file_io.write_jsonl(out_dir / f"{split}.humaneval.jsonl",
+                                         [prog.to_humaneval(p) for p in problems],
+                                         ensure_ascii=False))
+      written.append(file_io.write_jsonl(out_dir / f"{split}.apps.jsonl",
+                                         [prog.to_apps(p) for p in problems], ensure_ascii=False))
   return written
 
 

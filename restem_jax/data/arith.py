@@ -21,11 +21,8 @@ problems do not change when a later split is made larger.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import re
-
-from etils import epath
 
 from restem_jax.data import splits
 
@@ -213,21 +210,3 @@ def generate(sizes: dict[str, int], seed: int = 0,
   return splits.draw(sizes, random.Random(f"arith-{seed}"),
                      lambda rng: make_problem(rng, config), key="question", id_field="id",
                      name="arith", knobs=config)
-
-
-def write_jsonl(problems: list[dict], path: epath.PathLike) -> epath.Path:
-  """Writes problems as JSONL (one object a line), atomically.
-
-  Args:
-    problems: the rows to write.
-    path: destination file (local or gs://).
-
-  Returns:
-    The written path.
-  """
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.parent / f".{path.name}.tmp"
-  tmp.write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in problems))
-  tmp.rename(path)
-  return path

@@ -20,7 +20,6 @@ take every token 0 for padding (a real token, "!", in Llama 3's and Qwen2's voca
 from __future__ import annotations
 
 import functools
-import json
 import logging
 
 import numpy as np
@@ -28,6 +27,7 @@ import seqio
 import tensorflow as tf
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax import train_data
 from restem_jax import vocab as vocab_lib
 from restem_jax.data import tasks
@@ -46,8 +46,8 @@ def read_kept_samples(directory: epath.PathLike) -> list[dict[str, str]]:
 
   Raises:
     FileNotFoundError: the directory is missing or holds no *.jsonl file.
-    ValueError: bad encoding, malformed JSON (file:line), a missing/empty/non-string field,
-      or a duplicate (id, sample_index).
+    file_io.FormatError (a ValueError), naming the file and line: bad encoding, malformed JSON,
+      a missing/empty/non-string field, or a duplicate (id, sample_index).
   """
   directory = epath.Path(directory)
   files = sorted(directory.glob("*.jsonl")) if directory.is_dir() else []
@@ -56,27 +56,16 @@ def read_kept_samples(directory: epath.PathLike) -> list[dict[str, str]]:
                             f"{{'id', 'prompt', 'text'}} lines in {directory}")
   samples, seen = [], set()
   for path in files:
-    try:
-      text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as e:
-      raise ValueError(f"{path}: not UTF-8 ({e})") from e
-    for lineno, line in enumerate(text.splitlines(), 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{lineno}"
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: malformed JSON: {e.msg}") from e
-      if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(row).__name__}")
+    for line, row in file_io.iter_jsonl(path):
       for field in SAMPLE_FIELDS:
         if not isinstance(row.get(field), str) or not row[field].strip():
-          raise ValueError(f"{where}: field {field!r} is missing, empty or not a string")
+          raise file_io.FormatError(path, line,
+                                    f"field {field!r} is missing, empty or not a string")
       if "sample_index" in row:
         key = (row["id"], row["sample_index"])
         if key in seen:
-          raise ValueError(f"{where}: duplicate sample (id={key[0]!r}, sample_index={key[1]})")
+          raise file_io.FormatError(
+              path, line, f"duplicate sample (id={key[0]!r}, sample_index={key[1]})")
         seen.add(key)
       samples.append({f: row[f] for f in SAMPLE_FIELDS})
   return samples

@@ -33,6 +33,7 @@ import sys
 
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax.data import arith
 from restem_jax.data import splits
 
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     sizes["valid"] = args.valid
   out = epath.Path(args.out_dir)
   for split, problems in generate(sizes, args.seed, args.solution_fraction).items():
-    path = arith.write_jsonl(problems, out / f"{split}.jsonl")
+    path = file_io.write_jsonl(out / f"{split}.jsonl", problems, ensure_ascii=False)
     print(f"{path}: {len(problems)} problems, "
           f"{sum('solution' in p for p in problems)} with a solution")
   return 0
