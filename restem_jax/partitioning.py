@@ -187,11 +187,19 @@ def maybe_initialize_distributed(enabled: bool, **kwargs) -> None:
                jax.device_count())
 
 
+def shard_host(shard_index: int, process_count: int) -> int:
+  """The host that works on shard `shard_index`: round-robin, shard k to host k % count.
+
+  The one rule of the run's per-host work: the Generate step's sample shards
+  (`sample_shards`) and their scoring (`host_shard`) follow it, so on hosts that sample on
+  their own devices each host scores the shards it wrote.
+  """
+  return shard_index % process_count
+
+
 def host_shard(items: Sequence[Any], process_index: int | None = None,
                process_count: int | None = None) -> list[Any]:
-  """This host's contiguous slice of `items` (every host gets a near-equal share)."""
+  """This host's items: item k when `shard_host(k, count)` is this host (near-equal shares)."""
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
-  per, extra = divmod(len(items), count)
-  start = index * per + min(index, extra)
-  return list(items[start:start + per + (1 if index < extra else 0)])
+  return [item for k, item in enumerate(items) if shard_host(k, count) == index]

@@ -19,8 +19,9 @@ prompt, seed, iteration, problem id, sample index), the result equals an uninter
 way (a round of the adaptive E-step, `adaptive.py`): sample `first + j` is the very sample
 `write_samples` gives index `first + j`.
 
-On several hosts, shard k belongs to host k % process_count; each host samples with its own
-devices (a mesh of `jax.local_devices()`) and writes its own shards.
+On several hosts, shard k belongs to host k % process_count (`partitioning.shard_host`, the rule
+scoring follows too); each host samples with its own devices (a mesh of `jax.local_devices()`)
+and writes its own shards.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import tqdm
 from etils import epath
 
 from restem_jax import file_io
+from restem_jax import partitioning
 from restem_jax import sampling
 
 SPEC_FILE = "spec.json"
@@ -320,7 +322,7 @@ def _write_shards(out_dir: epath.Path, sampler: sampling.Sampler, ranges, *,
         raise ValueError(f"problem id {pid!r} occurs twice: ids seed the samples and key the "
                          "rewards, so they must be unique")
       seen.add(str(pid))
-    if k % hosts != host:
+    if partitioning.shard_host(k, hosts) != host:
       continue
     path = out_dir / _SHARD.format(k)
     mine.append(path)

@@ -9,6 +9,8 @@ from jax.sharding import PartitionSpec as P
 
 from restem_jax import model as model_lib
 from restem_jax import partitioning
+from restem_jax import sample_shards
+from restem_jax import sampling
 
 CFG = model_lib.preset("tiny", num_layers=2, vocab_size=256, max_len=64)
 
@@ -71,7 +73,39 @@ def test_make_mesh_errors_and_fill():
     partitioning.make_mesh((-1, -1, 1))
 
 
-def test_host_shard_partitions_items():
+def test_host_shard_partitions_items_round_robin():
   items = list(range(10))
   shards = [partitioning.host_shard(items, i, 3) for i in range(3)]
-  assert shards == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+  assert shards == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]
+  assert [partitioning.shard_host(k, 3) for k in items] == [0, 1, 2] * 3 + [0]
+  assert partitioning.host_shard(items, 0, 1) == items  # one host: everything, in order
+  assert partitioning.host_shard(items[:2], 2, 3) == []  # more hosts than items
+
+
+class _FakeSampler:
+  """What `sample_shards.write_samples` asks of a sampler, without a model."""
+
+  eos_id = 1
+  cfg = CFG
+
+  def generate(self, ids, prompts, *, num_samples, **unused):
+    del prompts, unused
+    return [[sampling.Sample(tokens=[2, 3], logprob=-0.5, finish_reason="eos", text=str(i))
+             for _ in range(num_samples)] for i in ids]
+
+
+def test_sampling_and_scoring_give_each_host_the_same_shards(tmp_path):
+  # Hosts that sample on their own devices write shard k on host shard_host(k, hosts); the loop
+  # scores partitioning.host_shard of the sorted shard files: each host its own shards.
+  problems = [{"id": f"p{i}", "inputs": [5, 6]} for i in range(7)]
+  hosts = 3
+  written = [sample_shards.write_samples(
+      tmp_path, _FakeSampler(), problems, num_samples=2, strategy=sampling.Greedy(),
+      max_new_tokens=4, problems_per_shard=2, progress=False, process_index=h,
+      process_count=hosts) for h in range(hosts)]
+  shards = sorted(tmp_path.glob("samples-*.jsonl"))
+  assert [p.name for p in shards] == [f"samples-{k:05d}.jsonl" for k in range(4)]
+  for h in range(hosts):
+    assert partitioning.host_shard(shards, h, hosts) == written[h]
+  assert [r["id"] for r in sample_shards.read_samples(tmp_path)] == [
+      p["id"] for p in problems for _ in range(2)]
