@@ -26,6 +26,7 @@ import tensorflow as tf
 import tokenizers
 from etils import epath
 
+from restem_jax import file_io
 from restem_jax import hf_tokenizer
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -62,8 +63,7 @@ def train_sentencepiece(texts: Iterable[str], out_path: epath.PathLike, vocab_si
       seed_sentencepiece_size=seed_sentencepiece_size, num_threads=1,
       hard_vocab_limit=False, minloglevel=2)
   out_path = epath.Path(out_path)
-  out_path.parent.mkdir(parents=True, exist_ok=True)
-  out_path.write_bytes(model.getvalue())
+  file_io.write_bytes_atomic(out_path, model.getvalue())
   return out_path
 
 
