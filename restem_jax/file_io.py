@@ -8,20 +8,9 @@ JSON Lines. `iter_jsonl` reads one object a line, blank lines skipped, `.gz` dec
 reports a bad line as a `FormatError` naming the file and its 1-based line (FILE:LINE: ...):
 user data and the run's own records are read the same way. `write_jsonl` writes atomically.
 
-The sample record: one JSON object per sample, in problem order then sample order, written by
-the Generate step's shards (`sample_shards`), the sampling CLI, evaluation and scoring:
-
-  id             the problem's id (str or int, as the problem has it)
-  sample_index   0 .. N-1 within the problem
-  text           the decoded sample (null where the model has no vocabulary)
-  tokens         the generated token ids (sample shards and the sampling CLI), or
-  num_tokens     only their number (evaluation and scored records): the one name of the count;
-                 `num_tokens` gives it for either kind
-  finish_reason  "eos", "stop" or "length"
-  logprob        the sum of the tokens' log-probabilities (see `sampling`)
-
-and, where a stage adds them: the problem's question, answer, level and subject (evaluation),
-prompt and solution (greedy evaluation), and the verdict's passed, reason and key (scoring).
+The sample record (`SampleRecord`): one JSON object per sample, in problem order then sample
+order, written by the Generate step's shards (`sample_shards`), the sampling CLI, evaluation and
+scoring; built by `sample_record`, read back and checked by `read_samples`.
 """
 
 from __future__ import annotations
@@ -31,7 +20,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Required, TypedDict
 
 from etils import epath
 
@@ -149,14 +138,37 @@ def write_jsonl(path: epath.PathLike, records: Iterable[Mapping[str, Any]], *,
 
 # ---------------------------------------------------------------------------- sample records
 
-SampleRecord = dict[str, Any]  # the fields of the module docstring
+class SampleRecord(TypedDict, total=False):
+  """One sample as JSON. Each record has either `tokens` (sample shards and the sampling CLI)
+  or `num_tokens` (evaluation and scored records): the count has the one name `num_tokens`,
+  and `num_tokens(record)` gives it for both."""
+
+  id: Required[str | int]  # the problem's id, as the problem has it
+  sample_index: Required[int]  # 0 .. N-1 within the problem
+  text: Required[str | None]  # the decoded sample (None where the model has no vocabulary)
+  tokens: list[int]  # the generated token ids
+  num_tokens: int  # their number
+  finish_reason: Required[str]  # "eos", "stop" or "length"
+  logprob: Required[float]  # the tokens' summed log-probabilities (see `sampling`)
+  # Added by the stages: the problem's (evaluation) ...
+  question: str
+  answer: str
+  level: str
+  subject: str
+  prompt: str  # greedy evaluation: the prompt the model saw
+  solution: str  # greedy evaluation: the reference solution
+  # ... and the verdict's (scoring).
+  passed: bool
+  reason: str
+  key: str | None
+
 
 _CONTEXT_FIELDS = ("question", "answer", "level", "subject")
 
 
 def sample_record(problem_id: Any, sample_index: int, sample, *, token_ids: bool = True,
                   problem: Mapping[str, Any] | None = None) -> SampleRecord:
-  """The record of one sample (see the module docstring).
+  """The record of one sample (`SampleRecord`).
 
   Args:
     problem_id: the problem's id.
