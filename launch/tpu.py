@@ -105,8 +105,9 @@ def fit_check(args) -> str | None:
   gib = 1 << 30
   why = program["error"] or (f"needs {program['total_bytes'] / gib:.1f} GiB a chip of "
                              f"{verdict['usable_bytes'] / gib:.1f} GiB usable")
+  hint = f"; to fit: {program['hint']}" if program.get("hint") else ""
   return (f"{args.config} does not fit on {args.accelerator} ({verdict['topology']}, mesh "
-          f"{verdict['mesh']}): the {name} program {why}; see `python -m restem_jax.aot "
+          f"{verdict['mesh']}): the {name} program {why}{hint}; see `python -m restem_jax.aot "
           f"--config={args.config} --topology={args.accelerator}` for every program")
 
 

@@ -139,6 +139,7 @@ class ProgramReport:
   # Buffers that stay on the chip while the program runs without being its arguments (the
   # rollout engine's rows' state beside its prefill).
   resident_bytes: int = 0
+  hint: str = ""  # what to change if the program does not fit (shown only then)
 
   @property
   def total_bytes(self) -> int:
@@ -270,7 +271,11 @@ def compile_train(cfg: model_lib.ModelConfig, config, mesh, rules, chip, which=(
   state = _sds(fns.abstract_state, fns.state_shardings)
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=replicated)
   shapes = (f"{rows} rows x {length} tokens, {trainer.num_microbatches} microbatch(es), "
-            f"{trainer.optimizer}")
+            f"{trainer.optimizer}, {'remat' if cfg.remat else 'no remat'}")
+  hint = "" if cfg.remat else (
+      "rematerialise the blocks (the run trains with the base checkpoint's config: import it "
+      "with `convert hf-to-orbax --remat`, or set \"remat\": true in its model_config.json; "
+      "without a checkpoint, --config.model.remat=True)")
   # The model's work per device: training is 3 forward passes' FLOPs (+1 with remat); each
   # microbatch reads the parameters in every pass and adds to the float32 gradient sums.
   train_flops = train_steps.flops_per_token(cfg, length) * rows * length / mesh.devices.size
@@ -283,6 +288,7 @@ def compile_train(cfg: model_lib.ModelConfig, config, mesh, rules, chip, which=(
     if "train" in which:
       lowered = fns._train_step.lower(state, batch, rng)  # pylint: disable=protected-access
       report = _compile("train", shapes, lowered, (state, batch), chip)
+      report.hint = hint
       _roofline(report, chip, train_flops * passes / 3,
                 microbatches * (passes * param_bytes + 2 * grad_bytes) + _bytes_of(state),
                 train_flops)
@@ -467,13 +473,20 @@ class Result:
   def fits(self) -> bool:
     return not self.too_big
 
+  def hint(self, report: ProgramReport) -> str:
+    """What would make a program that does not fit fit, where its hint applies: rematerialising
+    shrinks the temporaries, not the arguments (parameters, optimizer state)."""
+    if report.name not in self.too_big or report.argument_bytes > self.usable_bytes:
+      return ""
+    return report.hint
+
   def to_json(self) -> dict[str, Any]:
     return {"topology": self.topology.name, "accelerator": self.topology.accelerator,
             "config": self.config_name, "mesh": self.mesh,
             "hbm_bytes": self.topology.chip.hbm_bytes, "usable_bytes": self.usable_bytes,
             "peak_flops": self.topology.chip.peak_flops,
             "hbm_bandwidth": self.topology.chip.hbm_bandwidth,
-            "programs": {p.name: p.to_json() for p in self.programs},
+            "programs": {p.name: {**p.to_json(), "hint": self.hint(p)} for p in self.programs},
             "fits": self.fits, "too_big": self.too_big}
 
 
@@ -558,6 +571,8 @@ def format_table(result: Result) -> str:
   lines.append("")
   for p in result.programs:
     lines.append(f"  {p.name}: {p.shapes}" + (f"\n    {p.error}" if p.error else ""))
+    if result.hint(p):
+      lines.append(f"    to fit: {result.hint(p)}")
   lines.append("outputs exclude those written into donated arguments; XLA's TFLOP and GB count "
                "each loop body once; est. time and MFU: a roofline of the model's FLOPs and "
                "HBM reads, without collectives (see restem_jax/aot.py)")

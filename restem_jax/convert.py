@@ -127,7 +127,7 @@ def _check_supported(hf: dict[str, Any]) -> str:
 
 
 def model_config_from_hf(hf: dict[str, Any], *, param_dtype: str | None = None,
-                         dtype: str | None = None) -> model_lib.ModelConfig:
+                         dtype: str | None = None, remat: bool = False) -> model_lib.ModelConfig:
   """Our `ModelConfig` for a Hugging Face config.json (as a dict).
 
   Args:
@@ -135,6 +135,9 @@ def model_config_from_hf(hf: dict[str, Any], *, param_dtype: str | None = None,
     param_dtype: the parameters' dtype; default: bfloat16 for a bfloat16 checkpoint, else
       float32 (float16 -> float32 is exact, -> bfloat16 would round).
     dtype: the compute dtype; default: float32 for a float32 checkpoint, else bfloat16.
+    remat: rematerialise each block in the backward pass. A run fine-tunes with its base
+      checkpoint's config, so an import meant for fine-tuning rows that do not fit otherwise
+      (e.g. an 8B model at 2048 tokens a row on 16 GiB chips: README "Will it fit?") sets it.
 
   Raises:
     ValueError: naming the architecture or field that is not supported.
@@ -160,7 +163,7 @@ def model_config_from_hf(hf: dict[str, Any], *, param_dtype: str | None = None,
       mlp_activation="gelu" if gemma else "silu", qkv_bias=model_type == "qwen2",
       max_len=max_len, **_rope_fields(hf),
       param_dtype=param_dtype or ("bfloat16" if stored == "bfloat16" else "float32"),
-      dtype=dtype or ("float32" if stored == "float32" else "bfloat16"))
+      dtype=dtype or ("float32" if stored == "float32" else "bfloat16"), remat=remat)
 
 
 def hf_config_from_model_config(cfg: model_lib.ModelConfig, *, dtype: str = "float32",
@@ -403,7 +406,7 @@ def _vocab_ids(path: epath.Path) -> tuple[int, int, int | None]:
 
 
 def hf_to_orbax(hf_dir: epath.PathLike, out_dir: epath.PathLike, *,
-                param_dtype: str | None = None, dtype: str | None = None,
+                param_dtype: str | None = None, dtype: str | None = None, remat: bool = False,
                 vocab: epath.PathLike | None = None, mesh: jax.sharding.Mesh | None = None,
                 progress: bool = True) -> epath.Path:
   """Imports a Hugging Face checkpoint directory as a model checkpoint (`checkpoints.save`).
@@ -411,7 +414,7 @@ def hf_to_orbax(hf_dir: epath.PathLike, out_dir: epath.PathLike, *,
   Args:
     hf_dir: local Hugging Face directory (config.json, safetensors, tokenizer files).
     out_dir: the checkpoint directory to write (local or gs://).
-    param_dtype, dtype: see `model_config_from_hf`.
+    param_dtype, dtype, remat: see `model_config_from_hf`.
     vocab: the vocabulary file; default: HF_DIR's tokenizer.model, else its tokenizer.json.
     mesh: where the parameters are assembled; default: all local devices, FSDP.
     progress: show a progress bar.
@@ -421,7 +424,7 @@ def hf_to_orbax(hf_dir: epath.PathLike, out_dir: epath.PathLike, *,
   """
   hf_dir = epath.Path(hf_dir)
   hf = json.loads((hf_dir / HF_CONFIG).read_text())
-  cfg = model_config_from_hf(hf, param_dtype=param_dtype, dtype=dtype)
+  cfg = model_config_from_hf(hf, param_dtype=param_dtype, dtype=dtype, remat=remat)
   vocab_path = epath.Path(vocab) if vocab else _vocab_file(hf_dir)
   if vocab_path is None:
     logging.warning("%s has no tokenizer.model or tokenizer.json: the checkpoint has no "
@@ -525,6 +528,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                    help="parameters' dtype (default: bfloat16 for bfloat16 weights, else float32)")
   imp.add_argument("--dtype", default=None,
                    help="compute dtype (default: float32 for float32 weights, else bfloat16)")
+  imp.add_argument("--remat", action="store_true",
+                   help="fine-tune with rematerialised blocks (what an 8B model needs at 2048 "
+                   "tokens a row on 16 GiB chips; check with python -m restem_jax.aot)")
   imp.add_argument("--vocab", default=None,
                    help="vocabulary file (default: tokenizer.model, else tokenizer.json)")
   exp = sub.add_parser("orbax-to-hf", help="model checkpoint -> Hugging Face directory")
@@ -562,7 +568,7 @@ def _main(argv: Sequence[str]) -> None:
   try:
     if args.command == "hf-to-orbax":
       out = hf_to_orbax(args.hf_dir, args.out_dir, param_dtype=args.param_dtype,
-                        dtype=args.dtype, vocab=args.vocab, mesh=mesh,
+                        dtype=args.dtype, remat=args.remat, vocab=args.vocab, mesh=mesh,
                         progress=not args.no_progress)
     else:
       out = orbax_to_hf(args.ckpt_dir, args.out_dir, dtype=args.dtype,

@@ -117,6 +117,27 @@ def test_oversized_model_is_reported_as_not_fitting():
   train = result.programs[0]
   assert train.error or train.total_bytes > result.usable_bytes
   assert train.argument_bytes >= 2_000_000 * 2048 * 4
+  assert not result.hint(train)  # remat would not shrink the parameters
+
+
+@needs_libtpu
+def test_train_step_too_big_for_want_of_remat_says_so_and_fits_with_it():
+  """Attention scores kept for the backward pass (8 layers x 96 rows x 2 heads x 2048^2 floats
+  a chip: 26 GB) do not fit a v5e chip; rematerialised, one layer's are live at a time."""
+  config = _smoke_config()
+  config.model = model_config("tiny", vocab_size=320, d_model=64, num_layers=8, num_heads=2,
+                              head_dim=32, d_ff=128, max_len=2048)
+  config.data.inputs_length = config.data.targets_length = 1024
+  config.finetune.batch_size, config.finetune.num_microbatches = 384, 1
+  result = aot.check(config, "v5e:2x2", programs=("train",))
+  (train,) = result.programs
+  assert result.too_big == ["train"] and "no remat" in train.shapes
+  assert "remat" in result.hint(train) and "convert hf-to-orbax --remat" in result.hint(train)
+  assert result.to_json()["programs"]["train"]["hint"] == result.hint(train)
+  assert "to fit: rematerialise" in aot.format_table(result)
+  config.model.remat = True
+  result = aot.check(config, "v5e:2x2", programs=("train",))
+  assert result.fits and ", remat" in result.programs[0].shapes
 
 
 @needs_libtpu

@@ -354,6 +354,19 @@ def test_commands_import_sample_export(tmp_path):
       prompts[0], add_special_tokens=False)
 
 
+def test_remat_travels_with_the_imported_checkpoint(tmp_path):
+  """A run fine-tunes with its base checkpoint's config: `--remat` must land there."""
+  from restem_jax import checkpoints
+  hf = _hf_model("llama")
+  hf.save_pretrained(tmp_path / "hf")
+  assert not convert.model_config_from_hf(_llama_config()).remat
+  assert convert._parse(["hf-to-orbax", "a", "b", "--remat"]).remat  # pylint: disable=protected-access
+  assert not convert._parse(["hf-to-orbax", "a", "b"]).remat  # pylint: disable=protected-access
+  convert.hf_to_orbax(tmp_path / "hf", tmp_path / "ckpt", mesh=_one_device(), progress=False,
+                      remat=True)
+  assert checkpoints.load_config(tmp_path / "ckpt").remat
+
+
 def test_command_errors_are_plain(tmp_path, capsys):
   (tmp_path / "hf").mkdir()
   (tmp_path / "hf" / "config.json").write_text(json.dumps(_llama_config(model_type="mixtral")))
