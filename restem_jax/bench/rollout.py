@@ -18,6 +18,11 @@ Sides, each given the same rows (capacity) and thread count, alternating in one 
   hf        transformers' `generate` (static batches, left padding, num_return_sequences=n);
   hf_cb     transformers' continuous batching (`generate_batch`, paged attention), if it runs
             on this machine (else its error is reported as hf_cb_error).
+With `--estep_run=DIR` (a finished run of configs/demo_code.py, e.g. `make demo`'s runs/demo) it
+times the loop's own Generate step of iteration 1 instead (`loop.Run.generate`: every training
+problem's N samples from DIR's base model into resumable shards), continuous vs static, sides
+alternating in one process, each into a fresh directory, and compares the sample shards.
+
 Useful tokens = each sample's tokens up to and including its EOS (or all 512); tokens/s is that
 over the call's wall time (prefill included). Peak memory: the process's peak resident set
 during each side's timed run (reset before it through /proc/self/clear_refs), over the resident
@@ -272,6 +277,71 @@ def _sweep(name, ours, prompts, args) -> dict[str, dict[str, float]]:
   return out
 
 
+def estep(run_dir: str, out_dir: str, rounds: int) -> dict:
+  """The Generate step of iteration 1 of the configs/demo_code.py run in `run_dir`, both ways.
+
+  The run's vocabulary and base model are reused (its config must equal today's
+  configs/demo_code.py in the fields that decide the samples); each side writes its shards into
+  OUT_DIR/SIDE{round}. Returns seconds per side and round and whether the shards agree: token
+  for token (ids, text, finish reason) and byte for byte (the summed logprob is float32
+  arithmetic in programs of different shapes, so its last bits may differ).
+  """
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  from restem_jax import loop  # pylint: disable=g-import-not-at-top
+  run_dir, out = epath.Path(run_dir), epath.Path(out_dir)
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__)))), "configs", "demo_code.py")
+  spec = importlib.util.spec_from_file_location("demo_code", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  saved = json.loads((run_dir / "config.json").read_text())
+  for key in ("model", "data", "vocab", "sampling", "seed", "mesh_shape"):
+    mine = config[key].to_dict() if hasattr(config[key], "to_dict") else config[key]
+    if json.loads(json.dumps(mine)) != saved[key]:
+      raise SystemExit(f"{run_dir}: its config.{key} differs from configs/demo_code.py's")
+  config.unlock()
+  config.progress_bar = False
+  for key in ("num_samples", "temperature", "top_k", "top_p", "shard_problems"):
+    config.restem[key] = saved["restem"][key]
+  if out.exists():
+    shutil.rmtree(out)
+  (out / "setup" / "stages").mkdir(parents=True)
+  shutil.copy(run_dir / "stages" / "vocab.json", out / "setup" / "stages" / "vocab.json")
+  run = loop.Run(config, out / "setup")
+  run.prepare_data()
+  base = json.loads((run_dir / "stages" / "train_base.json").read_text())["model_dir"]
+  sampler = run.sampler(base)
+  seconds: dict[str, list[float]] = {"continuous": [], "static": []}
+  for r in range(rounds):
+    for side in (("continuous", "static") if r % 2 == 0 else ("static", "continuous")):
+      run.workdir = out / f"{side}{r}"
+      sampler.batching = side
+      start = time.perf_counter()
+      run.generate(1, base)
+      seconds[side].append(time.perf_counter() - start)
+      _progress(f"estep round {r} {side}: {seconds[side][-1]:.1f} s")
+  shards = sorted(p.name for p in (out / "continuous0" / "iter1" / "samples").glob("samples-*"))
+  dirs = [out / f"{side}{r}" / "iter1" / "samples" for side in seconds for r in range(rounds)]
+  same_bytes = all((d / n).read_bytes() == (dirs[0] / n).read_bytes()
+                   for d in dirs for n in shards)
+  same_tokens, samples = True, 0
+  for n in shards:
+    rows = [[json.loads(line) for line in (d / n).read_text().splitlines()] for d in dirs]
+    samples += len(rows[0])
+    for other in rows[1:]:
+      same_tokens &= [{k: v for k, v in x.items() if k != "logprob"} for x in rows[0]] == [
+          {k: v for k, v in x.items() if k != "logprob"} for x in other]
+  return {"bench": "rollout_estep", "run": str(run_dir), "shards": len(shards),
+          "samples": samples, "seconds": seconds,
+          "ratio_static_over_continuous": [s / c for s, c in zip(seconds["static"],
+                                                                  seconds["continuous"])],
+          "identical_samples": same_tokens, "identical_bytes": same_bytes,
+          "load_avg": os.getloadavg()[0]}
+
+
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="python -m restem_jax.bench rollout")
   parser.add_argument("--shapes", default="tiny,small")
@@ -292,7 +362,15 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--quick", action="store_true",
                       help="a short run: tiny only, 16 problems x 8 samples, 32 rows, 1 round")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--estep_run", default="",
+                      help="time the Generate step of this configs/demo_code.py run instead")
+  parser.add_argument("--estep_out", default="/tmp/restem_estep_bench",
+                      help="where --estep_run's sides write their shards (replaced)")
   args = parser.parse_args(argv)
+  if args.estep_run:
+    result = estep(args.estep_run, args.estep_out, args.runs)
+    print(json.dumps(result))
+    return 0
   if args.quick:
     args.shapes, args.problems, args.samples, args.capacity, args.runs = "tiny", 16, 8, 32, 1
   args.skip = set(filter(None, args.skip.split(",")))
@@ -323,5 +401,6 @@ def main(argv: list[str]) -> int:
   for name, r in results.items():
     for key, value in r.items():
       summary[f"{key}_{name}"] = value
+  summary["shapes"] = results  # the same figures per shape: {"tiny": {"ratio_vs_static", ..}}
   print(json.dumps(summary))
   return 0
