@@ -44,6 +44,12 @@ def embedded_task_config(kind: str, **overrides) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({**knobs, **overrides})
 
 
+# Keys added to the schema after run directories were written: such a run computed what these
+# values compute, so its saved config is completed with them (`loop.run`) and it still resumes.
+ADDED_DEFAULTS = {"restem": {"budget": "uniform", "max_samples_per_problem": 0,
+                             "round_samples": 0, "dedup": False, "finetune_from": "base"}}
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Defaults of a ReST^EM run: the paper's sampling settings, a tiny model, the arith task."""
   c = ml_collections.ConfigDict()
@@ -95,10 +101,18 @@ def base_config() -> ml_collections.ConfigDict:
       "shard_problems": 64,  # problems per resumable sample shard
       "stop_when_valid_drops": False,  # stop once validation accuracy falls (APPS overfitting)
       "generator_checkpoint": "",  # distillation: this model generates, the base is trained
+      # Beyond the paper (restem_jax/estep.py): how the E-step spends its N x problems samples,
+      # "uniform" (N each, the paper) or "adaptive" (rounds to the problems with the fewest of K).
+      "budget": "uniform",
+      "max_samples_per_problem": 0,  # adaptive: the most one problem draws; 0 = 4 x num_samples
+      "round_samples": 0,  # adaptive: samples a problem gets per round; 0 = num_samples // 2
+      "dedup": False,  # kept samples equal up to whitespace count once toward max_per_problem
+      "finetune_from": "base",  # each iteration fine-tunes "base" (the paper) or "previous"
   })
 
   # Trainers: the from-scratch base model, and fine-tuning (sft_human and every iteration,
-  # always from the base checkpoint with a fresh optimizer).
+  # from the base checkpoint, or the previous iterate with restem.finetune_from, with a fresh
+  # optimizer).
   c.base_trainer = trainer_config(optimizer="adamw", learning_rate=1e-3, schedule="cosine",
                                   warmup_steps=100, num_train_steps=2000, batch_size=32,
                                   eval_every=500)

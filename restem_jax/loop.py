@@ -13,6 +13,8 @@ Run directory:
   train/{base,sft_human,iterN}/   trainer directories (best_model/ inside is the model)
   iterN/samples/samples-*.jsonl   the Generate step's samples (sample_shards), scored
                                   shard by shard into iterN/scores/
+  iterN/samples/round-RR/, iterN/scores/round-RR/   the same per round, for
+                             restem.budget="adaptive" (`adaptive.py`)
   iterN/kept/kept.jsonl      the filtered fine-tuning data (a seqio Task reads it)
   eval/MODEL/TASK-SPLIT-{greedy,sampled}.jsonl   evaluation samples with verdicts, each with
                              its problem's question and reference answer (greedy: the prompt)
@@ -30,7 +32,6 @@ stage, so the corrected command runs in the same directory (`run_dir`).
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import json
 import logging
@@ -43,8 +44,11 @@ import numpy as np
 import tqdm
 from etils import epath
 
+from restem_jax import adaptive
 from restem_jax import checkpoints
 from restem_jax import cli
+from restem_jax import config_lib
+from restem_jax import estep
 from restem_jax import evaluation
 from restem_jax import file_io
 from restem_jax import hf_tokenizer
@@ -79,6 +83,25 @@ def check_and_save_config(config: ml_collections.ConfigDict, workdir: epath.Path
                                 write=jax.process_index() == 0)
 
 
+def complete_saved_config(workdir: epath.Path) -> None:
+  """Adds `config_lib.ADDED_DEFAULTS` to a run directory's saved config and finished marker
+  where they lack them (a run from before those keys existed), so the same command resumes or
+  reports it instead of refusing a "different config"."""
+  for path, key in ((workdir / run_dir.CONFIG_FILE, None),
+                    (workdir / run_dir.STAGES_DIR / run_dir.FINISHED_MARKER, "config")):
+    if not path.exists():
+      continue
+    data = json.loads(path.read_text())
+    saved = data[key] if key else data
+    missing = {(section, k): v for section, defaults in config_lib.ADDED_DEFAULTS.items()
+               if isinstance(saved.get(section), dict)
+               for k, v in defaults.items() if k not in saved[section]}
+    for (section, k), v in missing.items():
+      saved[section][k] = v
+    if missing:  # every host writes the same bytes (atomically): none reads a half-done file
+      file_io.write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
 @dataclasses.dataclass
 class EvalTask:
   """A registered task with its problems, reward and stop strings."""
@@ -98,6 +121,7 @@ class Run:
     self.workdir = checkpoints.absolute(workdir)
     self.mesh = partitioning.make_mesh(tuple(config.mesh_shape))
     self.summary = report.load_summary(self.workdir)
+    self.plan = estep.Plan.from_config(config.restem)
     self._samplers: dict[str, sampling.Sampler] = {}
     self._writers: dict[str, metric_writer.MetricWriter] = {}
 
@@ -344,87 +368,115 @@ class Run:
 
   # --- one ReST^EM iteration ---------------------------------------------------------------
 
-  def generate(self, it: int, generator_dir: str) -> None:
-    """E-step: N samples per training problem from the seqio Task, in resumable shards."""
+  def estep(self, it: int, generator_dir: str) -> tuple[list[str], dict[str, Any]]:
+    """E-step: samples of every training problem and their rewards, resumable.
+
+    Returns the scored shards and, for the adaptive budget, how it was spread
+    (samples_per_problem_histogram and the rounds; {} for the uniform budget).
+    """
+    if self.plan.budget == "uniform":
+      self.generate(it, generator_dir)
+      return self.score(it), {}
+
+    def fn():
+      # The prompts as the Generate step reads them: the seqio Task's, EOS removed.
+      prompts = dict(sample_shards.iter_problems(self.task_name, split="train",
+                                                 eos_id=self.vocab.eos_id))
+      iter_dir = self.workdir / f"iter{it}"
+
+      def draw(out: epath.Path, ranges) -> None:
+        sample_shards.write_ranges(out, self.sampler(generator_dir), ranges,
+                                   **self._generate_options(it, generator_dir))
+        partitioning.sync_hosts(f"generate_iter{it}_{out.name}")
+
+      def score(samples_dir: epath.Path, scores_dir: epath.Path) -> list[str]:
+        return self._score_shards(samples_dir, scores_dir, f"iter{it} {samples_dir.name}")
+
+      result = adaptive.run_rounds(iter_dir, self.problems["train"], prompts, self.plan,
+                                   draw=draw, score=score)
+      hist = estep.histogram(result.samples_per_problem[p["id"]]
+                             for p in self.problems["train"])
+      logging.info("iter%d: %d adaptive rounds, %d samples; samples per problem: %s", it,
+                   len(result.rounds), sum(r["samples"] for r in result.rounds), hist)
+      return {"score_paths": result.score_paths,
+              "spread": {"samples_per_problem_histogram": hist, "rounds": result.rounds}}
+    out = self.stage(f"estep_iter{it}", fn)
+    return out["score_paths"], out["spread"]
+
+  def _generate_options(self, it: int, generator_dir: str) -> dict[str, Any]:
+    """The Generate step's sampling settings (`sample_shards.write_samples` arguments)."""
     r, s = self.config.restem, self.config.sampling
-    out = self.workdir / f"iter{it}" / "samples"
-    if sample_shards.is_complete(out):
-      return
-    sampler = self.sampler(generator_dir)
     # The run's mesh spans every host: all hosts run every batch together, process 0 writes.
     spans_hosts = any(d.process_index != jax.process_index() for d in self.mesh.devices.flat)
     hosts = dict(process_index=0, process_count=1,
                  write=jax.process_index() == 0) if spans_hosts else {}
-    sample_shards.write_samples(
-        out, sampler, self.task_name, split="train",
-        num_samples=r.num_samples, strategy=sampling.make_strategy(r.temperature, r.top_k,
-                                                                    r.top_p),
-        max_new_tokens=s.max_new_tokens, seed=self.config.seed, iteration=it,
-        stop_strings=self.stop_strings, batch_size=s.batch_size,
-        problems_per_shard=r.shard_problems, progress=self.config.progress_bar,
-        extra_spec={"generator": generator_dir}, **hosts)
+    return dict(strategy=sampling.make_strategy(r.temperature, r.top_k, r.top_p),
+                max_new_tokens=s.max_new_tokens, seed=self.config.seed, iteration=it,
+                stop_strings=self.stop_strings, batch_size=s.batch_size,
+                problems_per_shard=r.shard_problems, progress=self.config.progress_bar,
+                extra_spec={"generator": generator_dir}, **hosts)
+
+  def generate(self, it: int, generator_dir: str) -> None:
+    """Uniform E-step: N samples per training problem from the seqio Task, in resumable shards."""
+    out = self.workdir / f"iter{it}" / "samples"
+    if sample_shards.is_complete(out):
+      return
+    sample_shards.write_samples(out, self.sampler(generator_dir), self.task_name, split="train",
+                                num_samples=self.config.restem.num_samples,
+                                **self._generate_options(it, generator_dir))
     partitioning.sync_hosts(f"generate_iter{it}")
 
   def score(self, it: int) -> list[str]:
     """Rewards of every sample, shard by shard into iterN/scores/ (resumable)."""
-    sample_dir = self.workdir / f"iter{it}" / "samples"
-    score_dir = self.workdir / f"iter{it}" / "scores"
+    return self._score_shards(self.workdir / f"iter{it}" / "samples",
+                              self.workdir / f"iter{it}" / "scores", f"iter{it}")
+
+  def _score_shards(self, sample_dir: epath.Path, score_dir: epath.Path, name: str) -> list[str]:
+    """Scores each sample shard of `sample_dir` into `score_dir` (this host's, those missing);
+    returns every scored shard's path once all hosts are done."""
     shards = sorted(sample_dir.glob("samples-*.jsonl"))
     mine = partitioning.host_shard(shards)
     todo = [p for p in mine if not (score_dir / p.name).exists()]
     bar = tqdm.tqdm(total=len(mine), initial=len(mine) - len(todo), unit="shard",
-                    desc=f"iter{it} score", disable=not self.config.progress_bar or not todo)
+                    desc=f"{name} score", disable=not self.config.progress_bar or not todo)
     for path in todo:
       records = file_io.read_samples(path, token_ids=False)  # the text is scored, not the ids
       file_io.write_jsonl(score_dir / path.name,
                           evaluation.score(records, self.problems["train"], self.reward))
       bar.update(1)
     bar.close()
-    partitioning.sync_hosts(f"score_iter{it}")
+    partitioning.sync_hosts(f"score_{name.replace(' ', '_')}")
     return [str(score_dir / p.name) for p in shards]
 
-  def filter(self, it: int, shard_paths: list[str]) -> dict[str, Any]:
-    """Keeps reward-1 samples, at most K per problem (the first K by sample index)."""
+  def filter(self, it: int, shard_paths: list[str],
+             spread: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keeps reward-1 samples, at most K per problem (`estep.filter_samples`); returns the
+    iteration's statistics (with `spread`, the adaptive budget's, added)."""
     def fn():
-      K = self.config.restem.max_per_problem
-      by_id = {p["id"]: p for p in self.problems["train"]}
-      kept, counts = [], collections.Counter()
-      correct_per_problem = collections.Counter()
-      num_samples = num_correct = 0
-      for path in shard_paths:
-        for rec in file_io.read_jsonl(path):
-          num_samples += 1
-          if not rec["passed"]:
-            continue
-          num_correct += 1
-          correct_per_problem[rec["id"]] += 1
-          if counts[rec["id"]] < K:
-            counts[rec["id"]] += 1
-            kept.append({"id": rec["id"], "sample_index": rec["sample_index"],
-                         "prompt": by_id[rec["id"]]["prompt"], "text": rec["text"]})
-      hist = collections.Counter(counts[p["id"]] for p in self.problems["train"])
-      solved_hist = collections.Counter(correct_per_problem[p["id"]]
-                                        for p in self.problems["train"])
+      records = [rec for path in shard_paths for rec in file_io.read_jsonl(path)]
+      got = estep.filter_samples(records, self.problems["train"],
+                                 max_per_problem=self.plan.max_per_problem, dedup=self.plan.dedup)
       kept_dir = self.workdir / f"iter{it}" / "kept"
-      file_io.write_jsonl(kept_dir / "kept.jsonl", kept)
-      stats = {"iteration": it, "num_samples": num_samples, "num_correct": num_correct,
-               "num_kept": len(kept),
-               "train_solve_rate": sum(1 for p in self.problems["train"]
-                                       if correct_per_problem[p["id"]]) /
-                                   max(1, len(self.problems["train"])),
-               "kept_per_problem_histogram": {str(k): v for k, v in sorted(hist.items())},
-               "correct_per_problem_histogram": {str(k): v
-                                                 for k, v in sorted(solved_hist.items())},
-               "kept_dir": str(kept_dir)}
+      file_io.write_jsonl(kept_dir / "kept.jsonl", got.kept)
+      stats = {"iteration": it, **got.stats}
+      if self.plan.budget == "uniform" and not self.plan.dedup:
+        for key in estep.EXTENDED_STATS:  # the summary as before these switches existed
+          del stats[key]
+      stats.update(spread or {})
+      stats["kept_dir"] = str(kept_dir)
       # Embedded tasks: how many kept samples are truly right (the reward's false positives).
       data = self.config.data
       stats.update(truth.kept_precision(
-          data.kind, self._task_options(data.kind, data), by_id, kept,
+          data.kind, self._task_options(data.kind, data),
+          {p["id"]: p for p in self.problems["train"]}, got.kept,
           self.config.reward.to_dict(), seed=self.config.seed + it) or {})
       logging.info("iter%d: %d samples, %d correct (%.1f%%), %d kept; problems solved: %.1f%%; "
-                   "correct samples per problem: %s", it, num_samples, num_correct,
-                   100 * num_correct / max(1, num_samples), len(kept),
-                   100 * stats["train_solve_rate"], stats["correct_per_problem_histogram"])
+                   "correct samples per problem: %s", it, stats["num_samples"],
+                   stats["num_correct"], 100 * stats["num_correct"] / max(1, stats["num_samples"]),
+                   stats["num_kept"], 100 * stats["train_solve_rate"],
+                   stats["correct_per_problem_histogram"])
+      logging.info("iter%d: %d problems with a kept sample; %d duplicates dropped", it,
+                   got.stats["problems_with_kept"], got.stats["duplicates_dropped"])
       if "kept_precision" in stats:
         logging.info("iter%d: %.1f%% of %d kept samples are truly right (ground truth)", it,
                      100 * stats["kept_precision"], stats["kept_checked"])
@@ -432,11 +484,12 @@ class Run:
       return stats
     return self.stage(f"filter_iter{it}", fn)
 
-  def improve(self, it: int, base_dir: str, kept_dir: str) -> str:
-    """M-step: fine-tune the BASE model on the kept samples."""
+  def improve(self, it: int, start_dir: str, kept_dir: str) -> str:
+    """M-step: fine-tune `start_dir` (the base model, or the previous iterate with
+    restem.finetune_from="previous") on the kept samples."""
     name = finetune.register_finetune_task(f"restem_run_kept_iter{it}", kept_dir, self.vocab)
     rows = self._decoder_rows(name, "train")
-    return self.train_model(f"iter{it}", base_dir, rows, self.config.finetune)
+    return self.train_model(f"iter{it}", start_dir, rows, self.config.finetune)
 
 
 def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
@@ -455,12 +508,20 @@ def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
   workdir = checkpoints.absolute(workdir)  # Orbax needs absolute paths
   workdir.mkdir(parents=True, exist_ok=True)
   run_dir.check_owned(workdir)
+  complete_saved_config(workdir)
   config_json = json.loads(config.to_json_best_effort())
   if run_dir.is_finished(workdir, config_json):
     print(run_dir.finished_message(workdir), flush=True)
     return report.load_summary(workdir)
   check_and_save_config(config, workdir)
   preflight.check_run(config)  # inputs, before any stage: a failure leaves none finished
+  try:
+    estep.Plan.from_config(config.restem)
+  except ValueError as e:
+    raise cli.UserError(f"config: {e}") from e
+  if config.restem.finetune_from not in estep.FINETUNE_FROM:
+    raise cli.UserError(f"config: restem.finetune_from must be one of {estep.FINETUNE_FROM}, "
+                        f"got {config.restem.finetune_from!r}")
   r = Run(config, workdir)
   try:
     r.prepare_data()
@@ -476,17 +537,19 @@ def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     r.evaluate("sft_human", sft_dir)
 
   generator = config.restem.generator_checkpoint or base_dir
+  start = base_dir  # what the next iteration fine-tunes
   best_valid = None
   for it in range(1, config.restem.num_iterations + 1):
-    r.generate(it, generator)
-    stats = r.filter(it, r.score(it))
+    stats = r.filter(it, *r.estep(it, generator))
     report.upsert(r.summary["iterations"], {k: v for k, v in stats.items() if k != "kept_dir"},
                   ("iteration",))
     if stats["num_kept"] == 0:
       logging.warning("iter%d: no correct sample to train on; stopping", it)
       r.save_summary()
       break
-    model_dir = r.improve(it, base_dir, stats["kept_dir"])
+    model_dir = r.improve(it, start, stats["kept_dir"])
+    if config.restem.finetune_from == "previous":
+      start = model_dir
     r.evaluate(f"iter{it}", model_dir)
     valid = [e["accuracy"] for e in r.summary["evaluations"]
              if e["model"] == f"iter{it}" and e["split"] == "valid"]

@@ -99,8 +99,11 @@ def evaluation_scalars(entry: Mapping) -> dict[str, float]:
 
 def iteration_scalars(stats: Mapping) -> dict[str, float]:
   """A summary.json iteration entry as scalars: iteration/{samples, correct, kept,
-  train_solve_rate} (and kept_precision where the task has a ground truth)."""
+  train_solve_rate}, and those the entry has of kept_precision (a task with a ground truth),
+  problems_with_kept and duplicates_dropped (adaptive budget or dedup)."""
   names = {"num_samples": "samples", "num_correct": "correct", "num_kept": "kept",
-           "train_solve_rate": "train_solve_rate", "kept_precision": "kept_precision"}
+           "train_solve_rate": "train_solve_rate", "kept_precision": "kept_precision",
+           "problems_with_kept": "problems_with_kept",
+           "duplicates_dropped": "duplicates_dropped"}
   return {f"iteration/{tag}": stats[key] for key, tag in names.items()
           if stats.get(key) is not None}

@@ -146,6 +146,49 @@ def _plot_kept(summary, path):
   _finish(plt, fig, ax, path, "Kept solutions per training problem", "problems")
 
 
+def problems_with_kept(it: dict[str, Any]) -> int:
+  """An iteration's problems with at least one kept sample (older summaries: from the kept
+  histogram)."""
+  if "problems_with_kept" in it:
+    return it["problems_with_kept"]
+  return sum(v for k, v in it.get("kept_per_problem_histogram", {}).items() if k != "0")
+
+
+def _histogram_text(hist: dict[str, int]) -> str:
+  return ", ".join(f"{k}: {v}" for k, v in sorted(hist.items(), key=lambda kv: int(kv[0])))
+
+
+def iteration_lines(iterations: list[dict[str, Any]]) -> list[str]:
+  """The report's Iterations section: one table row per iteration, then how an adaptive
+  E-step spread its samples (rounds, samples per problem)."""
+  # kept precision: the fraction of kept samples truly right (embedded tasks' ground truth).
+  lines = ["## Iterations", "",
+           "| iteration | samples | correct | kept | problems with kept | kept per problem | "
+           "duplicates dropped | train solve rate | kept precision |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for it in iterations:
+    precision = (f"{100 * it['kept_precision']:.1f}%" if it.get("kept_precision") is not None
+                 else "-")
+    problems = sum(it.get("kept_per_problem_histogram", {}).values())
+    per_problem = f"{it['num_kept'] / problems:.2f}" if problems else "-"
+    lines.append(f"| {it['iteration']} | {it['num_samples']} | {it['num_correct']} | "
+                 f"{it['num_kept']} | {problems_with_kept(it)} | {per_problem} | "
+                 f"{it.get('duplicates_dropped', '-')} | {100 * it['train_solve_rate']:.1f}% | "
+                 f"{precision} |")
+  lines.append("")
+  spread = [it for it in iterations if it.get("samples_per_problem_histogram")]
+  if spread:
+    lines += ["Adaptive E-step: samples per round (problems sampled), and how many problems "
+              "drew how many samples:", ""]
+    for it in spread:
+      rounds = "; ".join(f"{r['samples']} ({r['problems']})" for r in it.get("rounds", []))
+      lines += [f"- iteration {it['iteration']}: rounds {rounds}",
+                f"  - samples per problem (samples: problems): "
+                f"{_histogram_text(it['samples_per_problem_histogram'])}"]
+    lines.append("")
+  return lines
+
+
 def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path:
   """Writes report.md with the tables and PNG plots beside it; returns its path."""
   workdir = epath.Path(workdir)
@@ -159,16 +202,7 @@ def write_report(workdir: epath.PathLike, summary: dict[str, Any]) -> epath.Path
   if any(e["split"] == "valid" for e in summary["evaluations"]):
     lines += ["## Validation", "", "```", table(summary, "valid"), "```", ""]
   if summary["iterations"]:
-    # kept precision: the fraction of kept samples truly right (embedded tasks' ground truth).
-    lines += ["## Iterations", "",
-              "| iteration | samples | correct | kept | train solve rate | kept precision |",
-              "| --- | --- | --- | --- | --- | --- |"]
-    for it in summary["iterations"]:
-      precision = (f"{100 * it['kept_precision']:.1f}%" if it.get("kept_precision") is not None
-                   else "-")
-      lines.append(f"| {it['iteration']} | {it['num_samples']} | {it['num_correct']} | "
-                   f"{it['num_kept']} | {100 * it['train_solve_rate']:.1f}% | {precision} |")
-    lines.append("")
+    lines += iteration_lines(summary["iterations"])
   lines += ["## Plots", "", "![accuracy](accuracy.png)", "", "![pass@k](pass_at_k.png)", "",
             "![kept solutions per problem](kept_per_problem.png)", ""]
   path = workdir / REPORT_FILE
