@@ -1,8 +1,7 @@
 """One decode step whose attention reads each prompt once for all of its samples.
 
-The model's own cached call (`Decoder(cfg).apply(..., cache=...)`) keeps one cache row per
-sample. With N samples of a prompt, that row holds N copies of the prompt's keys and values and
-every step reads all of them: for a 400-token few-shot prompt and 32 samples, most of a step's
+A KV cache with one row per sample holds, for N samples of a prompt, N copies of the prompt's
+keys and values, and every step reads all of them: for a 400-token few-shot prompt and 32 samples, most of a step's
 memory traffic is 31 redundant copies. This step splits the cache in two:
 
   prompt   each prompt's keys/values, from the prefill, one copy per prompt (P of them)
@@ -22,10 +21,11 @@ every step). `split_layers` slices each layer's weights out of the stacked param
 call (one extra copy of the weights while sampling) and stacks key with value and gate with up,
 so each pair is one product.
 
-It uses the model's parameters, its `Norm` module and `apply_rope`, and follows `Block`,
-`Attention`, `Mlp` and `Decoder` for the rest (parallel or sequential block, one or several
-K/V heads, SwiGLU or GeGLU, tied, scaled or untied logits, embedding scale);
-`tests/test_decode_step.py` checks it against `Decoder` for each of those switches.
+The layer math is the model's own (`model.embed`, `norm`, `qkv`, `attend`, `attention_out`,
+`mlp`, `block`, `unembed`: the functions `model.Decoder` and the prefill `model.prompt_kv`
+run); this module holds only the cache: its layout, the slot writes, the masks of the two
+parts and the map from rows to shared prompts. `tests/test_decode_step.py` checks the steps
+against `Decoder` for each architecture switch.
 """
 
 from __future__ import annotations
@@ -40,9 +40,6 @@ import jax.numpy as jnp
 from restem_jax import model as model_lib
 
 Array = jax.Array
-
-_NEG_INF = -1e30  # as in the model: finite, so fully masked parts give zeros, not NaN
-
 
 @flax.struct.dataclass
 class Cache:
@@ -109,7 +106,7 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
                                        _K_AXES)
     own_v = nn.with_logical_constraint(jnp.zeros((cfg.num_layers, P * n, K, T, H), dtype),
                                        _V_AXES)
-    bias_PS = jnp.where(jnp.arange(L)[None, :] < lengths_P[:, None], 0.0, _NEG_INF)
+    bias_PS = jnp.where(jnp.arange(L)[None, :] < lengths_P[:, None], 0.0, model_lib.NEG_INF)
     return Cache(shared_k=tuple(k[i] for i in layers), shared_v=tuple(v[i] for i in layers),
                  shared_bias_PS=bias_PS.astype(jnp.float32),
                  own_k=tuple(own_k[i] for i in layers), own_v=tuple(own_v[i] for i in layers),
@@ -124,149 +121,64 @@ def init_cache(cfg: model_lib.ModelConfig, prompt_kv: model_lib.Cache, lengths_P
                own_prompt_len_B=lengths_P.astype(jnp.int32), offset=L)
 
 
-def key_value(cfg: model_lib.ModelConfig, layer, x_BLD: Array, positions_BL: Array
-              ) -> tuple[Array, Array]:
-  """A layer's keys (rotated) and values [B, L, K, H] for its input x_BLD, as `Block` makes them.
-
-  Args:
-    cfg: the architecture.
-    layer: the layer's weights (`split_layers`).
-    x_BLD: the layer's input (before its attention norm).
-    positions_BL: the tokens' positions.
-  """
-  h_BLD = model_lib.Norm(cfg).apply({"params": layer["pre_attn_norm"]}, x_BLD)
-  return _key_value(cfg, layer["attn"], h_BLD, positions_BL)
-
-
-def _key_value(cfg: model_lib.ModelConfig, w_attn, h_BLD: Array, positions_BL: Array):
-  kv_BL2KH = jnp.einsum("BLD,DCKH->BLCKH", h_BLD, w_attn["key_value"])
-  if cfg.qkv_bias:
-    kv_BL2KH = kv_BL2KH + w_attn["key_value_bias"]
-  return (model_lib.apply_rope(kv_BL2KH[:, :, 0], positions_BL, cfg.rope_theta,
-                               model_lib.rope_inv_freq(cfg)),
-          kv_BL2KH[:, :, 1])
-
-
 def _rope_cos_sin(cfg: model_lib.ModelConfig, position_B: Array) -> tuple[Array, Array]:
-  """cos and sin [B, 1, H/2] of each row's rotary angles, as `model.apply_rope` makes them.
+  """cos and sin [B, 1, H/2] of each row's rotary angles, as `model.rope_cos_sin` makes them.
 
   Looked up in a table of every position's angles, which depends on no input (XLA computes it
   once, outside the decode loop): inside each rotation XLA evaluated them for every head,
-  layer and element, every step. The table comes from `apply_rope` itself, applied to the
+  layer and element, every step. The table comes from `model.rotate` itself, applied to the
   vector [1, .., 1, 0, .., 0], whose rotation is [cos | sin]: so it follows its frequencies.
   """
   half = cfg.head_dim // 2
   unit_H = jnp.concatenate([jnp.ones((half,), jnp.float32), jnp.zeros((half,), jnp.float32)])
-  cs_1M1H = model_lib.apply_rope(jnp.broadcast_to(unit_H, (1, cfg.max_len, 1, 2 * half)),
-                                 jnp.arange(cfg.max_len)[None], cfg.rope_theta,
-                                 model_lib.rope_inv_freq(cfg))
+  cs_1M1H = model_lib.rotate(jnp.broadcast_to(unit_H, (1, cfg.max_len, 1, 2 * half)),
+                             *model_lib.rope_cos_sin(jnp.arange(cfg.max_len)[None],
+                                                     model_lib.rope_inv_freq(cfg)))
   cs_B1H = jnp.take(cs_1M1H[0], position_B, axis=0)
   return cs_B1H[..., :half], cs_B1H[..., half:]
 
 
-def _rotate(x_BXH: Array, cos_B1h: Array, sin_B1h: Array) -> Array:
-  """`model.apply_rope`'s rotation of x_BXH (X heads) by precomputed angles."""
-  half = x_BXH.shape[-1] // 2
-  x = x_BXH.astype(jnp.float32)
-  x1, x2 = x[..., :half], x[..., half:]
-  out = jnp.concatenate([x1 * cos_B1h - x2 * sin_B1h, x2 * cos_B1h + x1 * sin_B1h], axis=-1)
-  return out.astype(x_BXH.dtype)
+class _SharedPrompts:
+  """The shared prompts' layout in `model.attend` (a `model.KV` group; see `Cache`).
 
+  Rows [B, K, G, ...] <-> prompts [P, K, M * G, ...]: the queries of prompt p's M member rows
+  are the M * G rows of one product with its keys.
+  """
 
-class _Members:
-  """Moves values between rows [B, ...] and prompts' members [P, M, ...] (see `Cache`)."""
-
-  def __init__(self, B: int, P: int, cache: Cache):
+  def __init__(self, B: int, cache: Cache):
     self.mapped = cache.members_PM is not None
     self.cache = cache
-    self.P = P
-    self.M = cache.members_PM.shape[1] if self.mapped else B // P
+    self.P = cache.shared_bias_PS.shape[0]
+    self.M = cache.members_PM.shape[1] if self.mapped else B // self.P
 
-  def to_members(self, x_B: Array) -> Array:
-    if not self.mapped:
-      return x_B.reshape((self.P, self.M) + x_B.shape[1:])
-    # Row B (no member) reads zeros.
-    padded = jnp.concatenate([x_B, jnp.zeros((1,) + x_B.shape[1:], x_B.dtype)])
-    return jnp.take(padded, self.cache.members_PM, axis=0)
+  def to_part(self, x_BKG: Array) -> Array:
+    if self.mapped:  # row B (no member) reads zeros
+      padded = jnp.concatenate([x_BKG, jnp.zeros((1,) + x_BKG.shape[1:], x_BKG.dtype)])
+      x_PMKG = jnp.take(padded, self.cache.members_PM, axis=0)
+    else:
+      x_PMKG = x_BKG.reshape((self.P, self.M) + x_BKG.shape[1:])
+    K, G = x_BKG.shape[1:3]
+    return jnp.swapaxes(x_PMKG, 1, 2).reshape((self.P, K, self.M * G) + x_BKG.shape[3:])
 
-  def to_rows(self, x_PM: Array) -> Array:
-    if not self.mapped:
-      return x_PM.reshape((-1,) + x_PM.shape[2:])
-    return x_PM[self.cache.row_prompt_B, self.cache.row_member_B]
+  def to_rows(self, x_PKX: Array) -> Array:
+    K = x_PKX.shape[1]
+    G = x_PKX.shape[2] // self.M
+    x_PMKG = jnp.swapaxes(x_PKX.reshape((self.P, K, self.M, G) + x_PKX.shape[3:]), 1, 2)
+    if self.mapped:
+      return x_PMKG[self.cache.row_prompt_B, self.cache.row_member_B]
+    return x_PMKG.reshape((-1,) + x_PMKG.shape[2:])
 
 
-def _attention(cfg: model_lib.ModelConfig, w_attn, h_BD: Array, rope: tuple[Array, Array],
-               slot_B: Array, own_bias_BS: Array, shared_k_PKHS: Array | None,
-               shared_v_PKSH: Array | None, shared_bias_PS: Array, own_k_BKHS: Array,
-               own_v_BKSH: Array, members: _Members | None = None):
-  """One new token per row attends to [its shared prompt | its own slots, itself included].
+def _write(cache_BKXY: Array, new_BKH: Array, slot_B: Array, axis: int) -> Array:
+  """Writes each row's new key or value at its slot (the slot axis of [K, X, Y] is 1 or 2).
 
-  `rope` is (cos, sin) of the rows' positions (`_rope_cos_sin`); `slot_B` is where each row's
-  token goes in its own slots; `members` maps rows to shared prompts.
-
-  Returns:
-    (output [B, D], own keys and values with this token's written at `slot`).
+  Written before it is read, as one scatter per cache, batched over rows (so the rows stay
+  split over devices as they are): then XLA updates the loop's buffer in place. Reading the old
+  buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users), makes it
+  copy the whole cache every step.
   """
-  N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  G = N // K
-  B = h_BD.shape[0]
-  dtype = jnp.dtype(cfg.dtype)
-  q_BNH = jnp.einsum("BD,DNH->BNH", h_BD, w_attn["query"])
-  if cfg.qkv_bias:
-    q_BNH = q_BNH + w_attn["query_bias"]
-  q_BKGH = (_rotate(q_BNH, *rope) * (H ** -0.5)).reshape(B, K, G, H)
-  kv_B2KH = jnp.einsum("BD,DCKH->BCKH", h_BD, w_attn["key_value"])
-  if cfg.qkv_bias:
-    kv_B2KH = kv_B2KH + w_attn["key_value_bias"]
-  k_BKH = _rotate(kv_B2KH[:, 0], *rope)
-  # Written before it is read, as one scatter per cache, batched over rows (so the rows stay
-  # split over devices as they are): then XLA updates the loop's buffer in place. Reading the
-  # old buffer first, or a dynamic_update_slice (which XLA may fuse into each of its users),
-  # makes it copy the whole cache every step.
-
-  def write(cache_BKXY, new_BKH, axis):  # the slot axis of [K, X, Y] is 1 or 2
-    return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
-        c, jnp.expand_dims(x_KH, axis).astype(c.dtype), s, axis=axis))(cache_BKXY, new_BKH,
-                                                                        slot_B)
-  own_k_BKHS = write(own_k_BKHS, k_BKH, axis=2)
-  own_v_BKSH = write(own_v_BKSH, kv_B2KH[:, 1], axis=1)
-
-  s_own_BKGS = jnp.einsum("BKGH,BKHS->BKGS", q_BKGH, own_k_BKHS,
-                          preferred_element_type=jnp.float32) + own_bias_BS[:, None, None, :]
-  # One softmax over both parts without concatenating them; normalised after the value
-  # products, so each score tensor is read once by exp and once by its product.
-  m_BKG = s_own_BKGS.max(-1)
-  if shared_k_PKHS is not None:
-    P = shared_k_PKHS.shape[0]
-    n = members.M
-
-    def to_rows(x_PKM):  # [P, K, n * G] -> [B, K, G]
-      return members.to_rows(x_PKM.reshape(P, K, n, G).transpose(0, 2, 1, 3))
-
-    def to_prompts(x_BKG):  # [B, K, G] -> [P, K, n * G]
-      return members.to_members(x_BKG).transpose(0, 2, 1, 3).reshape(P, K, n * G)
-
-    # The n samples' queries of prompt p are the M = n * G rows of one product.
-    q_PKMH = members.to_members(q_BKGH).transpose(0, 2, 1, 3, 4).reshape(P, K, n * G, H)
-    s_pre_PKMS = jnp.einsum("PKMH,PKHS->PKMS", q_PKMH, shared_k_PKHS,
-                            preferred_element_type=jnp.float32) + shared_bias_PS[:, None, None]
-    m_BKG = jnp.maximum(m_BKG, to_rows(s_pre_PKMS.max(-1)))
-  e_own_BKGS = jnp.exp(s_own_BKGS - m_BKG[..., None])
-  denom_BKG = e_own_BKGS.sum(-1)
-  o_BKGH = jnp.einsum("BKGS,BKSH->BKGH", e_own_BKGS.astype(dtype), own_v_BKSH,
-                      preferred_element_type=jnp.float32)
-  if shared_k_PKHS is not None:
-    e_pre_PKMS = jnp.exp(s_pre_PKMS - to_prompts(m_BKG)[..., None])
-    denom_BKG = denom_BKG + to_rows(e_pre_PKMS.sum(-1))
-    o_pre_PKMH = jnp.einsum("PKMS,PKSH->PKMH", e_pre_PKMS.astype(dtype), shared_v_PKSH,
-                            preferred_element_type=jnp.float32)
-    o_BKGH = o_BKGH + members.to_rows(
-        o_pre_PKMH.reshape(P, K, n, G, H).transpose(0, 2, 1, 3, 4))
-  out_BKGH = (o_BKGH / denom_BKG[..., None]).astype(dtype)
-  # One [B, N*H] x [N*H, D] product (`split_layers` flattens the weight): with [N, H, D], XLA
-  # transposed both the heads' outputs and, every step, the weight.
-  out_BD = jnp.einsum("BX,XD->BD", out_BKGH.reshape(B, N * H), w_attn["out"])
-  return out_BD, own_k_BKHS, own_v_BKSH
+  return jax.vmap(lambda c, x_KH, s: jax.lax.dynamic_update_slice_in_dim(
+      c, jnp.expand_dims(x_KH, axis).astype(c.dtype), s, axis=axis))(cache_BKXY, new_BKH, slot_B)
 
 
 def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array,
@@ -287,54 +199,40 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
     (logits [B, V] float32, the cache with this token written at slot offset + step).
   """
   dtype = jnp.dtype(cfg.dtype)
-  embedding = params["embedding"]
-  x_BD = jnp.take(embedding, token_B, axis=0).astype(dtype)
-  if cfg.embed_scale:
-    x_BD = x_BD * jnp.asarray(cfg.d_model ** 0.5, dtype)
-  norm = model_lib.Norm(cfg)
-  act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
-      jax.nn.gelu, approximate=True)
-
-  def mlp_BD(p, h_BD):  # as model.Mlp, with gate and up in one product
-    gate_up_B2F = jnp.einsum("BD,DCF->BCF", h_BD, p["wi_gate_up"])
-    h_BF = nn.with_logical_constraint(act(gate_up_B2F[:, 0]) * gate_up_B2F[:, 1],
-                                      ("activation_batch", "activation_mlp"))
-    return jnp.einsum("BF,FD->BD", h_BF, p["wo"])
-
+  x_BD = model_lib.embed(cfg, params["embedding"], token_B)
   S = cache.own_v[0].shape[2]
   B = token_B.shape[0]
   slot_S = jnp.arange(S)
   slot_B = jnp.broadcast_to(cache.offset + step, (B,)).astype(jnp.int32)  # where this token goes
   own_valid_BS = ((slot_S[None, :] < cache.own_prompt_len_B[:, None])
                   | ((slot_S[None, :] >= cache.offset) & (slot_S[None, :] <= slot_B[:, None])))
-  own_bias_BS = jnp.where(own_valid_BS, 0.0, _NEG_INF).astype(jnp.float32)
+  own_bias_BS = jnp.where(own_valid_BS, 0.0, model_lib.NEG_INF).astype(jnp.float32)
   rope = _rope_cos_sin(cfg, position_B)
-  shared = bool(cache.shared_k)
-  members = _Members(B, cache.shared_bias_PS.shape[0], cache) if shared else None
+  shared = _SharedPrompts(B, cache) if cache.shared_k else None
   own_k, own_v = [], []
-  for i, p in enumerate(layers):
-    h_BD = norm.apply({"params": p["pre_attn_norm"]}, x_BD)
-    attn_BD, k_BKHS, v_BKSH = _attention(
-        cfg, p["attn"], h_BD, rope, slot_B, own_bias_BS,
-        cache.shared_k[i] if shared else None, cache.shared_v[i] if shared else None,
-        cache.shared_bias_PS, cache.own_k[i], cache.own_v[i], members)
+  for i, w in enumerate(layers):
+
+    def attention(h_BD, w=w, i=i):
+      """[the row's own slots, this token's written first | its shared prompt], one softmax."""
+      q_BKGH, k_BKH, v_BKH = model_lib.qkv(cfg, w["attn"], h_BD, *rope)
+      k_BKHS = _write(cache.own_k[i], k_BKH, slot_B, axis=2)
+      v_BKSH = _write(cache.own_v[i], v_BKH, slot_B, axis=1)
+      parts = [model_lib.KV(k_BKHS, v_BKSH, own_bias_BS[:, None, None, :], "BKGH,BKHS->BKGS",
+                            "BKGS,BKSH->BKGH")]
+      if shared is not None:
+        parts.append(model_lib.KV(cache.shared_k[i], cache.shared_v[i],
+                                  cache.shared_bias_PS[:, None, None], "PKMH,PKHS->PKMS",
+                                  "PKMS,PKSH->PKMH", shared))
+      out_BKGH = model_lib.attend(q_BKGH, parts, dtype, normalize_late=True)
+      return model_lib.attention_out(cfg, w["attn"], out_BKGH), (k_BKHS, v_BKSH)
+
+    x_BD, (k_BKHS, v_BKSH) = model_lib.block(
+        cfg, x_BD, lambda name, w=w: functools.partial(model_lib.norm, cfg, w[name]["scale"]),
+        attention, functools.partial(model_lib.mlp, cfg, w["mlp"]))
     own_k.append(k_BKHS)
     own_v.append(v_BKSH)
-    if cfg.parallel_block:
-      x_BD = x_BD + attn_BD + mlp_BD(p["mlp"], h_BD)
-    else:
-      x_BD = x_BD + attn_BD
-      x_BD = x_BD + mlp_BD(p["mlp"], norm.apply({"params": p["pre_mlp_norm"]}, x_BD))
-    x_BD = nn.with_logical_constraint(x_BD, ("activation_batch", "activation_embed"))
-  x_BD = norm.apply({"params": params["final_norm"]}, x_BD)
-  if cfg.tied_embeddings:
-    logits_BV = jnp.einsum("BD,VD->BV", x_BD, embedding.astype(dtype),
-                           preferred_element_type=jnp.float32)
-    if cfg.scale_tied_logits:
-      logits_BV = logits_BV * (cfg.d_model ** -0.5)
-  else:
-    logits_BV = jnp.einsum("BD,DV->BV", x_BD, params["unembed"].astype(dtype),
-                           preferred_element_type=jnp.float32)
+  x_BD = model_lib.norm(cfg, params["final_norm"]["scale"], x_BD)
+  logits_BV = model_lib.unembed(cfg, x_BD, params["embedding"], params.get("unembed"))
   return logits_BV, cache.replace(own_k=tuple(own_k), own_v=tuple(own_v))
 
 

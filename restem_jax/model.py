@@ -1,4 +1,4 @@
-"""A PaLM-style decoder-only Transformer in Flax linen, with a KV cache for sampling.
+"""A PaLM-style decoder-only Transformer: its math once, for training, prefill and decoding.
 
 PaLM's choices are the defaults: parallel attention + MLP block, SwiGLU, multi-query attention,
 rotary embeddings, tied input/output embeddings, LayerNorm without bias, no biases anywhere. Config
@@ -7,22 +7,30 @@ sequential block, grouped-query or multi-head K/V, RMSNorm, untied embeddings, G
 independent of d_model, RoPE theta and scaling, query/key/value biases. `convert.py` imports and
 exports their Hugging Face checkpoints.
 
+The layer math exists once, as pure functions of arrays and weights: `embed`, `norm`,
+`rope_cos_sin` / `rotate`, `qkv`, `attend` (one softmax over several parts of keys/values, none
+copied into another), `attention_out`, `mlp`, `block` (the residual wiring) and `unembed`; each
+architecture switch lives in one of them. The Flax modules (`Norm`, `Attention`, `Mlp`, `Block`,
+`Decoder`) only declare the parameters (logical axes, initialisers) and call them. Three callers:
+  training  `Decoder`: whole sequences, the layers in `nn.scan`;
+  prefill   `prompt_kv`: `Decoder`'s embedding, masks and `Block`s over prompts (optionally after
+            a cached prefix), keeping the keys/values and skipping what only logits need;
+  decoding  `decode_step.py`: one token a row against a split KV cache, on a per-layer copy of
+            the weights that fuses key with value and gate with up (the functions take either).
+
 Every parameter and main activation carries logical axis names (T5X style); `partitioning.py`
 maps them to the mesh. Shape letters used in names and einsums:
   B batch, L new tokens, S cache slots, D d_model, F d_ff, V vocab,
   N query heads, K key/value heads, G query heads per K/V head (N = K * G), H head dim.
-
-The cache is kept outside the module as a plain pytree (`init_cache`, `update_cache`). A call
-never copies it: attention reads the old slots and the new tokens' keys/values as two parts of one
-softmax, and returns the new keys/values for the caller to write. That lets a sampler prefill a
-prompt once and share its cache between samples, and keeps the decode step free of cache copies.
+The functions take any leading axes: [B, L, ...] in training and prefill, [B, ...] in decoding.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -31,7 +39,7 @@ import jax.numpy as jnp
 Array = jax.Array
 Cache = dict[str, Array]  # {"k": [layers, B, S, K, H], "v": [layers, B, S, K, H]}
 
-_NEG_INF = -1e30  # finite, so a fully masked row gives zeros and not NaN
+NEG_INF = -1e30  # finite, so a fully masked row gives zeros and not NaN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,40 +142,39 @@ def preset(name: str, **overrides) -> ModelConfig:
   return PRESETS[name].replace(**overrides)
 
 
-def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
-            fan_in_axes: tuple[int, ...] = (0,)) -> Array:
-  """A weight with logical axis names, fan-in scaled truncated-normal init, in param_dtype."""
-  out_axes = tuple(i for i in range(len(shape)) if i not in fan_in_axes)
-  init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                          in_axis=fan_in_axes, out_axis=out_axes)
-  w = module.param(name, nn.with_logical_partitioning(init, axes), shape,
-                   jnp.dtype(module.config.param_dtype))
-  return w.astype(module.config.dtype)
+
+# ---------------------------------------------------------------------------------------------
+# The math, as pure functions of activations and weights (the only implementation of each).
 
 
-def _constrain(x: Array, names: tuple[str | None, ...]) -> Array:
-  return nn.with_logical_constraint(x, names)
+def _activation(x: Array, *trailing: str) -> Array:
+  """Constrains an activation whose leading axes are the batch and, if any, the tokens."""
+  leading = ("activation_batch", "activation_length")[:x.ndim - len(trailing)]
+  return nn.with_logical_constraint(x, leading + trailing)
 
 
-class Norm(nn.Module):
-  """LayerNorm without bias (PaLM) or RMSNorm, with a learned scale."""
+def embed(cfg: ModelConfig, embedding_VD: Array, tokens: Array) -> Array:
+  """The tokens' embeddings [..., D] in the compute dtype (times sqrt(d_model) for Gemma)."""
+  x = jnp.take(embedding_VD, tokens, axis=0).astype(cfg.dtype)
+  if cfg.embed_scale:
+    x = x * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
+  return _activation(x, "activation_embed")
 
-  config: ModelConfig
 
-  @nn.compact
-  def __call__(self, x_BLD: Array) -> Array:
-    cfg = self.config
-    init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
-    scale_D = self.param("scale", nn.with_logical_partitioning(init, ("norm",)),
-                         (x_BLD.shape[-1],), jnp.dtype(cfg.param_dtype))
-    x = x_BLD.astype(jnp.float32)
-    if cfg.norm == "layernorm":
-      x = x - jnp.mean(x, axis=-1, keepdims=True)
-    x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
-    scale = scale_D.astype(jnp.float32)
-    if cfg.norm_scale_plus_one:
-      scale = 1.0 + scale
-    return (x * scale).astype(cfg.dtype)
+def norm(cfg: ModelConfig, scale_D: Array, x: Array) -> Array:
+  """LayerNorm without bias (PaLM) or RMSNorm over the last axis, computed in float32.
+
+  The result is scaled by scale_D (by 1 + scale_D with `norm_scale_plus_one`: Gemma) and
+  returned in the compute dtype.
+  """
+  x = x.astype(jnp.float32)
+  if cfg.norm == "layernorm":
+    x = x - jnp.mean(x, axis=-1, keepdims=True)
+  x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
+  scale = scale_D.astype(jnp.float32)
+  if cfg.norm_scale_plus_one:
+    scale = 1.0 + scale
+  return (x * scale).astype(cfg.dtype)
 
 
 def rope_inv_freq(cfg: ModelConfig) -> Array:
@@ -190,25 +197,235 @@ def rope_inv_freq(cfg: ModelConfig) -> Array:
   return inv_freq_h
 
 
-def apply_rope(x_BLNH: Array, positions_BL: Array, theta: float,
-               inv_freq_h: Array | None = None) -> Array:
-  """Rotary embeddings, in the rotate-half layout that Hugging Face checkpoints use.
+def rope_cos_sin(positions: Array, inv_freq_h: Array) -> tuple[Array, Array]:
+  """cos and sin [..., 1, H/2] of the rotary angles at `positions` [...] (1: broadcast over heads)."""
+  angles = positions[..., None].astype(jnp.float32) * inv_freq_h
+  sin = jnp.sin(angles)[..., None, :]
+  return jnp.cos(angles)[..., None, :], sin
+
+
+def rotate(x: Array, cos: Array, sin: Array) -> Array:
+  """Rotary embedding of x [..., heads, H] by `rope_cos_sin`'s angles, in the rotate-half layout
+  that Hugging Face checkpoints use; computed in float32, returned in x's dtype."""
+  half = x.shape[-1] // 2
+  x32 = x.astype(jnp.float32)
+  x1, x2 = x32[..., :half], x32[..., half:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def qkv(cfg: ModelConfig, w, h: Array, cos: Array, sin: Array) -> tuple[Array, Array, Array]:
+  """An attention's queries, keys and values of its (normed) input h [..., D].
 
   Args:
-    x_BLNH: queries or keys.
-    positions_BL: their positions.
-    theta: the base wavelength, used when `inv_freq_h` is None.
-    inv_freq_h: the frequencies (`rope_inv_freq(cfg)`, which applies the config's scaling).
+    cfg: the architecture.
+    w: "query" [D, N, H]; "key" and "value" [D, K, H], or "key_value" [D, 2, K, H] (one product:
+      `decode_step.split_layers`); with `qkv_bias` (Qwen2) also "query_bias" [N, H] and
+      "key_bias", "value_bias" [K, H] or "key_value_bias" [2, K, H].
+    h: the input.
+    cos, sin: `rope_cos_sin` of the tokens' positions.
+
+  Returns:
+    (queries [..., K, G, H], rotated and scaled by H**-0.5; keys [..., K, H], rotated;
+    values [..., K, H]).
   """
-  half = x_BLNH.shape[-1] // 2
-  if inv_freq_h is None:
-    inv_freq_h = 1.0 / (theta ** (jnp.arange(half, dtype=jnp.float32) / half))
-  angles_BLh = positions_BL[..., None].astype(jnp.float32) * inv_freq_h
-  sin, cos = jnp.sin(angles_BLh)[:, :, None, :], jnp.cos(angles_BLh)[:, :, None, :]
-  x = x_BLNH.astype(jnp.float32)
-  x1, x2 = x[..., :half], x[..., half:]
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BLNH.dtype)
+  N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+  q = jnp.einsum("...D,DNH->...NH", h, w["query"])
+  if "key_value" in w:
+    kv = jnp.einsum("...D,DCKH->...CKH", h, w["key_value"])
+    if cfg.qkv_bias:
+      q, kv = q + w["query_bias"], kv + w["key_value_bias"]
+    k, v = kv[..., 0, :, :], kv[..., 1, :, :]
+  else:
+    k = jnp.einsum("...D,DKH->...KH", h, w["key"])
+    v = jnp.einsum("...D,DKH->...KH", h, w["value"])
+    if cfg.qkv_bias:
+      q, k, v = q + w["query_bias"], k + w["key_bias"], v + w["value_bias"]
+  q = _activation(rotate(q, cos, sin), "activation_heads", "activation_kv")
+  k = rotate(k, cos, sin)
+  return (q * (H ** -0.5)).reshape(q.shape[:-2] + (K, N // K, H)), k, v
+
+
+class KV(NamedTuple):
+  """One part of what an attention's queries read: keys and values, and the einsums that do.
+
+  keys, values: in any layout; `scores` is the einsum "queries,keys->scores" and `mix` the
+    einsum "weights,values->outputs" (the weights are laid out as the scores).
+  mask: where a query may attend, broadcastable to the scores: bool, or a float32 bias to add
+    (0 or NEG_INF).
+  group: None when this part's queries are laid out as the other parts' (the rows). Else it
+    maps between the rows and this part's layout (e.g. a prompt shared by several rows, read in
+    one product): `group.to_part(x)` and `group.to_rows(x)`, over the axes before the slots.
+  """
+
+  keys: Array
+  values: Array
+  mask: Array
+  scores: str
+  mix: str
+  group: Any = None
+
+
+def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False) -> Array:
+  """Softmax attention of queries over several parts of keys/values, as one softmax.
+
+  Args:
+    q: the queries (`qkv`'s), laid out for the parts' `scores` einsums.
+    parts: the keys/values: [a cached prefix, the new tokens] in training and prefill, [the row's
+      own slots, its shared prompt] in a decode step. Scores are float32.
+    dtype: the compute dtype.
+    normalize_late: False: the weights are normalised before the value products
+      (`jax.nn.softmax`, whose gradient training takes); parts must not have a `group`. True:
+      after them, in float32, so each score tensor is read once by exp and once by its product
+      and the division is on the [.., H] outputs, not on the [.., S] weights (one query a row:
+      the decode step). The two round differently in the last bits.
+
+  Returns:
+    The outputs in the compute dtype, laid out as the rows' `mix` einsums make them.
+  """
+  scores = []
+  for part in parts:
+    s = jnp.einsum(part.scores, q if part.group is None else part.group.to_part(q), part.keys,
+                   preferred_element_type=jnp.float32)
+    scores.append(jnp.where(part.mask, s, NEG_INF) if part.mask.dtype == jnp.bool_
+                  else s + part.mask)
+  if not normalize_late:
+    if any(part.group is not None for part in parts):
+      raise ValueError("attend: grouped parts need normalize_late=True")
+    weights = jax.nn.softmax(scores[0] if len(scores) == 1 else jnp.concatenate(scores, -1),
+                             axis=-1).astype(dtype)
+    out, start = None, 0
+    for part, s in zip(parts, scores):
+      w = weights if len(parts) == 1 else weights[..., start:start + s.shape[-1]]
+      start += s.shape[-1]
+      o = jnp.einsum(part.mix, w, part.values)
+      out = o if out is None else out + o
+    return out
+
+  def rows(part, x):
+    return x if part.group is None else part.group.to_rows(x)
+
+  def of_part(part, x):
+    return x if part.group is None else part.group.to_part(x)
+
+  m = None
+  for part, s in zip(parts, scores):
+    m = rows(part, s.max(-1)) if m is None else jnp.maximum(m, rows(part, s.max(-1)))
+  out = denom = None
+  for part, s in zip(parts, scores):
+    e = jnp.exp(s - of_part(part, m)[..., None])
+    d = rows(part, e.sum(-1))
+    o = rows(part, jnp.einsum(part.mix, e.astype(dtype), part.values,
+                              preferred_element_type=jnp.float32))
+    out, denom = (o, d) if out is None else (out + o, denom + d)
+  return (out / denom[..., None]).astype(dtype)
+
+
+def attention_out(cfg: ModelConfig, w, out: Array) -> Array:
+  """The output projection of `attend`'s outputs [..., K, G, H] to [..., D].
+
+  w["out"]: [N, H, D], or [N*H, D] (`decode_step.split_layers`: one plain product).
+  """
+  N, H = cfg.num_heads, cfg.head_dim
+  lead = out.shape[:-3]
+  if w["out"].ndim == 2:
+    return jnp.einsum("...X,XD->...D", out.reshape(lead + (N * H,)), w["out"])
+  return jnp.einsum("...NH,NHD->...D", out.reshape(lead + (N, H)), w["out"])
+
+
+def mlp(cfg: ModelConfig, w, h: Array) -> Array:
+  """Gated MLP of h [..., D]: SwiGLU (PaLM, Llama) or GeGLU (Gemma, tanh approximation).
+
+  w: "wi_gate" and "wi_up" [D, F], or "wi_gate_up" [D, 2, F] (one product:
+  `decode_step.split_layers`); "wo" [F, D].
+  """
+  if "wi_gate_up" in w:
+    gate_up = jnp.einsum("...D,DCF->...CF", h, w["wi_gate_up"])
+    gate, up = gate_up[..., 0, :], gate_up[..., 1, :]
+  else:
+    gate = jnp.einsum("...D,DF->...F", h, w["wi_gate"])
+    up = jnp.einsum("...D,DF->...F", h, w["wi_up"])
+  act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
+      jax.nn.gelu, approximate=True)
+  return jnp.einsum("...F,FD->...D", _activation(act(gate) * up, "activation_mlp"), w["wo"])
+
+
+def block(cfg: ModelConfig, x: Array, norm_fn: Callable[[str], Callable[[Array], Array]],
+          attention: Callable[[Array], tuple[Array, Any]], mlp_fn: Callable[[Array], Array]
+          ) -> tuple[Array, Any]:
+  """One decoder layer's residual wiring: PaLM's parallel block or the sequential one.
+
+  Args:
+    cfg: the architecture.
+    x: the layer's input [..., D].
+    norm_fn: the layer's norm by name ("pre_attn_norm"; "pre_mlp_norm" when sequential).
+    attention: normed input -> (output [..., D], anything else, returned as is).
+    mlp_fn: normed input -> output [..., D].
+
+  Returns:
+    (the layer's output, what `attention` returned beside its output).
+  """
+  h = norm_fn("pre_attn_norm")(x)
+  attn, extra = attention(h)
+  if cfg.parallel_block:  # PaLM: y = x + attn(norm(x)) + mlp(norm(x))
+    x = x + attn + mlp_fn(h)
+  else:
+    x = x + attn
+    x = x + mlp_fn(norm_fn("pre_mlp_norm")(x))
+  return _activation(x, "activation_embed"), extra
+
+
+def unembed(cfg: ModelConfig, x: Array, embedding_VD: Array, unembed_DV: Array | None = None
+            ) -> Array:
+  """Logits [..., V] in float32 of the final-normed x: tied to the embedding (divided by
+  sqrt(d_model) with `scale_tied_logits`: PaLM, T5X) or through the untied unembed_DV."""
+  if cfg.tied_embeddings:
+    logits = jnp.einsum("...D,VD->...V", x, embedding_VD.astype(cfg.dtype),
+                        preferred_element_type=jnp.float32)
+    if cfg.scale_tied_logits:
+      logits = logits * (cfg.d_model ** -0.5)
+  else:
+    logits = jnp.einsum("...D,DV->...V", x, unembed_DV.astype(cfg.dtype),
+                        preferred_element_type=jnp.float32)
+  return _activation(logits, "activation_vocab")
+
+
+def masks(positions_BL: Array, segment_ids_BL: Array | None = None,
+          cache_len: int | None = None) -> tuple[Array, Array | None]:
+  """The masks all layers share: (self [B, L, L], cache [B, L, S] or None without a cache).
+
+  A token attends to the new tokens at positions <= its own (within its segment, for packed
+  rows), and to the cache slots before its row's first new position (slot s holds position s).
+  """
+  self_mask_BLL = positions_BL[:, None, :] <= positions_BL[:, :, None]
+  if segment_ids_BL is not None:
+    self_mask_BLL &= segment_ids_BL[:, None, :] == segment_ids_BL[:, :, None]
+  if cache_len is None:
+    return self_mask_BLL, None
+  B, L = positions_BL.shape
+  start_B1 = positions_BL[:, :1]
+  return self_mask_BLL, jnp.broadcast_to(
+      (jnp.arange(cache_len, dtype=jnp.int32)[None, :] < start_B1)[:, None, :], (B, L, cache_len))
+
+
+def _positions(positions_BL: Array | None, B: int, L: int) -> Array:
+  if positions_BL is None:
+    positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
+  return positions_BL.astype(jnp.int32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Flax modules: they declare the parameters (logical axes, initialisers) and call the math.
+
+
+def _kernel(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...],
+            fan_in_axes: tuple[int, ...] = (0,)) -> Array:
+  """A weight with logical axis names, fan-in scaled truncated-normal init, in param_dtype."""
+  out_axes = tuple(i for i in range(len(shape)) if i not in fan_in_axes)
+  init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                          in_axis=fan_in_axes, out_axis=out_axes)
+  w = module.param(name, nn.with_logical_partitioning(init, axes), shape,
+                   jnp.dtype(module.config.param_dtype))
+  return w.astype(module.config.dtype)
 
 
 def _bias(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...]) -> Array:
@@ -217,99 +434,84 @@ def _bias(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str,
   return b.astype(module.config.dtype)
 
 
-class Attention(nn.Module):
-  """Multi-query / grouped-query / multi-head attention over an optional cache."""
+class Norm(nn.Module):
+  """`norm` with a learned scale."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BLD, positions_BL, self_mask_BLL, cache_k_BSKH, cache_v_BSKH,
-               cache_mask_BLS):
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    init = nn.initializers.zeros if cfg.norm_scale_plus_one else nn.initializers.ones
+    scale_D = self.param("scale", nn.with_logical_partitioning(init, ("norm",)),
+                         (x.shape[-1],), jnp.dtype(cfg.param_dtype))
+    return norm(cfg, scale_D, x)
+
+
+class Attention(nn.Module):
+  """Multi-query / grouped-query / multi-head attention of L new tokens over an optional cache."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, h_BLD, positions_BL, self_mask_BLL, cache_k_BSKH=None, cache_v_BSKH=None,
+               cache_mask_BLS=None):
+    """Returns (output [B, L, D], the new tokens' keys and values [B, L, K, H])."""
     cfg = self.config
     N, K, H, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model
-    w_q_DNH = _kernel(self, "query", (D, N, H), ("embed", "heads", "kv"))
-    w_k_DKH = _kernel(self, "key", (D, K, H), ("embed", "kv_heads", "kv"))
-    w_v_DKH = _kernel(self, "value", (D, K, H), ("embed", "kv_heads", "kv"))
-    w_o_NHD = _kernel(self, "out", (N, H, D), ("heads", "kv", "embed"), fan_in_axes=(0, 1))
-    q_BLNH = jnp.einsum("BLD,DNH->BLNH", x_BLD, w_q_DNH)
-    k_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, w_k_DKH)
-    v_BLKH = jnp.einsum("BLD,DKH->BLKH", x_BLD, w_v_DKH)
+    w = {"query": _kernel(self, "query", (D, N, H), ("embed", "heads", "kv")),
+         "key": _kernel(self, "key", (D, K, H), ("embed", "kv_heads", "kv")),
+         "value": _kernel(self, "value", (D, K, H), ("embed", "kv_heads", "kv")),
+         "out": _kernel(self, "out", (N, H, D), ("heads", "kv", "embed"), fan_in_axes=(0, 1))}
     if cfg.qkv_bias:
-      q_BLNH = q_BLNH + _bias(self, "query_bias", (N, H), ("heads", "kv"))
-      k_BLKH = k_BLKH + _bias(self, "key_bias", (K, H), ("kv_heads", "kv"))
-      v_BLKH = v_BLKH + _bias(self, "value_bias", (K, H), ("kv_heads", "kv"))
-    inv_freq_h = rope_inv_freq(cfg)
-    q_BLNH = apply_rope(q_BLNH, positions_BL, cfg.rope_theta, inv_freq_h)
-    k_BLKH = apply_rope(k_BLKH, positions_BL, cfg.rope_theta, inv_freq_h)
-    q_BLNH = _constrain(q_BLNH, ("activation_batch", "activation_length", "activation_heads",
-                                 "activation_kv"))
-
-    B, L = x_BLD.shape[:2]
-    G = N // K
-    q_BLKGH = (q_BLNH * (H ** -0.5)).reshape(B, L, K, G, H)
-    # One softmax over [old cache slots | new tokens]; the cache itself is never copied.
-    logits_new = jnp.einsum("BLKGH,BMKH->BKGLM", q_BLKGH, k_BLKH,
-                            preferred_element_type=jnp.float32)
-    logits_new = jnp.where(self_mask_BLL[:, None, None], logits_new, _NEG_INF)
+      w["query_bias"] = _bias(self, "query_bias", (N, H), ("heads", "kv"))
+      w["key_bias"] = _bias(self, "key_bias", (K, H), ("kv_heads", "kv"))
+      w["value_bias"] = _bias(self, "value_bias", (K, H), ("kv_heads", "kv"))
+    q_BLKGH, k_BLKH, v_BLKH = qkv(cfg, w, h_BLD,
+                                  *rope_cos_sin(positions_BL, rope_inv_freq(cfg)))
+    parts = [KV(k_BLKH, v_BLKH, self_mask_BLL[:, None, None], "BLKGH,BMKH->BKGLM",
+                "BKGLM,BMKH->BLKGH")]
     if cache_k_BSKH is not None:
-      logits_old = jnp.einsum("BLKGH,BSKH->BKGLS", q_BLKGH, cache_k_BSKH.astype(cfg.dtype),
-                              preferred_element_type=jnp.float32)
-      logits_old = jnp.where(cache_mask_BLS[:, None, None], logits_old, _NEG_INF)
-      S = logits_old.shape[-1]
-      probs = jax.nn.softmax(jnp.concatenate([logits_old, logits_new], axis=-1), axis=-1)
-      probs = probs.astype(cfg.dtype)
-      out_BLKGH = (jnp.einsum("BKGLS,BSKH->BLKGH", probs[..., :S],
-                              cache_v_BSKH.astype(cfg.dtype))
-                   + jnp.einsum("BKGLM,BMKH->BLKGH", probs[..., S:], v_BLKH))
-    else:
-      probs = jax.nn.softmax(logits_new, axis=-1).astype(cfg.dtype)
-      out_BLKGH = jnp.einsum("BKGLM,BMKH->BLKGH", probs, v_BLKH)
-    out_BLNH = out_BLKGH.reshape(B, L, N, H)
-    out_BLD = jnp.einsum("BLNH,NHD->BLD", out_BLNH, w_o_NHD)
-    return out_BLD, k_BLKH, v_BLKH
+      parts.insert(0, KV(cache_k_BSKH.astype(cfg.dtype), cache_v_BSKH.astype(cfg.dtype),
+                         cache_mask_BLS[:, None, None], "BLKGH,BSKH->BKGLS", "BKGLS,BSKH->BLKGH"))
+    return attention_out(cfg, w, attend(q_BLKGH, parts, cfg.dtype)), k_BLKH, v_BLKH
 
 
 class Mlp(nn.Module):
-  """Gated MLP: SwiGLU (PaLM, Llama) or GeGLU (Gemma)."""
+  """`mlp` with its weights."""
 
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BLD: Array) -> Array:
+  def __call__(self, h_BLD: Array) -> Array:
     cfg = self.config
     D, F = cfg.d_model, cfg.d_ff
-    gate_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, _kernel(self, "wi_gate", (D, F), ("embed", "mlp")))
-    up_BLF = jnp.einsum("BLD,DF->BLF", x_BLD, _kernel(self, "wi_up", (D, F), ("embed", "mlp")))
-    act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
-        jax.nn.gelu, approximate=True)
-    h_BLF = _constrain(act(gate_BLF) * up_BLF,
-                       ("activation_batch", "activation_length", "activation_mlp"))
-    return jnp.einsum("BLF,FD->BLD", h_BLF, _kernel(self, "wo", (F, D), ("mlp", "embed")))
+    w = {"wi_gate": _kernel(self, "wi_gate", (D, F), ("embed", "mlp")),
+         "wi_up": _kernel(self, "wi_up", (D, F), ("embed", "mlp")),
+         "wo": _kernel(self, "wo", (F, D), ("mlp", "embed"))}
+    return mlp(cfg, w, h_BLD)
 
 
 class Block(nn.Module):
-  """One decoder layer; the unit that `nn.scan` stacks."""
+  """One decoder layer, the unit that `nn.scan` stacks: `block` over its modules."""
 
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x_BLD, positions_BL, self_mask_BLL, cache_mask_BLS, cache_kv):
+    """Returns (output [B, L, D], (keys, values) [B, L, K, H] of the new tokens)."""
     cfg = self.config
     cache_k, cache_v = (None, None) if cache_kv is None else cache_kv
-    h_BLD = Norm(cfg, name="pre_attn_norm")(x_BLD)
-    attn_BLD, k_BLKH, v_BLKH = Attention(cfg, name="attn")(
-        h_BLD, positions_BL, self_mask_BLL, cache_k, cache_v, cache_mask_BLS)
-    if cfg.parallel_block:
-      x_BLD = x_BLD + attn_BLD + Mlp(cfg, name="mlp")(h_BLD)
-    else:
-      x_BLD = x_BLD + attn_BLD
-      x_BLD = x_BLD + Mlp(cfg, name="mlp")(Norm(cfg, name="pre_mlp_norm")(x_BLD))
-    x_BLD = _constrain(x_BLD, ("activation_batch", "activation_length", "activation_embed"))
-    return x_BLD, (k_BLKH, v_BLKH)
+
+    def attention(h_BLD):
+      out_BLD, k_BLKH, v_BLKH = Attention(cfg, name="attn")(
+          h_BLD, positions_BL, self_mask_BLL, cache_k, cache_v, cache_mask_BLS)
+      return out_BLD, (k_BLKH, v_BLKH)
+    return block(cfg, x_BLD, lambda name: Norm(cfg, name=name), attention, Mlp(cfg, name="mlp"))
 
 
 class Decoder(nn.Module):
-  """The language model: tokens -> logits, and the new tokens' keys/values for the cache."""
+  """The language model over whole sequences (training, evaluation, scoring)."""
 
   config: ModelConfig
   # Layers per iteration of the layer loop (`nn.scan`'s unroll): 1 keeps a loop (small programs,
@@ -319,95 +521,85 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BL: Array, positions_BL: Array | None = None,
-               segment_ids_BL: Array | None = None, cache: Cache | None = None
-               ) -> tuple[Array, Cache]:
-    """Runs the model on L new tokens per row.
+               segment_ids_BL: Array | None = None) -> tuple[Array, Cache]:
+    """Runs the model on L tokens per row.
 
     Args:
       tokens_BL: int token ids.
-      positions_BL: position of each token; defaults to 0..L-1. With a cache, row b's new tokens
-        must sit at consecutive positions starting at the number of slots already filled.
+      positions_BL: position of each token; defaults to 0..L-1.
       segment_ids_BL: for packed training rows: tokens attend only within their segment.
-      cache: keys/values of earlier tokens, [layers, B, S, K, H] each (see `init_cache`). Slot s
-        holds position s; a new token at position p attends to slots s < its row's first new
-        position and to the new tokens at positions <= p.
 
     Returns:
-      (logits [B, L, V] in float32, {"k", "v": [layers, B, L, K, H]} for `update_cache`).
+      (logits [B, L, V] in float32, {"k", "v": [layers, B, L, K, H]}: the tokens' keys/values).
     """
     cfg = self.config
     B, L = tokens_BL.shape
-    if positions_BL is None:
-      positions_BL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (B, L))
-    positions_BL = positions_BL.astype(jnp.int32)
-
-    # Masks are shared by all layers: built once here.
-    self_mask_BLL = positions_BL[:, None, :] <= positions_BL[:, :, None]
-    if segment_ids_BL is not None:
-      self_mask_BLL &= segment_ids_BL[:, None, :] == segment_ids_BL[:, :, None]
-    cache_mask_BLS = None
-    if cache is not None:
-      S = cache["k"].shape[2]
-      start_B1 = positions_BL[:, :1]
-      cache_mask_BLS = jnp.broadcast_to(
-          (jnp.arange(S, dtype=jnp.int32)[None, :] < start_B1)[:, None, :], (B, L, S))
-
+    positions_BL = _positions(positions_BL, B, L)
+    self_mask_BLL, _ = masks(positions_BL, segment_ids_BL)
     embedding = self.param(
         "embedding", nn.with_logical_partitioning(
             nn.initializers.normal(stddev=cfg.embed_init_std), ("vocab", "embed")),
         (cfg.vocab_size, cfg.d_model), jnp.dtype(cfg.param_dtype))
-    x_BLD = jnp.take(embedding, tokens_BL, axis=0).astype(cfg.dtype)
-    if cfg.embed_scale:
-      x_BLD = x_BLD * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
-    x_BLD = _constrain(x_BLD, ("activation_batch", "activation_length", "activation_embed"))
+    x_BLD = embed(cfg, embedding, tokens_BL)
 
-    block = Block
+    layer = Block
     if cfg.remat:
-      block = nn.remat(Block, prevent_cse=False,
+      layer = nn.remat(Block, prevent_cse=False,
                        policy=jax.checkpoint_policies.nothing_saveable)
-    stack = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+    stack = nn.scan(layer, variable_axes={"params": 0}, split_rngs={"params": True},
                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                     length=cfg.num_layers, unroll=max(1, min(self.scan_unroll, cfg.num_layers)),
                     metadata_params={nn.PARTITION_NAME: "layers"})
-    cache_kv = None if cache is None else (cache["k"], cache["v"])
-    x_BLD, (new_k, new_v) = stack(cfg, name="layers")(
-        x_BLD, positions_BL, self_mask_BLL, cache_mask_BLS, cache_kv)
-
+    x_BLD, (k, v) = stack(cfg, name="layers")(x_BLD, positions_BL, self_mask_BLL, None, None)
     x_BLD = Norm(cfg, name="final_norm")(x_BLD)
-    if cfg.tied_embeddings:
-      logits_BLV = jnp.einsum("BLD,VD->BLV", x_BLD, embedding.astype(cfg.dtype),
-                              preferred_element_type=jnp.float32)
-      if cfg.scale_tied_logits:
-        logits_BLV = logits_BLV * (cfg.d_model ** -0.5)
-    else:
-      unembed_DV = _kernel(self, "unembed", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
-      logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, unembed_DV,
-                              preferred_element_type=jnp.float32)
-    logits_BLV = _constrain(logits_BLV,
-                            ("activation_batch", "activation_length", "activation_vocab"))
-    return logits_BLV, {"k": new_k, "v": new_v}
+    unembed_DV = None if cfg.tied_embeddings else _kernel(
+        self, "unembed", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))
+    return unembed(cfg, x_BLD, embedding, unembed_DV), {"k": k, "v": v}
 
 
-CACHE_AXES = ("layers", "cache_batch", "cache_length", "cache_kv_heads", "kv")
+def prompt_kv(cfg: ModelConfig, params, tokens_BL: Array, positions_BL: Array | None = None,
+              cache: Cache | None = None, last_layer=None) -> Cache:
+  """The prefill: keys/values [layers, B, L, K, H] of tokens_BL (after `cache`), no logits.
 
+  `Decoder`'s embedding, masks and `Block`s, minus what only the logits need: the last layer's
+  keys and values need only its input, and its attention and MLP (a layer's work for every
+  prompt token) and the unembedding would only feed logits that nobody reads (each prompt's last
+  token goes through the decode step instead). The layers run in a `lax.scan` that indexes the
+  stacked parameters itself (running `Decoder` on a slice of the first layers copied them).
 
-def init_cache(config: ModelConfig, batch: int, length: int, dtype=None) -> Cache:
-  """An empty cache of `length` slots for `batch` rows."""
-  shape = (config.num_layers, batch, length, config.num_kv_heads, config.head_dim)
-  dtype = jnp.dtype(dtype or config.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-
-
-def update_cache(cache: Cache, new_kv: Cache, start_B: Array) -> Cache:
-  """Writes new keys/values of each row into slots start_B[b] .. start_B[b] + L - 1.
-
-  The caller keeps start_B + L <= S: `dynamic_update_slice` clamps out-of-range starts.
+  Args:
+    cfg: the architecture.
+    params: the decoder's "params" collection.
+    tokens_BL: int token ids.
+    positions_BL: defaults to 0..L-1. After a cache, row b's tokens sit at consecutive positions
+      from the number of slots it has filled.
+    cache: {"k", "v"}: [layers, B, S, K, H] of earlier tokens (slot s holds position s), e.g. a
+      prefix that every prompt of a batch starts with.
+    last_layer: the last layer's weights in either layout that `qkv` takes (the sampler passes
+      `decode_step.split_layers`'s); default: sliced out of params.
   """
-  def write(c_LyrBSKH, n_LyrBLKH):
-    per_row = jax.vmap(lambda c, n, s: jax.lax.dynamic_update_slice_in_dim(c, n, s, axis=1),
-                       in_axes=(1, 1, 0), out_axes=1)
-    return per_row(c_LyrBSKH, n_LyrBLKH.astype(c_LyrBSKH.dtype), start_B.astype(jnp.int32))
-  return {"k": write(cache["k"], new_kv["k"]), "v": write(cache["v"], new_kv["v"])}
+  B, L = tokens_BL.shape
+  positions_BL = _positions(positions_BL, B, L)
+  self_mask_BLL, cache_mask_BLS = masks(
+      positions_BL, cache_len=None if cache is None else cache["k"].shape[2])
+  x_BLD = embed(cfg, params["embedding"], tokens_BL)
+
+  def layer(x_BLD, i):
+    w = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False),
+                     params["layers"])
+    cache_kv = None if cache is None else tuple(
+        jax.lax.dynamic_index_in_dim(cache[name], i, keepdims=False) for name in ("k", "v"))
+    return Block(cfg).apply({"params": w}, x_BLD, positions_BL, self_mask_BLL, cache_mask_BLS,
+                            cache_kv)
+
+  x_BLD, (k_lBLKH, v_lBLKH) = jax.lax.scan(layer, x_BLD, jnp.arange(cfg.num_layers - 1))
+  if last_layer is None:
+    last_layer = jax.tree.map(lambda a: a[-1], params["layers"])
+  h_BLD = norm(cfg, last_layer["pre_attn_norm"]["scale"], x_BLD)
+  _, k_BLKH, v_BLKH = qkv(cfg, last_layer["attn"], h_BLD,
+                          *rope_cos_sin(positions_BL, rope_inv_freq(cfg)))
+  return {"k": jnp.concatenate([k_lBLKH, k_BLKH[None].astype(k_lBLKH.dtype)]),
+          "v": jnp.concatenate([v_lBLKH, v_BLKH[None].astype(v_lBLKH.dtype)])}
 
 
 def count_params(params) -> int:

@@ -58,7 +58,6 @@ _OWN_V = ("cache_batch", "cache_kv_heads", "cache_length", "kv")
 _PREFILL_BATCH = 8
 # The static sampler's own pieces, so that the engine's arithmetic is the same.
 # pylint: disable=protected-access
-_NEG_INF = decode_step._NEG_INF
 _EOS, _STOP = sampling._EOS, sampling._STOP
 _NOISE_LIMIT = sampling._NOISE_LIMIT
 _gumbel, _row_keys, _sampler_prefill = sampling._gumbel, sampling._row_keys, sampling._prefill
@@ -103,7 +102,7 @@ def _init_state(B: int, T: int, own_len: int, pool: int, pool_len: int, num_stop
     cache = decode_step.Cache(
         shared_k=tuple(jnp.zeros((pool, K, H, pool_len), dtype) for _ in layers),
         shared_v=tuple(jnp.zeros((pool, K, pool_len, H), dtype) for _ in layers),
-        shared_bias_PS=jnp.full((pool, pool_len), _NEG_INF, jnp.float32),
+        shared_bias_PS=jnp.full((pool, pool_len), model_lib.NEG_INF, jnp.float32),
         own_k=own_k, own_v=own_v, own_prompt_len_B=jnp.zeros((B,), jnp.int32), offset=0)
   else:
     cache = decode_step.Cache(
@@ -139,7 +138,7 @@ def _fill_pool(params, layers, cache: decode_step.Cache, prefix_C, prompts_PL, l
   L = k.shape[-1]
   pool_len = cache.shared_bias_PS.shape[1]
   bias_PS = jnp.where(jnp.arange(pool_len)[None, :] < cached_P[:, None], 0.0,
-                      _NEG_INF).astype(jnp.float32)
+                      model_lib.NEG_INF).astype(jnp.float32)
   return cache.replace(
       shared_k=tuple(c.at[slots_P, :, :, :L].set(k[i]) for i, c in enumerate(cache.shared_k)),
       shared_v=tuple(c.at[slots_P, :, :L, :].set(v[i]) for i, c in enumerate(cache.shared_v)),

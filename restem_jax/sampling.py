@@ -259,46 +259,6 @@ def _row_keys(seed: Array, iteration: Array, problem_hash_B: Array, sample_index
       problem_hash_B, sample_index_B)
 
 
-def _prompt_kv(cfg: model_lib.ModelConfig, params, layers: list, tokens_PL: Array,
-               positions_PL: Array | None = None, cache: model_lib.Cache | None = None
-               ) -> model_lib.Cache:
-  """Keys/values [layers, P, L, K, H] of tokens_PL (after `cache`, if given), no logits.
-
-  As `Decoder`, with the model's `Block` in a scan over the layers, except the last layer: its
-  keys and values need only its input, and its attention and MLP, a layer's worth of work for
-  every prompt token, would only feed logits that nobody reads (each prompt's last token goes
-  through the decode step instead). The scan indexes the stacked parameters itself (running
-  `Decoder` on a slice of the first layers copied them).
-  """
-  P, L = tokens_PL.shape
-  if positions_PL is None:
-    positions_PL = jnp.broadcast_to(jnp.arange(L, dtype=jnp.int32), (P, L))
-  x_PLD = jnp.take(params["embedding"], tokens_PL, axis=0).astype(cfg.dtype)  # as `Decoder`
-  if cfg.embed_scale:
-    x_PLD = x_PLD * jnp.asarray(cfg.d_model ** 0.5, cfg.dtype)
-  x_PLD = nn.with_logical_constraint(
-      x_PLD, ("activation_batch", "activation_length", "activation_embed"))
-  self_mask_PLL = positions_PL[:, None, :] <= positions_PL[:, :, None]
-  cache_mask_PLS = None
-  if cache is not None:
-    S = cache["k"].shape[2]
-    cache_mask_PLS = jnp.broadcast_to(
-        (jnp.arange(S, dtype=jnp.int32)[None, :] < positions_PL[:, :1])[:, None, :], (P, L, S))
-
-  def layer(x_PLD, i):
-    block = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, i, keepdims=False),
-                         params["layers"])
-    cache_kv = None if cache is None else tuple(
-        jax.lax.dynamic_index_in_dim(cache[name], i, keepdims=False) for name in ("k", "v"))
-    return model_lib.Block(cfg).apply({"params": block}, x_PLD, positions_PL, self_mask_PLL,
-                                      cache_mask_PLS, cache_kv)
-
-  x_PLD, (k_lPLKH, v_lPLKH) = jax.lax.scan(layer, x_PLD, jnp.arange(cfg.num_layers - 1))
-  k_PLKH, v_PLKH = decode_step.key_value(cfg, layers[-1], x_PLD, positions_PL)
-  return {"k": jnp.concatenate([k_lPLKH, k_PLKH[None].astype(k_lPLKH.dtype)]),
-          "v": jnp.concatenate([v_lPLKH, v_PLKH[None].astype(v_lPLKH.dtype)])}
-
-
 def _prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array,
              lengths_P: Array, prefix_C: Array):
   """Runs the prompts but their last tokens; returns the keys/values for the decode loop.
@@ -314,13 +274,16 @@ def _prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array
   """
   C = prefix_C.shape[0]
   last_P = jnp.take_along_axis(prompts_PL, (lengths_P - 1)[:, None], axis=1)[:, 0]
+  last_layer = layers[-1]
   if not C:
-    return _prompt_kv(cfg, params, layers, prompts_PL), lengths_P - 1, last_P
+    return (model_lib.prompt_kv(cfg, params, prompts_PL, last_layer=last_layer), lengths_P - 1,
+            last_P)
   P, L = prompts_PL.shape
-  prefix_kv = _prompt_kv(cfg, params, layers, prefix_C[None])
+  prefix_kv = model_lib.prompt_kv(cfg, params, prefix_C[None], last_layer=last_layer)
   cache = {name: jnp.repeat(x, P, axis=1) for name, x in prefix_kv.items()}
   positions_PL = jnp.broadcast_to(C + jnp.arange(L, dtype=jnp.int32), (P, L))
-  rest_kv = _prompt_kv(cfg, params, layers, prompts_PL, positions_PL, cache)
+  rest_kv = model_lib.prompt_kv(cfg, params, prompts_PL, positions_PL, cache,
+                                last_layer=last_layer)
   kv = {name: jnp.concatenate([cache[name], rest_kv[name]], axis=2) for name in cache}
   return kv, C + lengths_P - 1, last_P
 

@@ -1,4 +1,4 @@
-"""The sampler's shared-prompt decode step against the model's full forward pass."""
+"""The sampler's prefill and shared-prompt decode step against the model's full forward pass."""
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,7 @@ VARIANTS = {
                                   mlp_activation="gelu", parallel_block=False),
     "qwen2_like_bias_llama3_rope": dict(model.LLAMA_STYLE, qkv_bias=True, rope_scaling="llama3",
                                         rope_scaling_factor=8.0, rope_original_max_len=32),
+    "mha_linear_rope": dict(num_kv_heads=4, rope_scaling="linear", rope_scaling_factor=2.0),
 }
 
 
@@ -38,9 +39,9 @@ def test_teacher_forced_steps_equal_the_full_forward_pass(variant, n):
 
   @jax.jit
   def steps(params, prompts_PL, lengths_P, new_BT):
-    _, prompt_kv = model.Decoder(cfg).apply({"params": params}, prompts_PL)
-    cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T, share_prompt=n > 1)
     layers = decode_step.split_layers(cfg, params)
+    prompt_kv = model.prompt_kv(cfg, params, prompts_PL, last_layer=layers[-1])  # the prefill
+    cache = decode_step.init_cache(cfg, prompt_kv, lengths_P, n, T, share_prompt=n > 1)
     lengths_B = jnp.repeat(lengths_P, n)
     out = []
     for t in range(T):

@@ -1,4 +1,7 @@
-"""The decoder: cache decoding equals the full pass, causality, variants, PaLM parameter counts."""
+"""The decoder: the prefill equals the full pass, causality, variants, PaLM parameter counts.
+
+The decode step against the full pass: tests/test_decode_step.py.
+"""
 
 import functools
 import flax.linen as nn
@@ -7,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from restem_jax import losses
+from restem_jax import decode_step, losses
 from restem_jax import model as model_lib
 
 TINY = model_lib.preset("tiny", num_layers=2, vocab_size=128, max_len=64)
@@ -28,47 +31,27 @@ def _init(cfg, batch=2, length=8, seed=0):
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(cfg, params, tokens, positions_BL=None, segment_ids_BL=None, cache=None):
-  # Jitted (config static): each decode step of a test reuses one compiled program.
+def _apply(cfg, params, tokens, positions_BL=None, segment_ids_BL=None):
+  # Jitted (config static): each call shape of a test compiles once.
   return model_lib.Decoder(cfg).apply({"params": params}, tokens, positions_BL=positions_BL,
-                                      segment_ids_BL=segment_ids_BL, cache=cache)
+                                      segment_ids_BL=segment_ids_BL)
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_prefill_then_decode_equals_full_forward(name):
+def test_prefill_after_a_cached_prefix_equals_the_full_pass(name):
+  """`prompt_kv` (the sampler's prefill) on a prefix, then on the rest of each row attending to
+  it through the cache, gives the keys/values of one `Decoder` pass over the whole rows."""
   cfg = VARIANTS[name]
   params = _init(cfg)
   tokens = jax.random.randint(jax.random.key(1), (3, 20), 0, cfg.vocab_size)
-  full, _ = _apply(cfg, params, tokens)
-
-  cache = model_lib.init_cache(cfg, 3, 32)
-  prefill, kv = _apply(cfg, params, tokens[:, :7], cache=cache)
-  cache = model_lib.update_cache(cache, kv, jnp.zeros(3, jnp.int32))
-  steps = [prefill]
-  for t in range(7, 20):
-    pos = jnp.full((3, 1), t, jnp.int32)
-    logits, kv = _apply(cfg, params, tokens[:, t:t + 1], positions_BL=pos, cache=cache)
-    cache = model_lib.update_cache(cache, kv, pos[:, 0])
-    steps.append(logits)
-  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, atol=1e-5, rtol=0)
-
-
-def test_variable_prompt_lengths_in_one_batch():
-  """Right-padded prompts of different lengths decode as if each ran alone."""
-  cfg = TINY
-  params = _init(cfg)
-  seqs = [jax.random.randint(jax.random.key(i), (n,), 0, cfg.vocab_size)
-          for i, n in enumerate([5, 9, 2])]
-  lengths = jnp.array([len(s) for s in seqs])
-  prompts = jnp.stack([jnp.pad(s, (0, 9 - len(s)), constant_values=0) for s in seqs])
-  cache = model_lib.init_cache(cfg, 3, 16)
-  _, kv = _apply(cfg, params, prompts, cache=cache)
-  cache = model_lib.update_cache(cache, kv, jnp.zeros(3, jnp.int32))
-  next_tokens = jnp.array([[7], [8], [9]])
-  logits, _ = _apply(cfg, params, next_tokens, positions_BL=lengths[:, None], cache=cache)
-  for b, s in enumerate(seqs):
-    alone, _ = _apply(cfg, params, jnp.concatenate([s, next_tokens[b]])[None])
-    np.testing.assert_allclose(logits[b, 0], alone[0, -1], atol=1e-5, rtol=0)
+  _, full = _apply(cfg, params, tokens)
+  prefill = jax.jit(functools.partial(model_lib.prompt_kv, cfg))
+  prefix = prefill(params, tokens[:, :7])
+  rest = prefill(params, tokens[:, 7:], jnp.broadcast_to(jnp.arange(7, 20), (3, 13)), prefix,
+                 decode_step.split_layers(cfg, params)[-1])  # the fused layout, as the sampler
+  for part in ("k", "v"):
+    np.testing.assert_allclose(jnp.concatenate([prefix[part], rest[part]], axis=2), full[part],
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["palm", "llama_gqa_untied"])
