@@ -277,11 +277,14 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
       (`jax.nn.softmax`, whose gradient training takes); parts must not have a `group`. True:
       after them, in float32, so each score tensor is read once by exp and once by its product
       and the division is on the [.., H] outputs, not on the [.., S] weights (one query a row:
-      the decode step). The two round differently in the last bits.
+      the decode step); the `mix` outputs must then be laid out as the scores without their
+      slots, plus H. The two round differently in the last bits.
 
   Returns:
     The outputs in the compute dtype, laid out as the rows' `mix` einsums make them.
   """
+  if not normalize_late and any(part.group is not None for part in parts):
+    raise ValueError("attend: grouped parts need normalize_late=True")
   scores = []
   for part in parts:
     s = jnp.einsum(part.scores, q if part.group is None else part.group.to_part(q), part.keys,
@@ -289,8 +292,6 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
     scores.append(jnp.where(part.mask, s, NEG_INF) if part.mask.dtype == jnp.bool_
                   else s + part.mask)
   if not normalize_late:
-    if any(part.group is not None for part in parts):
-      raise ValueError("attend: grouped parts need normalize_late=True")
     weights = jax.nn.softmax(scores[0] if len(scores) == 1 else jnp.concatenate(scores, -1),
                              axis=-1).astype(dtype)
     out, start = None, 0

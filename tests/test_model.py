@@ -54,6 +54,29 @@ def test_prefill_after_a_cached_prefix_equals_the_full_pass(name):
                                atol=1e-5, rtol=0)
 
 
+def test_attend_is_one_softmax_over_its_parts():
+  """Keys split into parts (one masked by bool, one by an additive bias), normalised before or
+  after the value products: the softmax attention over all keys, computed in numpy."""
+  rng = np.random.default_rng(0)
+  q = rng.normal(size=(2, 3, 1, 4, 8)).astype(np.float32)  # [B, L, K, G, H]
+  k, v = (rng.normal(size=(2, 10, 1, 8)).astype(np.float32) for _ in range(2))  # [B, M, K, H]
+  mask = rng.random((2, 1, 1, 3, 10)) < 0.7  # broadcast to the scores [B, K, G, L, M]
+  mask[..., 0] = True
+  s = np.einsum("BLKGH,BMKH->BKGLM", q, k)
+  p = np.where(mask, np.exp(s - s.max(-1, keepdims=True)), 0.0)
+  want = np.einsum("BKGLM,BMKH->BLKGH", p / p.sum(-1, keepdims=True), v)
+  for late, (scores, mix), mask_ in (
+      (False, ("BLKGH,BMKH->BKGLM", "BKGLM,BMKH->BLKGH"), mask),  # training's layout
+      (True, ("BLKGH,BMKH->BLKGM", "BLKGM,BMKH->BLKGH"), mask.transpose(0, 3, 1, 2, 4))):
+    bias = np.where(mask_[..., 4:], 0.0, model_lib.NEG_INF).astype(np.float32)
+    parts = [model_lib.KV(k[:, :4], v[:, :4], mask_[..., :4], scores, mix),
+             model_lib.KV(k[:, 4:], v[:, 4:], bias, scores, mix)]
+    got = model_lib.attend(q, parts, jnp.float32, normalize_late=late)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+  with pytest.raises(ValueError, match="normalize_late"):
+    model_lib.attend(q, [parts[0]._replace(group=object())], jnp.float32)
+
+
 @pytest.mark.parametrize("name", ["palm", "llama_gqa_untied"])
 def test_causality(name):
   cfg = VARIANTS[name]
