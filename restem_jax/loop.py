@@ -121,9 +121,13 @@ class Run:
     self.workdir = checkpoints.absolute(workdir)
     self.mesh = partitioning.make_mesh(tuple(config.mesh_shape))
     self.summary = report.load_summary(self.workdir)
-    self.plan = estep.Plan.from_config(config.restem)
     self._samplers: dict[str, sampling.Sampler] = {}
     self._writers: dict[str, metric_writer.MetricWriter] = {}
+
+  @property
+  def plan(self) -> estep.Plan:
+    """The E-step's plan; read after `prepare_data`, which derives a num_samples left at 0."""
+    return estep.Plan.from_config(self.config.restem)
 
   # --- stage bookkeeping -------------------------------------------------------------------
 
@@ -515,8 +519,9 @@ def run(config: ml_collections.ConfigDict, workdir: epath.PathLike,
     return report.load_summary(workdir)
   check_and_save_config(config, workdir)
   preflight.check_run(config)  # inputs, before any stage: a failure leaves none finished
-  try:
-    estep.Plan.from_config(config.restem)
+  try:  # restem.num_samples 0 is derived from the data (data.fit); check the rest with N as small as they allow
+    estep.Plan.from_config({**config.restem.to_dict(),
+                            "num_samples": config.restem.num_samples or max(1, config.restem.round_samples)})
   except ValueError as e:
     raise cli.UserError(f"config: {e}") from e
   if config.restem.finetune_from not in estep.FINETUNE_FROM:

@@ -215,3 +215,35 @@ def test_a_given_length_that_cuts_a_few_outliers_warns_and_one_that_cuts_many_fa
   assert "1 of 200 human solutions are longer than data.targets_length 32" in caplog.text
   with pytest.raises(ValueError, match=r"data.targets_length 32 is shorter .* and 9 more"):
     fit.fit(config(), problems(10), Vocab())
+
+
+@pytest.mark.parametrize("budget", ["uniform", "adaptive"])
+def test_a_derived_number_of_samples_passes_the_checks_before_the_data_is_read(
+    tmp_path, monkeypatch, budget):
+  """restem.num_samples 0 (the default config's AUTO) is only known after `data.fit`: the E-step
+  plan's checks before any stage must not refuse it, and the plan read later has the derived N."""
+  paths = _write(tmp_path, {"train": 40, "test": 8})
+  config = _config(paths, "smoke", **{"restem.num_samples": 0, "restem.budget": budget})
+
+  class Stop(Exception):
+    pass
+
+  def prepare_data(run):
+    train = [{"id": f"t{i}", "prompt_ids": [1] * 8, "solution": "a b"} for i in range(40)]
+    fit.fit(run.config, {"train": train, "test": [{"id": "s", "prompt_ids": [1] * 8}]},
+            _WordVocab())
+    raise Stop(run.plan)
+
+  monkeypatch.setattr(loop.Run, "prepare_data", prepare_data)
+  with pytest.raises(Stop) as stopped:
+    loop.run(config, tmp_path / "run")
+  plan = stopped.value.args[0]
+  assert plan.budget == budget and plan.num_samples == config.restem.num_samples >= 4
+
+
+class _WordVocab:
+  vocab_size = 100
+
+  @staticmethod
+  def encode(text):
+    return text.split()
