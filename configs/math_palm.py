@@ -29,11 +29,12 @@ LLAMA31_8B = {
 
 # variant -> (mesh (data, fsdp, model), fine-tuning microbatches, sampling rows), from the
 # per-chip memory `python -m restem_jax.aot` reports (README "Will it fit?"): palm_8b fits
-# v5e-16 and v4-32, palm_62b v4-128; llama31_8b trains on v5e-16 but its greedy sampler does
-# not fit there yet; palm_540b is not checked.
+# v5e-16 and v4-32, palm_62b v4-128, llama31_8b v5e-16 with a model axis of 4 (on FSDP alone
+# the sampler's decode keeps every layer's gathered weights: 16 GB a chip); palm_540b is not
+# checked.
 SCALE = {
     "palm_8b": ((1, -1, 8), 8, 128),
-    "llama31_8b": ((1, -1, 1), 4, 128),
+    "llama31_8b": ((1, -1, 4), 8, 64),
     "palm_62b": ((1, -1, 8), 8, 256),
     "palm_540b": ((1, -1, 8), 1, 512),
 }
@@ -42,7 +43,8 @@ SCALE = {
 def model(variant: str) -> ml_collections.ConfigDict:
   """The variant's architecture; llama31_8b rematerialises its blocks, as fine-tuning at 2048
   tokens a row needs (without, the attention scores kept for the backward pass take ~48 GB a
-  v5e chip), which `convert hf-to-orbax` does not set."""
+  v5e chip): import the real checkpoint with `convert hf-to-orbax --remat` (a run fine-tunes
+  with its base checkpoint's config)."""
   if variant == "llama31_8b":
     from restem_jax import convert
     cfg = convert.model_config_from_hf(LLAMA31_8B).replace(remat=True)
