@@ -300,7 +300,7 @@ class RolloutEngine:
                strategy: sampling.Strategy, max_new_tokens: int, seed: int = 0,
                iteration: int = 0, stop_strings: Sequence[str] = (),
                batch_size: int | None = None, shared_prefix: Sequence[int] = (),
-               on_batch: Callable[[int, int], None] | None = None
+               on_batch: Callable[[int, int], None] | None = None, first_sample: int = 0
                ) -> list[list[sampling.Sample]]:
     """`Sampler.generate`'s contract and samples; `batch_size`, if given, is the capacity.
 
@@ -315,12 +315,14 @@ class RolloutEngine:
     if num_samples < 1 or capacity < 1 or max_new_tokens < 1:
       raise ValueError(f"num_samples={num_samples}, batch_size={capacity} and "
                        f"max_new_tokens={max_new_tokens} must all be >= 1")
+    if first_sample < 0:
+      raise ValueError(f"first_sample={first_sample} must be >= 0")
     s.check_prompts(ids, prompts, max_new_tokens)
     self.stats = RolloutStats()
     if not prompts:
       return []
     job = _Job(self, ids, prompts, num_samples, strategy, max_new_tokens, seed, iteration,
-               stop_strings, [int(t) for t in shared_prefix], capacity, on_batch)
+               stop_strings, [int(t) for t in shared_prefix], capacity, on_batch, first_sample)
     with partitioning.activate(s.mesh, s.rules):
       return job.run()
 
@@ -329,10 +331,12 @@ class _Job:
   """One `generate` call: the host's view of the rows, the prompt pool and the work queue."""
 
   def __init__(self, engine: RolloutEngine, ids, prompts, num_samples, strategy, max_new_tokens,
-               seed, iteration, stop_strings, prefix, capacity, on_batch):
+               seed, iteration, stop_strings, prefix, capacity, on_batch, first):
     s = engine.sampler
     self.engine, self.s, self.ids, self.prompts = engine, s, ids, prompts
     self.N, self.strategy, self.T = num_samples, strategy, max_new_tokens
+    self.first = first  # sample indices [first, first + N) of every problem
+    self.end = first + num_samples
     self.seed, self.iteration, self.stop_strings = seed, iteration, tuple(stop_strings)
     self.on_batch = on_batch
     self.stop = s._stop_table(self.stop_strings)  # pylint: disable=protected-access
@@ -400,7 +404,7 @@ class _Job:
       items = []
       while free_slots and self.queue:
         p, i = free_slots.pop(0), self.queue.pop()
-        self.slot_problem[p], self.slot_next[p], self.slot_active[p] = i, 0, 0
+        self.slot_problem[p], self.slot_next[p], self.slot_active[p] = i, self.first, 0
         items.append((i, p))
       if items:
         self._prefill(items, self.engine._fill_pool)  # pylint: disable=protected-access
@@ -408,7 +412,7 @@ class _Job:
       order = sorted((p for p in range(self.pool) if self.slot_problem[p] is not None),
                      key=lambda p: self.queue_rank[self.slot_problem[p]])
       for p in order:
-        while free_rows and self.slot_next[p] < self.N and self.slot_active[p] < self.M:
+        while free_rows and self.slot_next[p] < self.end and self.slot_active[p] < self.M:
           b = free_rows.pop(0)
           m = int(np.flatnonzero(self.members[p] == self.B)[0])
           self.members[p, m] = b
@@ -420,7 +424,7 @@ class _Job:
       items = []
       while free_rows and self.queue:
         b, i = free_rows.pop(0), self.queue.pop()
-        self._start(b, i, 0, admit, new)
+        self._start(b, i, self.first, admit, new)
         items.append((i, b))
       if items:
         self._prefill(items, self.engine._fill_rows)  # pylint: disable=protected-access
@@ -435,7 +439,8 @@ class _Job:
 
   def _more_work(self) -> bool:
     return bool(self.queue) or any(
-        self.slot_problem[p] is not None and self.slot_next[p] < self.N for p in range(self.pool))
+        self.slot_problem[p] is not None and self.slot_next[p] < self.end
+        for p in range(self.pool))
 
   # -- collection ----------------------------------------------------------------------------------
 
@@ -451,7 +456,7 @@ class _Job:
       if self.s.vocab is not None:
         self.s._finish_text(sample, self.stop_strings)  # pylint: disable=protected-access
       sample.logprob = float(np.sum(logprobs_BT[b, :len(sample.tokens)], dtype=np.float64))
-      self.results[i][j] = sample
+      self.results[i][j - self.first] = sample
       self.row_job[b] = None
       self.left[i] -= 1
       finished += self.left[i] == 0
@@ -459,7 +464,7 @@ class _Job:
         p = int(self.row_prompt[b])
         self.members[p, self.row_member[b]] = self.B
         self.slot_active[p] -= 1
-        if self.slot_next[p] == self.N and self.slot_active[p] == 0:
+        if self.slot_next[p] == self.end and self.slot_active[p] == 0:
           self.slot_problem[p] = None  # its storage is free for the next problem
     self.engine.stats.tokens += generated
     if self.on_batch is not None and (finished or generated):

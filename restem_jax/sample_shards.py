@@ -286,10 +286,8 @@ def write_ranges(out_dir: epath.PathLike, sampler: sampling.Sampler,
 def _generate_ranges(sampler: sampling.Sampler, chunk, **kwargs) -> list[list[sampling.Sample]]:
   """Samples [first, first + count) of each (id, prompt, first, count) in `chunk`.
 
-  Problems with the same (first, count) are sampled together. `Sampler.generate` draws indices
-  from 0, so a range that starts later draws its first `first` samples again and drops them
-  (the same samples: a sample depends only on its index): exact, at the cost of that
-  recomputation, until the sampler takes a first index.
+  Problems with the same (first, count) are sampled together, from sample index `first` on
+  (`Sampler.generate(first_sample=...)`: a sample depends only on its index).
   """
   groups: dict[tuple[int, int], list[int]] = {}
   for i, (_, _, first, count) in enumerate(chunk):
@@ -297,9 +295,9 @@ def _generate_ranges(sampler: sampling.Sampler, chunk, **kwargs) -> list[list[sa
   results: list[list[sampling.Sample]] = [[] for _ in chunk]
   for (first, count), members in groups.items():
     got = sampler.generate([chunk[i][0] for i in members], [chunk[i][1] for i in members],
-                           num_samples=first + count, **kwargs)
+                           num_samples=count, first_sample=first, **kwargs)
     for i, samples in zip(members, got):
-      results[i] = samples[first:]
+      results[i] = samples
   return results
 
 

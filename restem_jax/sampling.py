@@ -522,7 +522,8 @@ class Sampler:
                strategy: Strategy, max_new_tokens: int, seed: int = 0, iteration: int = 0,
                stop_strings: Sequence[str] = (), batch_size: int = 64,
                shared_prefix: Sequence[int] = (),
-               on_batch: Callable[[int, int], None] | None = None) -> list[list[Sample]]:
+               on_batch: Callable[[int, int], None] | None = None,
+               first_sample: int = 0) -> list[list[Sample]]:
     """Samples `num_samples` continuations of every prompt.
 
     Args:
@@ -541,6 +542,9 @@ class Sampler:
         with them are unaffected. A run setting: it changes the arithmetic (not the meaning),
         so a sample's last bits depend on it, but not on the batch layout.
       on_batch: called after each batch with (problems finished, tokens generated in it).
+      first_sample: the index of the first sample: the call draws sample indices
+        [first_sample, first_sample + num_samples) of every problem, the same samples a call
+        from index 0 draws at those indices (a sample depends on its index, not on the call).
 
     Returns:
       For each prompt in order, its N samples in sample-index order.
@@ -554,13 +558,15 @@ class Sampler:
           ids, prompts, num_samples=num_samples, strategy=strategy,
           max_new_tokens=max_new_tokens, seed=seed, iteration=iteration,
           stop_strings=stop_strings, batch_size=batch_size, shared_prefix=shared_prefix,
-          on_batch=on_batch)
+          on_batch=on_batch, first_sample=first_sample)
     ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
     if len(set(map(str, ids))) != len(ids):
       raise ValueError("problem ids must be unique: they seed each problem's samples")
     if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
       raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and "
                        f"max_new_tokens={max_new_tokens} must all be >= 1")
+    if first_sample < 0:
+      raise ValueError(f"first_sample={first_sample} must be >= 0")
     self.check_prompts(ids, prompts, max_new_tokens)
     stop = self._stop_table(stop_strings)
     n = _largest_divisor_at_most(num_samples, batch_size)
@@ -577,7 +583,8 @@ class Sampler:
     # A unit is n samples of one problem. Units of similar length share a batch (less padding),
     # and units with the shared prefix only batch with each other; the layout does not change
     # any sample.
-    units = [(i, start) for i in range(len(prompts)) for start in range(0, num_samples, n)]
+    units = [(i, start) for i in range(len(prompts))
+             for start in range(first_sample, first_sample + num_samples, n)]
     units.sort(key=lambda u: (has_prefix[u[0]], len(prompts[u[0]])))
     batches = []
     for group in (False, True):
@@ -595,7 +602,7 @@ class Sampler:
       # with the device's work.
       if pending is not None:
         self._collect(*pending, results, units_left, stop_strings, on_batch)
-      pending = (batch, n, outputs)
+      pending = (batch, n, first_sample, outputs)
     if pending is not None:
       self._collect(*pending, results, units_left, stop_strings, on_batch)
     return results
@@ -625,7 +632,7 @@ class Sampler:
                             live_B, hash_B, sample_B, np.uint32(seed), np.uint32(iteration),
                             *stop, strategy, n, max_new_tokens, share_prompt)
 
-  def _collect(self, batch, n, outputs, results, units_left, stop_strings, on_batch):
+  def _collect(self, batch, n, first, outputs, results, units_left, stop_strings, on_batch):
     tokens_BT, logprobs_BT, num_B, reason_B = (partitioning.to_host(x) for x in outputs)
     finished, generated = 0, 0
     for p, (i, start) in enumerate(batch):
@@ -638,7 +645,7 @@ class Sampler:
           self._finish_text(sample, stop_strings)
         # Summed on the host in float64, over exactly the tokens kept.
         sample.logprob = float(np.sum(logprobs_BT[r, :len(sample.tokens)], dtype=np.float64))
-        results[i][start + j] = sample
+        results[i][start - first + j] = sample
       units_left[i] -= 1
       finished += units_left[i] == 0
     if on_batch is not None:

@@ -69,6 +69,27 @@ def test_engine_equals_static_sampler(sampler, prompts, strategy, num_samples, c
     assert engine.stats.visits > 1
 
 
+@pytest.mark.parametrize("first,count", [(3, 2), (5, 1), (1, 4)])
+def test_a_later_range_of_sample_indices_equals_those_samples_from_index_zero(
+    sampler, prompts, first, count):
+  """`first_sample` (the adaptive E-step's later rounds): samples [first, first + count) are
+  the same samples a call from index 0 draws there, from the static sampler and the engine."""
+  strategy = sampling.TopK(5, 1.0)
+  want = [per[first:] for per in sampler.generate(
+      IDS, prompts, num_samples=first + count, strategy=strategy, max_new_tokens=T, seed=3,
+      iteration=1, batch_size=32)]
+  got = sampler.generate(IDS, prompts, num_samples=count, first_sample=first, strategy=strategy,
+                         max_new_tokens=T, seed=3, iteration=1, batch_size=32)
+  assert_identical(got, want)
+  engine = rollout.RolloutEngine(sampler, capacity=8, steps_per_visit=4)
+  got = engine.generate(IDS, prompts, num_samples=count, first_sample=first, strategy=strategy,
+                        max_new_tokens=T, seed=3, iteration=1)
+  assert_identical(got, want)
+  with pytest.raises(ValueError, match="first_sample=-1"):
+    engine.generate(IDS, prompts, num_samples=1, first_sample=-1, strategy=strategy,
+                    max_new_tokens=T)
+
+
 def test_refill_after_every_finish_and_long_visits_agree(sampler, prompts):
   args = dict(num_samples=4, strategy=sampling.TopK(5, 1.0), max_new_tokens=T, seed=7)
   want = sampler.generate(IDS, prompts, batch_size=8, **args)
