@@ -331,7 +331,7 @@ class _Job:
   """One `generate` call: the host's view of the rows, the prompt pool and the work queue."""
 
   def __init__(self, engine: RolloutEngine, ids, prompts, num_samples, strategy, max_new_tokens,
-               seed, iteration, stop_strings, prefix, capacity, on_batch, first):
+               seed, iteration, stop_strings, prefix, capacity, on_batch, first=0):
     s = engine.sampler
     self.engine, self.s, self.ids, self.prompts = engine, s, ids, prompts
     self.N, self.strategy, self.T = num_samples, strategy, max_new_tokens

@@ -229,9 +229,7 @@ def test_a_derived_number_of_samples_passes_the_checks_before_the_data_is_read(
     pass
 
   def prepare_data(run):
-    train = [{"id": f"t{i}", "prompt_ids": [1] * 8, "solution": "a b"} for i in range(40)]
-    fit.fit(run.config, {"train": train, "test": [{"id": "s", "prompt_ids": [1] * 8}]},
-            _WordVocab())
+    fit.fit(run.config, _problems(40, 2, prompt_tokens=8), _WordVocab())
     raise Stop(run.plan)
 
   monkeypatch.setattr(loop.Run, "prepare_data", prepare_data)
@@ -239,11 +237,3 @@ def test_a_derived_number_of_samples_passes_the_checks_before_the_data_is_read(
     loop.run(config, tmp_path / "run")
   plan = stopped.value.args[0]
   assert plan.budget == budget and plan.num_samples == config.restem.num_samples >= 4
-
-
-class _WordVocab:
-  vocab_size = 100
-
-  @staticmethod
-  def encode(text):
-    return text.split()
