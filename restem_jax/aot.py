@@ -70,7 +70,6 @@ if __name__ == "__main__":
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections
-from jax.sharding import NamedSharding, PartitionSpec
 
 from restem_jax import model as model_lib
 from restem_jax import partitioning

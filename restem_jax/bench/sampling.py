@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from restem_jax import model as model_lib
+from restem_jax.bench import host
 from restem_jax.bench import peers
 from restem_jax import partitioning
 from restem_jax import sampling
@@ -48,10 +49,6 @@ TOP_K, TEMPERATURE = 40, 0.7
 PREFIX_PROBLEMS, PREFIX_SAMPLES, PREFIX_LEN, QUESTION_LEN = 8, 32, 384, 32
 SCALING_PROBLEMS, SCALING_SAMPLES = 8, (8, 32, 128)
 ROWS = 256  # rows decoded together in the prefix and scaling rows
-
-
-def _progress(line: str) -> None:
-  print(line, file=sys.stderr, flush=True)  # results so far, should a later row fail
 
 
 def _model_config(name: str) -> model_lib.ModelConfig:
@@ -134,7 +131,7 @@ def run_shape(name: str, runs: int) -> dict[str, float]:
       peer_s.append(peer.generate(prompts))
   tokens = BATCH * NEW
   ours_med, peer_med = statistics.median(ours_s), statistics.median(peer_s)
-  _progress(f"{name}: ours {ours_s} s, peer {peer_s} s")
+  host.progress(f"{name}: ours {ours_s} s, peer {peer_s} s")
   return {"ours_tok_s": tokens / ours_med, "peer_tok_s": tokens / peer_med,
           # the median of the rounds' ratios: robust to load that drifts during the run
           "ratio": statistics.median(p / o for p, o in zip(peer_s, ours_s)),
@@ -164,7 +161,7 @@ def run_prefix(name: str, runs: int) -> dict[str, float]:
       if i:  # the first of each compiles
         timed[kind].append(seconds)
   tokens = PREFIX_PROBLEMS * PREFIX_SAMPLES * NEW
-  _progress(f"prefix {name}: {timed}")
+  host.progress(f"prefix {name}: {timed}")
   long_tok = tokens / statistics.median(timed["long"])
   declared_tok = tokens / statistics.median(timed["declared"])
   short_tok = tokens / statistics.median(timed["short"])
@@ -186,16 +183,8 @@ def run_scaling(name: str, runs: int) -> dict[int, float]:
     ours.generate(prompts, num_samples=n, batch_size=ROWS)
     out[n] = statistics.median(ours.generate(prompts, num_samples=n, batch_size=ROWS)
                                for _ in range(runs))
-    _progress(f"scaling N={n}: {out[n]:.3f} s")
+    host.progress(f"scaling N={n}: {out[n]:.3f} s")
   return out
-
-
-def _rss_mb(field: str) -> float:
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith(field + ":"):
-        return int(line.split()[1]) / 1024
-  raise KeyError(field)
 
 
 def memory_child(side: str, name: str) -> dict[str, float]:
@@ -203,10 +192,10 @@ def memory_child(side: str, name: str) -> dict[str, float]:
   cfg = _model_config(name)
   runner = Ours(cfg) if side == "ours" else Peer(cfg)
   prompts = _prompts(cfg, BATCH, PROMPT, seed=1)
-  base = _rss_mb("VmRSS")
+  base = host.rss_mb("VmRSS")
   for _ in range(2):
     runner.generate(prompts)
-  return {"base_mb": base, "peak_mb": _rss_mb("VmHWM")}
+  return {"base_mb": base, "peak_mb": host.rss_mb("VmHWM")}
 
 
 def run_memory(name: str, threads: int) -> dict[str, dict[str, float]]:
@@ -218,7 +207,7 @@ def run_memory(name: str, threads: int) -> dict[str, dict[str, float]]:
     if result.returncode:
       raise RuntimeError(f"memory run {side}:{name} failed:\n{result.stderr[-3000:]}")
     out[side] = json.loads(result.stdout.strip().splitlines()[-1])
-    _progress(f"memory {name} {side}: {out[side]}")
+    host.progress(f"memory {name} {side}: {out[side]}")
   return out
 
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from restem_jax import model as model_lib
+from restem_jax.bench import host
 from restem_jax.bench import peers
 from restem_jax import partitioning
 from restem_jax import trainer
@@ -43,25 +44,6 @@ def _model_config(name: str, dtype: str = "float32") -> model_lib.ModelConfig:
   """The preset in the Llama layout; `dtype` is the compute dtype (weights stay float32)."""
   return model_lib.preset(name, dtype=dtype, param_dtype="float32", remat=False,
                           **model_lib.LLAMA_STYLE)
-
-
-def cpu_model() -> str:
-  """`lscpu`'s model name (else /proc/cpuinfo's), for the JSON line: figures depend on it."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  try:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-  except (OSError, subprocess.SubprocessError):
-    out = ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      out += f.read()
-  except OSError:
-    pass
-  for line in out.splitlines():
-    key, _, value = line.partition(":")
-    if key.strip().lower() == "model name" and value.strip():
-      return value.strip()
-  return "unknown"
 
 
 def _batch(cfg: model_lib.ModelConfig, seed: int) -> np.ndarray:
@@ -207,7 +189,7 @@ def main(argv: list[str]) -> int:
   ceiling = {k: max(v, matmul_ceiling_gflops()[k]) for k, v in ceiling.items()}
   best_ceiling = max(ceiling.values())
 
-  print(f"train step, {args.dtype} CPU ({cpu_model()}), batch {BATCH} x {LENGTH} tokens, {threads} threads, "
+  print(f"train step, {args.dtype} CPU ({host.cpu_model()}), batch {BATCH} x {LENGTH} tokens, {threads} threads, "
         f"median of {args.steps} steps after {args.warmup} warm-up, AdamW")
   print(f"float32 matmul ceiling: jax {ceiling['jax']:.1f} GFLOP/s, "
         f"torch {ceiling['torch']:.1f} GFLOP/s")
@@ -222,7 +204,7 @@ def main(argv: list[str]) -> int:
           f"peer: {' '.join(f'{t:.2f}' for t in r['peer_step_s'])}; "
           f"fastest-step ratio {r['ratio_best']:.2f}x; "
           f"loss after the last step: ours {r['ours_loss']:.3f}, peer {r['peer_loss']:.3f}")
-  summary = {"bench": "training", "cpu_model": cpu_model(), "dtype": args.dtype,
+  summary = {"bench": "training", "cpu_model": host.cpu_model(), "dtype": args.dtype,
              "batch": BATCH, "length": LENGTH, "threads": threads,
              "load_average": os.getloadavg()[0], "matmul_ceiling_gflops": best_ceiling}
   for name, r in results.items():
