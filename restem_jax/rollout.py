@@ -57,7 +57,6 @@ _OWN_V = ("cache_batch", "cache_kv_heads", "cache_length", "kv")
 _PREFILL_BATCH = 8
 # The static sampler's own pieces, so that the engine's arithmetic is the same.
 # pylint: disable=protected-access
-_EOS, _STOP = sampling._EOS, sampling._STOP
 _NOISE_LIMIT = sampling._NOISE_LIMIT
 _gumbel, _row_keys, _sampler_prefill = sampling._gumbel, sampling._row_keys, sampling._prefill
 # pylint: enable=protected-access
@@ -165,7 +164,6 @@ def _run(params, layers, state: _State, members_PM, row_prompt_B, row_member_B, 
     (the state, the number of steps run).
   """
   B, T = state.tokens_BT.shape
-  zero = jnp.zeros_like
   state = state.replace(
       token_B=jnp.where(admit_B, new_token_B, state.token_B),
       step_B=jnp.where(admit_B, 0, state.step_B),
@@ -181,7 +179,6 @@ def _run(params, layers, state: _State, members_PM, row_prompt_B, row_member_B, 
     cache = cache.replace(members_PM=members_PM, row_prompt_B=row_prompt_B,
                           row_member_B=row_member_B)
   keys_B = _row_keys(seed, iteration, state.hash_B, state.sample_B)
-  num_stops = stop_len_S.shape[0]
   draws = strategy.draws(cfg.vocab_size)
 
   def gumbel(t_B):  # as the static sampler: row b's step t draws with fold_in(keys_B[b], t)
@@ -200,25 +197,16 @@ def _run(params, layers, state: _State, members_PM, row_prompt_B, row_member_B, 
     logits_BV, new_cache = decode_step.decode_step(cfg, params, layers, st.token_B,
                                                    st.cached_B + t_B, t_B, st.cache)
     logits_BV = nn.with_logical_constraint(logits_BV, ("activation_batch", "activation_vocab"))
-    token_B = strategy.choose(logits_BV, gumbel(t_B) if gumbel_SBX is None else gumbel_SBX[i])
-    logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
-                 - jax.nn.logsumexp(logits_BV, axis=-1))
-    hit_eos_B = (token_B == eos_id) if eos_id is not None else zero(live_B)
-    stop_state_BS = st.stop_state_BS
-    hit_stop_B = zero(live_B)
-    if num_stops:
-      stop_state_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stop_state_BS,
-                                    token_B[:, None]].astype(jnp.int32)
-      hit_stop_B = jnp.any(stop_state_BS == stop_len_S[None, :], axis=-1)
-    reason_B = jnp.where(live_B & hit_eos_B, _EOS,
-                         jnp.where(live_B & hit_stop_B, _STOP, st.reason_B))
+    token_B, logprob_B, stop_state_BS, ended_B, reason_B = sampling.choose_token(
+        strategy, logits_BV, gumbel(t_B) if gumbel_SBX is None else gumbel_SBX[i], live_B,
+        st.reason_B, st.stop_state_BS, eos_id, stop_next_SQV, stop_len_S)
     col_B = jnp.where(live_B, t_B, T)  # finished rows write nothing (T is dropped)
     rows_B = jnp.arange(B)
     return i + 1, st.replace(
         cache=new_cache,
         token_B=token_B,
         step_B=st.step_B + live_B.astype(jnp.int32),
-        done_B=st.done_B | (live_B & (hit_eos_B | hit_stop_B | (t_B + 1 >= T))),
+        done_B=st.done_B | (live_B & (ended_B | (t_B + 1 >= T))),
         reason_B=reason_B.astype(jnp.int32),
         num_tokens_B=st.num_tokens_B + live_B.astype(jnp.int32),
         stop_state_BS=jnp.where(live_B[:, None], stop_state_BS, st.stop_state_BS),

@@ -288,6 +288,29 @@ def _prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array
   return kv, C + lengths_P - 1, last_P
 
 
+def choose_token(strategy: Strategy, logits_BV: Array, gumbel_BX: Array, live_B: Array,
+                 reason_B: Array, stop_state_BS: Array, eos_id: int | None,
+                 stop_next_SQV: Array, stop_len_S: Array):
+  """One decoding step's token per row, its log-probability and how rows finish.
+
+  The static sampler's loop and the rollout engine's both call it. Returns (token_B,
+  logprob_B, stop_state_BS advanced by the token, ended_B: the token is EOS or completes a stop
+  string, reason_B: that reason for the live rows it ends, unchanged otherwise).
+  """
+  token_B = strategy.choose(logits_BV, gumbel_BX)
+  logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
+               - jax.nn.logsumexp(logits_BV, axis=-1))
+  hit_eos_B = (token_B == eos_id) if eos_id is not None else jnp.zeros_like(live_B)
+  hit_stop_B = jnp.zeros_like(live_B)
+  num_stops = stop_len_S.shape[0]
+  if num_stops:
+    stop_state_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stop_state_BS,
+                                  token_B[:, None]].astype(jnp.int32)
+    hit_stop_B = jnp.any(stop_state_BS == stop_len_S[None, :], axis=-1)
+  reason_B = jnp.where(live_B & hit_eos_B, _EOS, jnp.where(live_B & hit_stop_B, _STOP, reason_B))
+  return token_B, logprob_B, stop_state_BS, hit_eos_B | hit_stop_B, reason_B
+
+
 def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B,
               seed, iteration, stop_next_SQV, stop_len_S, strategy: Strategy,
               samples_per_prompt: int, max_new_tokens: int, share_prompt: bool, *,
@@ -331,19 +354,10 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
     t = state.step
     logits_BV = nn.with_logical_constraint(logits_BV, ("activation_batch", "activation_vocab"))
     gumbel_BX = (_gumbel(step_keys_TB[t], draws) if gumbel_TBX is None else gumbel_TBX[t])
-    token_B = strategy.choose(logits_BV, gumbel_BX)
-    logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
-                 - jax.nn.logsumexp(logits_BV, axis=-1))
     live_B = ~state.done_B
-    hit_eos_B = (token_B == eos_id) if eos_id is not None else jnp.zeros_like(live_B)
-    stop_state_BS = state.stop_state_BS
-    hit_stop_B = jnp.zeros_like(live_B)
-    if num_stops:
-      stop_state_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stop_state_BS,
-                                    token_B[:, None]].astype(jnp.int32)
-      hit_stop_B = jnp.any(stop_state_BS == stop_len_S[None, :], axis=-1)
-    reason_B = jnp.where(live_B & hit_eos_B, _EOS,
-                         jnp.where(live_B & hit_stop_B, _STOP, state.reason_B))
+    token_B, logprob_B, stop_state_BS, ended_B, reason_B = choose_token(
+        strategy, logits_BV, gumbel_BX, live_B, state.reason_B, state.stop_state_BS, eos_id,
+        stop_next_SQV, stop_len_S)
     return state.replace(
         step=t + 1,
         token_B=token_B,
@@ -352,7 +366,7 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
         logprobs_BT=jax.lax.dynamic_update_slice_in_dim(
             state.logprobs_BT, jnp.where(live_B, logprob_B, 0.0)[:, None], t, axis=1),
         num_tokens_B=state.num_tokens_B + live_B.astype(jnp.int32),
-        done_B=state.done_B | hit_eos_B | hit_stop_B,
+        done_B=state.done_B | ended_B,
         reason_B=reason_B.astype(jnp.int32),
         stop_state_BS=stop_state_BS)
 
