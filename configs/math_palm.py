@@ -46,7 +46,7 @@ def model(variant: str) -> ml_collections.ConfigDict:
   v5e chip): import the real checkpoint with `convert hf-to-orbax --remat` (a run fine-tunes
   with its base checkpoint's config)."""
   if variant == "llama31_8b":
-    from restem_jax import convert
+    from restem_jax.model import convert
     cfg = convert.model_config_from_hf(LLAMA31_8B).replace(remat=True)
     return ml_collections.ConfigDict(cfg.to_dict())
   return config_lib.model_config(variant)

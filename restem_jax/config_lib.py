@@ -10,7 +10,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from restem_jax import model as model_lib
-from restem_jax import trainer as trainer_lib
+from restem_jax.training import trainer as trainer_lib
 
 
 def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
@@ -59,7 +59,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.progress_bar = True
 
   # The model: its architecture (for a from-scratch base), or a base checkpoint directory
-  # (restem_jax.checkpoints format, which carries its own config and vocabulary).
+  # (restem_jax.model.checkpoints format, which carries its own config and vocabulary).
   c.model = model_config("tiny")
   c.base_checkpoint = ""
   c.vocab = ml_collections.ConfigDict({"path": "", "size": 1024})
@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
       "shard_problems": 64,  # problems per resumable sample shard
       "stop_when_valid_drops": False,  # stop once validation accuracy falls (APPS overfitting)
       "generator_checkpoint": "",  # distillation: this model generates, the base is trained
-      # Beyond the paper (restem_jax/estep.py): how the E-step spends its N x problems samples,
+      # Beyond the paper (restem_jax/loop/estep.py): how the E-step spends its N x problems samples,
       # "uniform" (N each, the paper) or "adaptive" (rounds to the problems with the fewest of K).
       "budget": "uniform",
       "max_samples_per_problem": 0,  # adaptive: the most one problem draws; 0 = 4 x num_samples

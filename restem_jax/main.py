@@ -172,7 +172,7 @@ def main(argv) -> None:
   except app.UsageError as e:
     raise cli.UserError(str(e)) from e
   workdir, config = _WORKDIR.value, _CONFIG.value
-  from restem_jax import preflight, run_dir  # pylint: disable=g-import-not-at-top
+  from restem_jax.loop import preflight, run_dir  # pylint: disable=g-import-not-at-top
   cli.check_writable_dir(workdir, "--workdir")
   run_dir.check_owned(workdir)
   if run_dir.is_finished(workdir, json.loads(config.to_json_best_effort())):

@@ -23,14 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from restem_jax import checkpoints
 from restem_jax import model as model_lib
-from restem_jax import partitioning
-from restem_jax import sample_shards
+from restem_jax.model import checkpoints
+from restem_jax.model import partitioning
 from restem_jax import sampling
-from restem_jax import train_data
-from restem_jax import train_steps
-from restem_jax import trainer
+from restem_jax.sampling import shards as sample_shards
+from restem_jax.training import batches
+from restem_jax.training import steps as train_steps
+from restem_jax.training import trainer
 
 # As in test_trainer: dims of at least 128 so Adafactor's factored statistics are exercised.
 CFG = model_lib.preset("tiny", num_layers=2, d_model=128, num_heads=4, num_kv_heads=1,
@@ -63,7 +63,7 @@ def _spread_devices() -> list:
 
 def _examples(n: int, seed: int):
   rng = np.random.default_rng(seed)
-  return [train_data.prefix_lm_example(rng.integers(2, 256, rng.integers(3, 7)),
+  return [batches.prefix_lm_example(rng.integers(2, 256, rng.integers(3, 7)),
                                        rng.integers(2, 256, rng.integers(3, 9)), LENGTH,
                                        weight=float(rng.choice([1.0, 0.5])))
           for _ in range(n)]
@@ -86,7 +86,7 @@ def train(out: dict):
   # The layout this test means: each host's rows of a batch stay on its own devices.
   assert partitioning.rows_follow_processes(mesh, BATCH), mesh.devices
   state = fns.init_state(params["params"])
-  data = train_data.ShuffledExamples(_examples(12, seed=1), BATCH, seed=3)
+  data = batches.ShuffledExamples(_examples(12, seed=1), BATCH, seed=3)
   for step in range(STEPS):
     state, metrics = fns.train_step(state, fns.put_batch(next(data)),
                                     jax.random.fold_in(jax.random.key(7), step))
@@ -104,7 +104,7 @@ def evaluate_spread(params, out: dict) -> None:
   # ... and here both processes hold every row.
   assert jax.process_count() == 1 or not partitioning.rows_follow_processes(mesh, BATCH)
   params = jax.device_put(params, fns.state_shardings.params)
-  valid = train_data.eval_batches(_examples(10, seed=2), BATCH)  # this host's rows
+  valid = batches.eval_batches(_examples(10, seed=2), BATCH)  # this host's rows
   for k, v in train_steps.evaluate_loss(fns, params, valid).items():
     out[f"spread/{k}"] = np.asarray(v)
 

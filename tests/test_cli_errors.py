@@ -17,10 +17,10 @@ import time
 import pytest
 import tqdm
 
-from conftest import REPO, smoke_env
+from tests.conftest import REPO, smoke_env
 
 from restem_jax import cli
-from restem_jax import run_dir
+from restem_jax.loop import run_dir
 
 JSONL_SMOKE = "--config=configs/jsonl_math.py:smoke"
 
@@ -292,7 +292,7 @@ def test_run_main_sorts_expected_failures_from_bugs(capsys, monkeypatch):
 
 
 def test_checkpoint_file_names_agree_with_checkpoints():
-  from restem_jax import checkpoints
+  from restem_jax.model import checkpoints
   assert cli.CHECKPOINT_CONFIG_FILE == checkpoints.CONFIG_FILE
   assert cli.CHECKPOINT_COMPLETE_FILE == checkpoints.COMPLETE_FILE
 

@@ -59,10 +59,11 @@ def test_unknown_variant_is_an_error():
                                            ("demo_code.py", None), ("demo_code.py", "smoke")])
 def test_embedded_demos_fit_their_rows(name, variant, tmp_path):
   """No prompt or human solution of a demo is cut by its row lengths (the loop's vocabulary)."""
-  from restem_jax import loop, vocab as vocab_lib
+  from restem_jax.data import vocab as vocab_lib
   from restem_jax.data import finetune, tasks
+  from restem_jax.loop import inputs
   c = _load(os.path.join(REPO, "configs", name), variant)
-  options = loop.Run._task_options(c.data.kind, c.data)
+  options = inputs.task_options(c.data.kind, c.data)
   vocab_path = vocab_lib.train_sentencepiece(tasks.training_texts(c.data.kind, **options),
                                              tmp_path / "v.model", c.vocab.size)
   task_name = tasks.register_task(c.data.kind, vocab_lib.load_vocab(vocab_path),

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from restem_jax import sample_shards
+from restem_jax.sampling import shards as sample_shards
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)

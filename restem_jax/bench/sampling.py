@@ -36,10 +36,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from restem_jax import model as model_lib
 from restem_jax.bench import host
 from restem_jax.bench import peers
-from restem_jax import partitioning
+from restem_jax import model as model_lib
+from restem_jax.model import partitioning
 from restem_jax import sampling
 
 BATCH = 64

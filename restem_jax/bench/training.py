@@ -1,6 +1,6 @@
 """`python -m restem_jax.bench training`: train-step throughput against PyTorch eager.
 
-Ours: `trainer.make_train_fns` (the jitted, donated train step the trainer runs) with AdamW.
+Ours: `steps.make_train_fns` (the jitted, donated train step the trainer runs) with AdamW.
 Peer: Hugging Face `LlamaForCausalLM` (random init) + `torch.optim.AdamW`, eager, on the same
 shapes: our model in the Llama layout (`model.LLAMA_STYLE`: sequential block, RMSNorm) with
 the `tiny` and `small` sizes, multi-query attention and tied embeddings as in the presets. Both
@@ -29,11 +29,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from restem_jax import model as model_lib
 from restem_jax.bench import host
 from restem_jax.bench import peers
-from restem_jax import partitioning
-from restem_jax import trainer
+from restem_jax import model as model_lib
+from restem_jax.model import partitioning
+from restem_jax.training import steps as train_steps
+from restem_jax.training import trainer
 
 BATCH = 16
 LENGTH = 256
@@ -60,7 +61,7 @@ class Ours:
                   adam_eps=1e-8, weight_decay=0.01, clip_grad_norm=0.0, z_loss=0.0,
                   batch_size=BATCH, num_microbatches=1)
     mesh = partitioning.make_mesh((1, 1, 1), jax.devices()[:1])
-    self.fns = trainer.make_train_fns(cfg, config, mesh)
+    self.fns = train_steps.make_train_fns(cfg, config, mesh)
     boxed = jax.jit(lambda k: model_lib.Decoder(cfg).init(k, jnp.zeros((1, 1), jnp.int32)))(
         jax.random.key(0))
     self.state = self.fns.init_state(nn.unbox(boxed)["params"])
@@ -151,7 +152,7 @@ def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32") -> dic
       ours_s.append(ours.seconds)
       peer_s.append(peer.seconds)
   tokens_per_step = BATCH * LENGTH
-  flops_token = trainer.flops_per_token(cfg, LENGTH)
+  flops_token = train_steps.flops_per_token(cfg, LENGTH)
   ours_tok = tokens_per_step / statistics.median(ours_s)
   peer_tok = tokens_per_step / statistics.median(peer_s)
   return {

@@ -5,7 +5,7 @@
                the original releases, or a local snapshot of the Hugging Face hub data set
                (openai/gsm8k, EleutherAI/hendrycks_math, HuggingFaceH4/MATH-500,
                codeparrot/apps, openai/openai_humaneval, google-research-datasets/mbpp; the
-               snapshot root, a config directory or one file; see restem_jax/hub.py). Without
+               snapshot root, a config directory or one file; see restem_jax/data/hub.py). Without
                --dataset the layout decides.
   train_vocab  --task=KIND --out=FILE.model [--vocab_size=N] [task options]
                Trains a SentencePiece model on the task's train-split questions and solutions
@@ -26,8 +26,8 @@ import sys
 from etils import epath
 
 from restem_jax import cli
-from restem_jax import file_io
 from restem_jax.data import arith, prog
+from restem_jax import file_io
 
 
 def _sizes(text: str) -> dict[str, int]:
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
       return 0
     # TensorFlow and seqio load only for the commands that need them.
-    from restem_jax import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
+    from restem_jax.data import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
     from restem_jax.data import tasks, tfds_builders  # pylint: disable=g-import-not-at-top
     if args.command == "prepare":
       manual_dir = args.manual_dir

@@ -12,8 +12,8 @@ problem may list the same solution twice (two samples can coincide, and the pape
 
 `decoder_examples` turns any Task with "inputs"/"targets" (this one, or a problem Task's human
 solutions for the SFT baseline) into decoder rows with loss weights on the target tokens only,
-optionally packed, as numpy arrays `train_data.ShuffledExamples` takes. The rows are built by
-`train_data.decoder_rows` from the examples' lengths, not by seqio's feature converters, which
+optionally packed, as numpy arrays `batches.ShuffledExamples` takes. The rows are built by
+`batches.decoder_rows` from the examples' lengths, not by seqio's feature converters, which
 take every token 0 for padding (a real token, "!", in Llama 3's and Qwen2's vocabularies).
 """
 
@@ -27,10 +27,10 @@ import seqio
 import tensorflow as tf
 from etils import epath
 
-from restem_jax import file_io
-from restem_jax import train_data
-from restem_jax import vocab as vocab_lib
 from restem_jax.data import tasks
+from restem_jax.data import vocab as vocab_lib
+from restem_jax import file_io
+from restem_jax.training import batches
 
 SAMPLE_FIELDS = ("id", "prompt", "text")
 
@@ -162,7 +162,7 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
     pack: pack several examples into a row (adds segment ids and positions).
 
   Returns:
-    {feature: [N, L] array}: `train_data.decoder_rows` over (inputs, targets), L = inputs +
+    {feature: [N, L] array}: `batches.decoder_rows` over (inputs, targets), L = inputs +
     targets length, laid out for the Task's vocabulary (`vocab.decoder_start_id`).
 
   Raises:
@@ -176,6 +176,6 @@ def decoder_examples(task_name: str, sequence_length: dict[str, int], split: str
   if not examples:
     raise ValueError(f"task {task_name!r} split {split!r} has no example with a solution")
   vocab = task.output_features["targets"].vocabulary
-  return train_data.decoder_rows(examples, sequence_length["inputs"] + sequence_length["targets"],
+  return batches.decoder_rows(examples, sequence_length["inputs"] + sequence_length["targets"],
                                  pack=pack, start_id=vocab_lib.decoder_start_id(vocab))
 

@@ -1,7 +1,7 @@
 """Every data set's problems in one flat record layout, read from the published files.
 
-The published formats are read and validated by `restem_jax.formats` and, for Hugging Face hub
-snapshots and parquet files, `restem_jax.hub` (shared with the scoring CLI, so a problem id means
+The published formats are read and validated by `restem_jax.data.formats` and, for Hugging Face hub
+snapshots and parquet files, `restem_jax.data.hub` (shared with the scoring CLI, so a problem id means
 the same thing everywhere); this module maps each format's problems onto `FIELDS`, all strings,
 which the TFDS builders store and the seqio Tasks carry:
 
@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 
 from etils import epath
 
-from restem_jax import formats, hub
+from restem_jax.data import formats, hub
 
 FIELDS = ("id", "question", "answer", "solution", "tests", "level", "subject", "starter_code",
           "format_line")

@@ -33,9 +33,9 @@ import sys
 
 from etils import epath
 
-from restem_jax import file_io
 from restem_jax.data import arith
 from restem_jax.data import splits
+from restem_jax import file_io
 
 _NAMES = (("Ava", "she", "her"), ("Ben", "he", "his"), ("Mia", "she", "her"),
           ("Leo", "he", "his"), ("Zoe", "she", "her"), ("Sam", "he", "his"),

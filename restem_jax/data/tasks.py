@@ -32,11 +32,12 @@ import seqio
 import tensorflow as tf
 from etils import epath
 
-from restem_jax import metrics, rewards
-from restem_jax import vocab as vocab_lib
 from restem_jax.data import fewshot
 from restem_jax.data import records
 from restem_jax.data import sources
+from restem_jax.data import vocab as vocab_lib
+from restem_jax.loop import metrics
+from restem_jax import rewards
 
 
 @dataclasses.dataclass(frozen=True)

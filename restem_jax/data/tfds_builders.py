@@ -16,7 +16,7 @@ authors publish, from `--manual_dir`, validates them (`records`) and writes TFRe
                     result is the catalog's `gsm8k` data set and is read through the catalog
                     builder.
 
-Hub snapshots are read by `restem_jax.hub` (see there for the layouts and ids); a split the files
+Hub snapshots are read by `restem_jax.data.hub` (see there for the layouts and ids); a split the files
 do not have (MATH-500's train) is not written.
 
 Our builders store the flat record layout of `records.FIELDS`, so a prepared data set and the
@@ -32,7 +32,7 @@ from etils import epath
 from tensorflow_datasets.core import utils as tfds_utils
 from tensorflow_datasets.text.gsm8k import gsm8k as tfds_gsm8k
 
-from restem_jax import hub
+from restem_jax.data import hub
 from restem_jax.data import records
 
 _VERSION = "1.0.0"
@@ -159,7 +159,7 @@ def prepare(kind: str, manual_dir: epath.PathLike, data_dir: epath.PathLike) -> 
   Args:
     kind: "math", "apps", "humaneval", "gsm8k" or "mbpp".
     manual_dir: the directory holding the published files (see `records.SOURCES`), a hub
-      snapshot (`restem_jax.hub`), or one of its config directories or files.
+      snapshot (`restem_jax.data.hub`), or one of its config directories or files.
     data_dir: the TFDS data directory to write (local or gs://).
 
   Returns:

@@ -19,8 +19,8 @@ import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from restem_jax import rewards
 from restem_jax.data import arith, prog, sources
+from restem_jax import rewards
 
 KINDS = ("arith", "prog")
 FRESH_INPUTS = 300  # prog: fresh random inputs per problem

@@ -17,6 +17,12 @@
 passed on: math takes `extractors` and `timeout_s`; the code rewards take the fields of
 `code.JudgeConfig` (e.g. `backend="unshare"`, `allow_unsandboxed=True`, `test_timeout_s=4`).
 Instances are cached per (name, options): a code reward keeps sandboxes started ahead of use.
+
+  base.py      `Verdict`, what every reward returns
+  math.py      the math reward (answer extraction; `_math_*`: answer forms, comparison, worker)
+  code.py      the code judge (`sandbox.py`: containers; `_harness.py`, `_sandbox_init.py`,
+               `_values.py`: what runs inside them)
+  score.py     `python -m restem_jax.score`: scores a samples file against a problem set
 """
 
 from __future__ import annotations

@@ -32,155 +32,13 @@ import fractions
 import re
 
 from restem_jax.rewards import _math_expr as ex
+from restem_jax.rewards._math_clean import Marks, clean, split_top
 from restem_jax.rewards._math_question import KNOWN_UNITS, Question, canonical_unit, read_question
 
 __all__ = ["Answer", "Question", "as_interval", "canonical_unit", "clean", "read_answer",
            "read_question"]
 
 Fraction = fractions.Fraction
-
-# ----------------------------------------------------------------------------- clean-up
-
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|textrm|textnormal|mathrm|mathbf|mathit|"
-                          r"mbox|hbox|operatorname|textsf|mathsf)\s*\{")
-_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ(?![a-zA-Z])|\\degree(?![a-zA-Z])|°|"
-                        r"(?<=\d)\s*\^\s*\{?\s*o\s*\}?(?![a-zA-Z])")  # 30^o, a common slip
-_LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|"
-                            r"Bigg|displaystyle)(?![a-zA-Z])")
-_SEP_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|\\,|\\ |~|\\;|\\:|,\\!|\\!,|\\!)(?=\d{3}(?!\d))")
-_COMPARE = [(r"\\leqslant|\\leq|\\le(?![a-zA-Z])|≤", "<="),
-            (r"\\geqslant|\\geq|\\ge(?![a-zA-Z])|≥", ">="), (r"\\lt(?![a-zA-Z])", "<"),
-            (r"\\gt(?![a-zA-Z])", ">"), (r"\\neq|\\ne(?![a-zA-Z])|≠", "!=")]
-
-
-_UNICODE = [("\u2212", "-"), ("\u2013", "-"), ("\u221a", "\\sqrt"), ("\u03c0", "\\pi "),
-            ("\u221e", "\\infty "), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u2264", "<="),
-            ("\u2265", ">="), ("\u2260", "!="), ("\u222a", "\\cup "), ("\u00bd", "\\frac{1}{2}"),
-            ("\u2153", "\\frac{1}{3}"), ("\u00b2", "^2"), ("\u00b3", "^3"),
-            ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}")]
-
-
-def matching_brace(s: str, i: int) -> int | None:
-  """Index of the `}` closing the `{` at i; escaped braces (`\\{`) do not count."""
-  depth = 0
-  while i < len(s):
-    ch = s[i]
-    if ch == "\\":
-      i += 2
-      continue
-    if ch == "{":
-      depth += 1
-    elif ch == "}":
-      depth -= 1
-      if depth == 0:
-        return i
-    i += 1
-  return None
-
-
-def _unwrap(s: str, pattern: re.Pattern, pad: str = "") -> str:
-  for _ in range(50):
-    m = pattern.search(s)
-    if not m:
-      break
-    close = matching_brace(s, m.end() - 1)
-    if close is None:
-      break
-    s = s[:m.start()] + pad + s[m.end():close] + pad + s[close + 1:]
-  return s
-
-
-@dataclasses.dataclass(frozen=True)
-class _Marks:
-  percent: bool = False
-  degree: bool = False
-  dollar: bool = False
-
-
-def clean(s: str) -> tuple[str, _Marks]:
-  """Strips presentation (delimiters, spacing, sizes, `\\text`) and notes %, degree and $."""
-  s = s.strip()
-  for char, tex in _UNICODE:
-    s = s.replace(char, tex)
-  # Plain-text maths from chat models: sqrt(2), pi, inf.
-  s = re.sub(r"(?<![\\a-zA-Z])(sqrt|pi|infty|sin|cos|tan|ln|log)(?![a-zA-Z])", r"\\\1", s)
-  s = _unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
-  s = s.replace("\\\\", "\x01")  # a matrix row break survives the escape clean-up below
-  dollar = "\\$" in s or bool(re.search(r"\$\s*\d", s)) and s.count("$") == 1
-  s = s.replace("\\$", " ").replace("$", " ")
-  s = re.sub(r"\\[()\[\]]", " ", s)
-  s = re.sub(r"\\(?:left|right)\s*\.", "", s)  # \left. ... \right| : invisible delimiters
-  s = _LEFT_RIGHT_RE.sub("", s)
-  s = _SEP_THOUSANDS_RE.sub(",", s)
-  s = s.replace("{,}", ",").replace("\\!", "")
-  s = re.sub(r"\\[,:; ]|\\q?quad(?![a-zA-Z])|~", " ", s)
-  s = re.sub(r"\\[dt](frac|binom)(?![a-zA-Z])|\\(?:nicefrac|sfrac|cfrac)(?![a-zA-Z])",
-             lambda m: "\\" + (m.group(1) or "frac"), s)
-  s = re.sub(r"\{([^{}]*)\\over(?![a-zA-Z])([^{}]*)\}", r"\\frac{\1}{\2}", s)
-  s = re.sub(r"\\langle(?![a-zA-Z])", "(", s)
-  s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
-  s = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", " allreals ", s)
-  s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", " emptyset ", s)
-  s = _unwrap(s, _TEXT_CMD_RE, pad=" ")
-  s = re.sub(r"\\(?:rm|bf|it|mathrm)(?![a-zA-Z])", " ", s)
-  s = re.sub(r"(?<![\\a-zA-Z}^_])\{\s*([A-Za-z]{2,}[A-Za-z ]*)\}", r" \1 ", s)  # {\rm cm}
-  degree = bool(_DEGREE_RE.search(s))
-  s = _DEGREE_RE.sub(" ", s)
-  percent = "%" in s
-  s = s.replace("\\%", " ").replace("%", " ")
-  for pattern, repl in _COMPARE:
-    s = re.sub(pattern, repl, s)
-  s = re.sub(r"\s+", " ", s).strip()
-  s = _ELLIPSIS_RE.sub(_repeating, s)
-  s = re.sub(r"[.\s]+$", "", s).strip()
-  s = re.sub(r"^(?:and|or)\s+|^(?:=|\\approx|\\sim)\s*", "", s)
-  exact, approx, _ = s.partition("\\approx")
-  if approx and exact.strip() and not re.search(r"(?<![\\a-zA-Z])[a-zA-Z](?![a-zA-Z])", exact):
-    s = exact.strip()  # 2\\sqrt{3} \\approx 3.46: the exact value is the answer
-  s = re.sub(r"\\approx", "=", s)  # x \\approx 3.46: the value given
-  return s, _Marks(percent, degree, dollar)
-
-
-_ELLIPSIS_RE = re.compile(r"(\d*)\.(\d+)\s*(?:\.\.\.|\\[lc]?dots(?![a-zA-Z])|\u2026)")
-
-
-def _repeating(m: re.Match) -> str:
-  """`0.333...` -> `0.\\overline{3}` when the digits show their period twice (`0.1666...`,
-  `0.142857142857...`); other decimals before an ellipsis stay as written."""
-  whole, digits = m.group(1), m.group(2)
-  for period in range(1, len(digits) // 2 + 1):
-    tail = digits[-period:]
-    if digits.endswith(tail * 2):
-      fixed = digits[:-period]
-      while fixed.endswith(tail):
-        fixed = fixed[:-period]
-      return f"{whole}.{fixed}\\overline{{{tail}}}"
-  return f"{whole}.{digits}"
-
-
-def _split_top(s: str, seps: re.Pattern) -> list[str]:
-  """s split at matches of seps outside any brackets."""
-  parts, depth, start, i = [], 0, 0, 0
-  while i < len(s):
-    ch = s[i]
-    if ch == "\\" and i + 1 < len(s) and s[i + 1] in "{}":
-      depth += 1 if s[i + 1] == "{" else -1
-      i += 2
-      continue
-    if ch in "([{":
-      depth += 1
-    elif ch in ")]}":
-      depth -= 1
-    elif depth == 0:
-      m = seps.match(s, i)
-      if m and m.end() > i:
-        parts.append(s[start:i])
-        start = i = m.end()
-        continue
-    i += 1
-  parts.append(s[start:])
-  return [p.strip() for p in parts]
-
 
 # ----------------------------------------------------------------------------- answers
 
@@ -257,7 +115,7 @@ def read_answer(text: str, question: Question = Question()) -> Answer | None:
 _CLOCK_RE = re.compile(r"(\d{1,2})\s*(?:\{:\}|:)\s*(\d{2})(?:\s*([ap])\.?\s*m\.?)?", re.I)
 
 
-def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
+def _read(s: str, marks: Marks, q: Question) -> Answer | None:
   if _MATRIX_RE.search(s):
     return _read_matrix(s)
   clock = None if q.ratio else _CLOCK_RE.fullmatch(s)
@@ -283,7 +141,7 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
     return _number(s.replace(",", "").replace(" ", ""), marks)
   if grouped and s[0] not in "([\\":
     s = _INNER_THOUSANDS_RE.sub(lambda m: m.group(0).replace(",", ""), s)
-  union = _split_top(s, _UNION_RE)
+  union = split_top(s, _UNION_RE)
   if len(union) > 1:
     parts = [_read_item(p, marks, q) for p in union]
     if all(p is not None and p.kind in ("interval", "bracket") for p in parts):
@@ -291,7 +149,7 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
       if all(iv is not None for iv in ivs):
         return Answer("interval", tuple(x for iv in ivs for x in iv.value))
     return None
-  items = _split_top(s, _LIST_SEP_RE)
+  items = split_top(s, _LIST_SEP_RE)
   if len(items) > 1:
     if any(not item for item in items):
       return None
@@ -309,8 +167,8 @@ def _read(s: str, marks: _Marks, q: Question) -> Answer | None:
   return _read_item(s, marks, q)
 
 
-def _reals_without(points: str, marks: _Marks, q: Question) -> Answer | None:
-  items = [_read_item(p, marks, q) for p in _split_top(points, re.compile(r"\s*,\s*"))]
+def _reals_without(points: str, marks: Marks, q: Question) -> Answer | None:
+  items = [_read_item(p, marks, q) for p in split_top(points, re.compile(r"\s*,\s*"))]
   if not items or any(i is None or i.kind != "expr" or ex.variables(i.value) for i in items):
     return None
   try:
@@ -321,7 +179,7 @@ def _reals_without(points: str, marks: _Marks, q: Question) -> Answer | None:
   return Answer("interval", tuple((lo, hi, False, False) for lo, hi in zip(ends, ends[1:])))
 
 
-def _number(s: str, marks: _Marks, **kw) -> Answer | None:
+def _number(s: str, marks: Marks, **kw) -> Answer | None:
   node = ex.parse_expr(s)
   if node is None:
     return None
@@ -333,7 +191,7 @@ _NEG_INF = ("neg", ("c", "inf"))
 _POS_INF = ("c", "inf")
 
 
-def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
+def _read_item(s: str, marks: Marks, q: Question) -> Answer | None:
   s = s.strip()
   if not s:
     return None
@@ -341,7 +199,7 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
   if member:  # x \in [2, 5), x \in \{1, 2\}
     return _read(member.group(1), marks, q)
   bare_set = (s[0] == "{" and s[-1] == "}" and _closes_at_end(s)
-              and len(_split_top(s[1:-1], re.compile(r"\s*,\s*"))) > 1)
+              and len(split_top(s[1:-1], re.compile(r"\s*,\s*"))) > 1)
   if bare_set:  # {1, 2}: TeX would drop the braces, the writer meant a set
     s = "\\{" + s[1:-1] + "\\}"
   if s.startswith("\\{") and s.endswith("\\}"):
@@ -351,15 +209,15 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
     builder = _BUILDER_RE.fullmatch(inner)
     if builder:  # \{x \mid x > 3\}: the condition's set
       return _read(builder.group(1), marks, q)
-    items = [_read_item(p, marks, q) for p in _split_top(inner, re.compile(r"\s*[,;]\s*"))]
+    items = [_read_item(p, marks, q) for p in split_top(inner, re.compile(r"\s*[,;]\s*"))]
     return None if any(i is None for i in items) else Answer(
         "set", tuple(_strip_assignment(i) for i in items))
   if s.startswith("\\langle") and s.endswith("\\rangle"):
     s = "(" + s[len("\\langle"):-len("\\rangle")] + ")"
   if s[0] in "([" and s[-1] in ")]" and _closes_at_end(s):
-    inner = _split_top(s[1:-1], re.compile(r"\s*,\s*"))
+    inner = split_top(s[1:-1], re.compile(r"\s*,\s*"))
     if len(inner) > 1:
-      items = [_read_item(p, _Marks(), q) for p in inner]
+      items = [_read_item(p, Marks(), q) for p in inner]
       if any(i is None for i in items):
         return None
       return Answer("bracket", (s[0], s[-1], tuple(_strip_assignment(i) for i in items)))
@@ -372,7 +230,7 @@ def _read_item(s: str, marks: _Marks, q: Question) -> Answer | None:
         "\\mp", "\\pm").replace("\\pm", "-", 1)
     a, b = _read_item(plus, marks, q), _read_item(minus, marks, q)
     return None if a is None or b is None else Answer("list", (a, b))
-  sides = _split_top(s, re.compile(r"\s*=\s*"))
+  sides = split_top(s, re.compile(r"\s*=\s*"))
   if len(sides) == 2:
     return _read_equation(sides, marks, q)
   if len(sides) > 2:
@@ -397,7 +255,7 @@ def _closes_at_end(s: str) -> bool:
   return depth == 0
 
 
-def _read_value(s: str, marks: _Marks, q: Question) -> Answer | None:
+def _read_value(s: str, marks: Marks, q: Question) -> Answer | None:
   """A single value: number / expression with an optional unit, a based number, or words."""
   unit = ""
   paren = re.fullmatch(r"(.*?\S)\s*\(\s*([A-Za-z]{2,}[A-Za-z ]*)\)", s)
@@ -512,7 +370,7 @@ _VAR_RE = re.compile(r"(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?[a-zA-Z0-9]+\}?)?(?:\([a-z
                      r"|[fghpqrFGHPQRST](?:\^\{?-1\}?)?\([^()=]*\)")  # f(4) = 14
 
 
-def _read_equation(sides: list[str], marks: _Marks, q: Question) -> Answer | None:
+def _read_equation(sides: list[str], marks: Marks, q: Question) -> Answer | None:
   lhs, rhs = sides
   if not lhs or not rhs:
     return None

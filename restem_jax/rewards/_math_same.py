@@ -13,6 +13,7 @@ import fractions
 import math
 
 from restem_jax.rewards import _math_expr as ex
+from restem_jax.rewards import _math_shape as shape
 from restem_jax.rewards._math_forms import (KNOWN_UNITS, Answer, Question, as_interval,
                                             read_answer)
 from restem_jax.rewards._math_question import MARK_UNITS, unit_bases
@@ -406,21 +407,21 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
   """The question's form rules, for a pred whose value equals the gold's."""
   gn, pn = g.value, p.value
   has_vars = bool(ex.variables(gn))
-  if has_vars and (q.expand or q.simplify) and ex.is_expanded(gn):
-    if not ex.is_expanded(pn) or len(ex.terms(pn)) != len(ex.terms(gn)):
+  if has_vars and (q.expand or q.simplify) and shape.is_expanded(gn):
+    if not shape.is_expanded(pn) or len(shape.terms(pn)) != len(shape.terms(gn)):
       return False
-  if has_vars and q.degrees and ex.is_expanded(gn):
-    degrees = [ex.degree(t) for t in ex.terms(pn)]
+  if has_vars and q.degrees and shape.is_expanded(gn):
+    degrees = [shape.degree(t) for t in shape.terms(pn)]
     if None in degrees or degrees != sorted(degrees, reverse=q.degrees == "decreasing"):
       return False
-  if has_vars and q.factor and not ex.is_expanded(gn):
+  if has_vars and q.factor and not shape.is_expanded(gn):
     if not _same_factors(gn, pn):
       return False
-  if (q.radical or q.simplify) and not ex.radicals_simplified(pn):
+  if (q.radical or q.simplify) and not shape.radicals_simplified(pn):
     return False
   rational = ex.exact(gn) if not has_vars else None
-  if (not has_vars and rational is None and ex.is_irrational_form(gn) and ex.has_decimal(pn)
-      and not ex.is_irrational_form(pn) and not ex.has_decimal(gn) and not q.decimal):
+  if (not has_vars and rational is None and shape.is_irrational_form(gn) and ex.has_decimal(pn)
+      and not shape.is_irrational_form(pn) and not ex.has_decimal(gn) and not q.decimal):
     return False  # a decimal approximation of an exact irrational answer (11.3137 for 8√2)
   if (rational is not None and rational.denominator != 1
       and (q.common_fraction or q.lowest_terms or q.simplify)):
@@ -436,14 +437,14 @@ def _form_ok(g: Answer, p: Answer, q: Question) -> bool:
   if (q.evaluate and not has_vars and _unevaluated(pn, roots=False)
       and not _unevaluated(gn, roots=False)):
     return False  # "Evaluate log_4 8": \\log_4 8 restates it, 3/2 answers it
-  if (not has_vars and (q.simplify or q.evaluate) and ex.is_expanded(gn)
-      and (len(ex.terms(pn)) > len(ex.terms(gn)) or _has_product_of_sums(pn))):
+  if (not has_vars and (q.simplify or q.evaluate) and shape.is_expanded(gn)
+      and (len(shape.terms(pn)) > len(shape.terms(gn)) or _has_product_of_sums(pn))):
     return False  # "Simplify": 2\\sqrt{3}+3\\sqrt{3} for 5\\sqrt{3}, (2+3i)(1-i) for 5+i
   if q.mixed and g.mixed and not p.mixed:
     return False
   if q.improper and p.mixed:
     return False
-  if q.complex_form and ex.has_const(gn, "i") and not ex.is_expanded(pn):
+  if q.complex_form and ex.has_const(gn, "i") and not shape.is_expanded(pn):
     return False  # (1+i)/2 is not in the form a+bi
   if q.decimal and ex.has_decimal(gn) and not _is_literal(pn, decimal=True):
     return False
@@ -526,8 +527,8 @@ def _scientific(node, any_mantissa: bool = False) -> bool:
 def _same_factors(gn, pn) -> bool:
   """Pred's non-constant factors are gold's, each up to sign (`(2x-2)(x+1)` is not
   `2(x-1)(x+1)` factored completely)."""
-  gf, _ = ex.factors(gn)
-  pf, _ = ex.factors(pn)
+  gf, _ = shape.factors(gn)
+  pf, _ = shape.factors(pn)
   if len(gf) != len(pf):
     return False
   unused = list(pf)

@@ -43,7 +43,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from restem_jax.rewards import _harness, _values, sandbox
+from restem_jax.rewards import _harness, _harness_core, _values, sandbox
 from restem_jax.rewards.base import Verdict
 
 FLOAT_TOLERANCE = 1e-6
@@ -55,9 +55,10 @@ _FENCE_RE = re.compile(r"```[ \t]*(?:python3?|py|Python3?)?[ \t]*\n(.*?)```", re
 
 @functools.lru_cache(maxsize=None)
 def _harness_source() -> str:
-  """The sandbox's program: the value format, then the harness (which defines main)."""
+  """The sandbox's program: the value format, the harness's plumbing, then the harness (which
+  defines main), compiled as one module."""
   sources = []
-  for module in (_values, _harness):
+  for module in (_values, _harness_core, _harness):
     with open(module.__file__, encoding="utf-8") as f:
       sources.append(f.read())
   return "\n".join(sources)
@@ -321,9 +322,9 @@ class CodeJudge:
           if result is not None:  # anything after the end: the sample fails
             result = ("end", "the sandbox wrote after its last record")
             break
-          body, tag = frame[:-_harness.TAG_BYTES], frame[-_harness.TAG_BYTES:]
-          if (len(frame) <= _harness.TAG_BYTES
-              or not hmac.compare_digest(tag, _harness.record_tag(key, index, body))):
+          body, tag = frame[:-_harness_core.TAG_BYTES], frame[-_harness_core.TAG_BYTES:]
+          if (len(frame) <= _harness_core.TAG_BYTES
+              or not hmac.compare_digest(tag, _harness_core.record_tag(key, index, body))):
             result = ("end", "a record failed authentication")
             break
           index += 1

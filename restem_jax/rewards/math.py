@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 
+from restem_jax.rewards import _math_clean as _clean
 from restem_jax.rewards import _math_forms as _forms
 from restem_jax.rewards import _math_same as _same
 from restem_jax.rewards.base import Verdict
@@ -210,7 +211,7 @@ def _unwrap_commands(s: str, pattern: re.Pattern) -> str:
     match = pattern.search(s)
     if not match:
       break
-    close = _forms.matching_brace(s, match.end() - 1)
+    close = _clean.matching_brace(s, match.end() - 1)
     if close is None:
       break
     s = s[:match.start()] + s[match.end():close] + s[close + 1:]
