@@ -437,6 +437,10 @@ class Decoder(nn.Module):
     B, L = tokens_BL.shape
     positions_BL = _positions(positions_BL, B, L)
     self_mask_BLL, _ = masks(positions_BL, segment_ids_BL)
+    # As an additive bias (0 or NEG_INF): XLA:CPU fuses the add into the scores' product, where a
+    # bool mask costs a separate select pass over every [L, L] score tensor. The same scores
+    # (s + 0 = s; s + NEG_INF rounds to NEG_INF for any |s| < 1e22) and the same gradients.
+    self_bias_BLL = jnp.where(self_mask_BLL, jnp.float32(0.0), jnp.float32(NEG_INF))
     embedding = self.param(
         "embedding", nn.with_logical_partitioning(
             nn.initializers.normal(stddev=cfg.embed_init_std), ("vocab", "embed")),
@@ -451,7 +455,7 @@ class Decoder(nn.Module):
                     in_axes=(nn.broadcast, nn.broadcast, nn.broadcast, 0),
                     length=cfg.num_layers, unroll=max(1, min(self.scan_unroll, cfg.num_layers)),
                     metadata_params={nn.PARTITION_NAME: "layers"})
-    x_BLD, (k, v) = stack(cfg, name="layers")(x_BLD, positions_BL, self_mask_BLL, None, None)
+    x_BLD, (k, v) = stack(cfg, name="layers")(x_BLD, positions_BL, self_bias_BLL, None, None)
     x_BLD = Norm(cfg, name="final_norm")(x_BLD)
     unembed_DV = None if cfg.tied_embeddings else _kernel(
         self, "unembed", (cfg.d_model, cfg.vocab_size), ("embed", "vocab"))

@@ -30,7 +30,7 @@ def cross_entropy_with_z_loss(logits_BLV: jax.Array, targets_BL: jax.Array,
   target_logit_BL = jnp.take_along_axis(logits, targets_BL[..., None], axis=-1)[..., 0]
   nll_BL = log_z_BL - target_logit_BL
   z_BL = z_loss * jnp.square(log_z_BL)
-  correct_BL = (jnp.argmax(logits, axis=-1) == targets_BL).astype(jnp.float32)
+  correct_BL = (first_argmax(logits) == targets_BL).astype(jnp.float32)
   stats = {
       "nll": jnp.sum(nll_BL * weights),
       "z_loss": jnp.sum(z_BL * weights),
@@ -38,3 +38,15 @@ def cross_entropy_with_z_loss(logits_BLV: jax.Array, targets_BL: jax.Array,
       "correct": jnp.sum(correct_BL * weights),
   }
   return stats["nll"] + stats["z_loss"], stats
+
+
+def first_argmax(x: jax.Array) -> jax.Array:
+  """`jnp.argmax(x, axis=-1)` for x without NaN: the first index of the maximum, as an int32.
+
+  Two plain reductions (max, then min of the indices holding it) instead of argmax's paired
+  value-index reduction, which XLA:CPU runs several times slower (it was ~1% of the `small`
+  train step for a 8192-token vocabulary).
+  """
+  top = jnp.max(x, axis=-1, keepdims=True)
+  index = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+  return jnp.min(jnp.where(x == top, index, x.shape[-1]), axis=-1)
