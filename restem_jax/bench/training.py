@@ -19,8 +19,12 @@ precision): the faster of a JAX and a torch
 from __future__ import annotations
 
 import argparse
+import collections
+import glob
+import gzip
 import json
 import os
+import re
 import statistics
 import time
 
@@ -67,12 +71,15 @@ class Ours:
     self.state = self.fns.init_state(nn.unbox(boxed)["params"])
     self.rng = jax.random.key(1)
 
-  def step(self, tokens_BL1: np.ndarray) -> float:
-    batch = self.fns.put_batch({
+  def batch(self, tokens_BL1: np.ndarray) -> dict[str, jax.Array]:
+    return self.fns.put_batch({
         "decoder_input_tokens": tokens_BL1[:, :-1],
         "decoder_target_tokens": tokens_BL1[:, 1:],
         "decoder_loss_weights": np.ones((BATCH, LENGTH), np.float32),
     })
+
+  def step(self, tokens_BL1: np.ndarray) -> float:
+    batch = self.batch(tokens_BL1)
     start = time.perf_counter()
     self.state, metrics = self.fns.train_step(self.state, batch, self.rng)
     loss = float(metrics["loss"])  # blocks until the step is done
@@ -139,6 +146,64 @@ def matmul_ceiling_gflops(n: int = 2048, repeats: int = 10) -> dict[str, float]:
   return {"jax": flops / jax_best / 1e9, "torch": flops / torch_best / 1e9}
 
 
+def _hlo_ops(hlo: str) -> dict[str, tuple[bool, str]]:
+  """{instruction: (whether it is or calls a dot, its op_name metadata)} of an HLO module's text."""
+  computations, current = {}, None
+  for line in hlo.splitlines():
+    if line and not line.startswith(" "):
+      current = line.split(" ", 1)[0].lstrip("%")
+      computations[current] = False
+    elif current is not None and " dot(" in line:
+      computations[current] = True
+  ops = {}
+  for line in hlo.splitlines():
+    match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*? ([a-z][\w\-]*)\(", line)
+    if match:
+      calls = re.search(r"calls=%?([\w.\-]+)", line)
+      meta = re.search(r'op_name="([^"]*)"', line)
+      ops[match.group(1)] = (match.group(2) == "dot" or bool(calls and computations.get(
+          calls.group(1))), meta.group(1) if meta else "")
+  return ops
+
+
+def profile(name: str, directory: str, steps: int = 2, top: int = 15) -> None:
+  """Prints where ours' train step spends its time: XLA:CPU op time per HLO instruction.
+
+  A `jax.profiler` trace of `steps` steps (kept in `directory`), op durations summed per
+  instruction of the compiled step, and shares of matmuls (instructions that are or call a
+  `dot`), transposes/copies and the rest, with the top instructions and their model code.
+  """
+  cfg = _model_config(name)
+  ours = Ours(cfg)
+  for i in range(2):
+    ours.step(_batch(cfg, i))
+  ops = _hlo_ops(ours.fns.train_step_hlo(ours.state, ours.batch(_batch(cfg, 0)), ours.rng))
+  jax.profiler.start_trace(directory, create_perfetto_trace=True)
+  for i in range(steps):
+    ours.step(_batch(cfg, 2 + i))
+  jax.profiler.stop_trace()
+  path = max(glob.glob(os.path.join(directory, "**", "*.trace.json.gz"), recursive=True),
+             key=os.path.getmtime)
+  with gzip.open(path) as f:
+    events = json.load(f)["traceEvents"]
+  totals = collections.Counter()
+  for e in events:
+    args = e.get("args", {})
+    if (e.get("ph") == "X" and args.get("hlo_module") == "jit_train_step"
+        and args.get("hlo_op") in ops):
+      totals[args["hlo_op"]] += e["dur"] / 1e3 / steps  # ms per step
+  total = sum(totals.values()) or 1.0
+  kinds = collections.Counter()
+  for op, ms in totals.items():
+    kinds["matmul" if ops[op][0] else "transpose/copy" if ("copy" in op or "transpose" in op)
+          else "other"] += ms
+  shares = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in kinds.most_common())
+  print(f"{name}: XLA:CPU op time {total:.0f} ms per step ({steps} traced steps, trace in "
+        f"{directory}); {shares}")
+  for op, ms in totals.most_common(top):
+    print(f"  {ms:8.1f} ms {100 * ms / total:5.1f}%  {op:32} {ops[op][1][-90:]}")
+
+
 def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32") -> dict[str, float]:
   """Alternates ours and the peer on one shape; returns tokens/s, GFLOP/s and losses."""
   cfg = _model_config(name, dtype)
@@ -174,7 +239,14 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both sides (bfloat16: ours with float32 weights, "
                            "optimizer and loss; the peer under torch's bfloat16 autocast)")
+  parser.add_argument("--profile", default="",
+                      help="a directory: instead of the benchmark, trace ours' float32 step on "
+                           "each shape and print its op time per HLO instruction")
   args = parser.parse_args(argv)
+  if args.profile:
+    for name in args.shapes.split(","):
+      profile(name, os.path.join(args.profile, name))
+    return 0
 
   import torch  # pylint: disable=g-import-not-at-top
   threads = os.cpu_count() or 1

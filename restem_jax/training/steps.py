@@ -208,6 +208,11 @@ class TrainFns:
     with partitioning.activate(self.mesh, self.rules):
       return self._eval_step(params, batch)
 
+  def train_step_hlo(self, state: TrainState, batch: Batch, rng: jax.Array) -> str:
+    """The optimised HLO text of `train_step` for these arguments (names a profile's ops)."""
+    with partitioning.activate(self.mesh, self.rules):
+      return self._train_step.lower(state, batch, rng).compile().as_text()
+
   def put_batch(self, host_batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
     """This host's rows of a global batch -> global arrays with rows over the data axes.
 
