@@ -42,6 +42,10 @@ def get_config(arg: str | None = None):
   c.model = config_lib.model_config("tiny", max_len=AUTO, d_model=128, head_dim=32, d_ff=512)
   c.data.inputs_length = AUTO
   c.data.targets_length = AUTO
+  # From scratch, the base also trains on number variants of the worked solutions
+  # (restem_jax.data.variants; AUTO: fit.BASE_EPOCHS - 1 per solution, off with a log line
+  # where the solutions are not equation chains); -1 turns them off.
+  c.data.solution_variants = AUTO
   c.sampling.max_new_tokens = AUTO
   c.sampling.batch_size = 256
   c.base_trainer.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine",

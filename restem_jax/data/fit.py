@@ -21,7 +21,11 @@ A config may set these fields to `AUTO` (0), meaning "derive from the data":
                                  tokens (with their prompts, in rows of inputs_length +
                                  targets_length), within [`MIN_BASE_STEPS`, the steps of
                                  `BASE_TOKEN_BUDGET` row tokens], so the base's budget follows
-                                 the data and a large data set cannot make it run for hours
+                                 the data and a large data set cannot make it run for hours;
+                                 with data.solution_variants on (>= 0), the whole budget
+  data.solution_variants         (where the config has it) number variants per human solution
+                                 (`restem_jax.data.variants`): as many as one pass of the base's
+                                 steps takes besides the equation drill; -1 is off
   restem.num_samples             N: the largest of 4, 8, 16, 32 whose samples (train problems x
                                  N x max_new_tokens decode steps) fit `SAMPLE_TOKEN_BUDGET`, at
                                  least 4: each iteration's Generate step costs about the same on
@@ -51,6 +55,8 @@ from typing import Any
 
 import ml_collections
 
+from restem_jax.data import variants
+
 AUTO = 0
 _SPECIAL_AND_BYTE_PIECES = 3 + 256  # pad / eos / unk + byte fallback (vocab.train_sentencepiece)
 _MAX_VOCAB = 8192
@@ -59,7 +65,7 @@ BASE_EPOCHS = 50  # passes over the human solutions when base_trainer.num_train_
 MIN_BASE_STEPS = 200
 # Compute budgets of the AUTO counts, sized so that configs/jsonl_math.py's whole run (base,
 # 3 iterations, evaluations) fits half an hour of a 2-core CPU on a few thousand problems.
-BASE_TOKEN_BUDGET = 5_000_000  # row tokens (padding included) the base trains on, at most
+BASE_TOKEN_BUDGET = 6_000_000  # row tokens (padding included) the base trains on, at most
 SAMPLE_TOKEN_BUDGET = 3_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
 # A given data.inputs_length / targets_length may cut at most this share of the train / valid
 # prompts or human solutions (with a warning); more is an error.
@@ -165,13 +171,24 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
       mc.max_len = _round_up(max(d.inputs_length + d.targets_length,
                                  any_prompt + s.max_new_tokens), 64)
     trainer = config.base_trainer
+    if d.get("solution_variants") == AUTO and not variants.applies(
+        [p for split in ("train", "valid") for p in problems.get(split, ())]):
+      d.solution_variants = -1  # not equation chains (applies() logged why)
     if trainer.num_train_steps == AUTO:
       row_len = d.inputs_length + d.targets_length
       tokens = m["solution_tokens"] + m["prompt_tokens"]
       num_rows = math.ceil(tokens / row_len) if d.pack else m["num_solutions"]
       steps = math.ceil(BASE_EPOCHS * num_rows / trainer.batch_size)
       budget = BASE_TOKEN_BUDGET // (trainer.batch_size * row_len)
-      trainer.num_train_steps = max(MIN_BASE_STEPS, min(steps, budget))
+      # Number variants make the solutions as many as the budget can use: it is all spent.
+      trainer.num_train_steps = max(MIN_BASE_STEPS, budget if d.get("solution_variants", -1)
+                                    >= 0 else min(steps, budget))
+    if d.get("solution_variants") == AUTO:
+      # Enough variants for one pass of the base's steps, besides the equation drill's share.
+      rows_tokens = config.base_trainer.num_train_steps * config.base_trainer.batch_size * (
+          d.inputs_length + d.targets_length) * (1 - variants.DRILL_SHARE)
+      d.solution_variants = max(1, math.ceil(
+          rows_tokens / (m["solution_tokens"] + m["prompt_tokens"])) - 1)
     model_vocab, max_len, where = mc.vocab_size, mc.max_len, "model"
   else:
     model_vocab, max_len, where = base_model.vocab_size, base_model.max_len, "the base checkpoint"
@@ -221,6 +238,7 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
            "sampling.max_new_tokens": int(s.max_new_tokens),
            "base_trainer.num_train_steps": int(config.base_trainer.num_train_steps),
            "restem.num_samples": int(r.num_samples),
+           "data.solution_variants": int(d.get("solution_variants", -1)),
            "longest_prompt": [any_id, any_prompt], "longest_solution": [sol_id, sol_len],
            "num_solutions": m["num_solutions"]}
   logging.info("sizes fitted to the data: %s", sizes)

@@ -46,6 +46,7 @@ from restem_jax import cli
 from restem_jax import config_lib
 from restem_jax.data import finetune
 from restem_jax.data import truth
+from restem_jax.data import variants
 from restem_jax import file_io
 from restem_jax.loop import adaptive
 from restem_jax.loop import estep
@@ -209,7 +210,15 @@ class Run:
         checkpoints.save(out, params["params"], cfg, vocab_path=self.data.vocab_path)
       return {"model_dir": str(out)}
     init_dir = self.stage("init", init)["model_dir"]
-    return self.train_model("base", init_dir, self.human_rows(), self.config.base_trainer)
+    rows, d = self.human_rows(), self.config.data
+    if d.get("solution_variants", 0) > 0:  # configs/jsonl_math.py: number variants of them too
+      solved = [p for p in self.data.problems["train"] if p.get("solution")]
+      extra = variants.variant_rows(
+          solved[:d.human_solutions or None], self.data.vocab,
+          per_solution=d.solution_variants, inputs_length=d.inputs_length,
+          targets_length=d.targets_length, pack=d.pack, seed=self.config.seed)
+      rows = rows if extra is None else {k: np.concatenate([v, extra[k]]) for k, v in rows.items()}
+    return self.train_model("base", init_dir, rows, self.config.base_trainer)
 
   def human_rows(self):
     """Decoder rows of the train problems' human solutions (the first `human_solutions`)."""

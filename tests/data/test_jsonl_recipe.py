@@ -10,7 +10,7 @@ import pytest
 from restem_jax.data import fit
 from restem_jax.data import synthetic_math
 from restem_jax.data import tasks
-from restem_jax.data import vocab as vocab_lib
+from restem_jax.data import variants
 from restem_jax import loop
 from restem_jax.loop import estep
 
@@ -86,10 +86,21 @@ def test_auto_sizes_are_derived_from_the_data(tmp_path):
                                 c.data.inputs_length + c.data.targets_length)
   assert c.base_trainer.num_train_steps == 200  # the smoke variant gives it
   assert run.sizes["longest_solution"][1] == max(solutions)
-  # The full recipe derives the base's steps from the human solutions: 30 epochs of rows.
+  # Without number variants the full recipe derives the base's steps from the human
+  # solutions (BASE_EPOCHS passes over their rows); with them (the default, as these solutions
+  # are equation chains) it spends the whole token budget on variants of them.
+  plain = _config(paths, **{"data.solution_variants": -1})
+  fit.fit(plain, run.problems, run.vocab)
+  assert plain.base_trainer.num_train_steps == fit.MIN_BASE_STEPS  # 15 solutions: the minimum
   full = _config(paths)
   fit.fit(full, run.problems, run.vocab)
-  assert full.base_trainer.num_train_steps == fit.MIN_BASE_STEPS  # 15 solutions: the minimum
+  row = full.data.inputs_length + full.data.targets_length
+  assert full.base_trainer.num_train_steps == fit.BASE_TOKEN_BUDGET // (32 * row)
+  solution_tokens = sum(solutions) + sum(len(p["prompt_ids"]) for s in ("train", "valid")
+                                         for p in run.problems[s] if p["solution"])
+  tokens = (full.data.solution_variants + 1) * solution_tokens
+  budget = full.base_trainer.num_train_steps * 32 * row  # one pass over its steps' rows
+  assert 1 <= tokens / (budget * (1 - variants.DRILL_SHARE)) < 1.2
   assert full.model.vocab_size == c.model.vocab_size
   assert full.restem.num_samples == 32  # 54 short problems: the most samples the budget allows
 
