@@ -20,6 +20,10 @@ solution lengths of fine-tuning rows, max_new_tokens (from the human solutions' 
 base model's steps (epochs over the human solutions) and N, the samples per problem (as many as
 a fixed decoding budget allows: 8 for 3000 short word problems); both counts are capped so a
 large data set cannot run for hours. A size given explicitly is checked against the data.
+Where the worked solutions are chains of equations over the question's numbers ("6 * 8 = 48.
+47 + 48 = 95."), the base also trains on number variants of them and on a drill of their
+equations (`restem_jax.data.variants`, `data.solution_variants`), for the whole base token
+budget; where they are not (LaTeX, prose), that is off, said in one log line.
 README "A laptop recipe for your own math data" has the figures. `:smoke` is the same loop
 shrunk for a few dozen problems (about 100 CPU-seconds).
 """

@@ -7,7 +7,10 @@ import re
 
 import pytest
 
+from restem_jax.data import fit
 from restem_jax.data import variants
+
+from test_configs import REPO, _load
 
 Q = ("Ava has 47 stamps. She buys 6 packs with 8 stamps in each. She shares them among 5 "
      "friends and keeps one share. Her 2 cats watch. How many stamps does Ava have now?")
@@ -126,3 +129,32 @@ def test_the_equation_drill_is_exact_and_keeps_the_solutions_format():
   assert sum(len(b) for _, b in ex) >= 500 and all(a == [] and len(b) <= 100 for a, b in ex)
   text = bytes(t - 2 for t in ex[0][1]).decode()
   assert _equations_hold(text) == len(re.findall("=", text)) > 3
+
+
+class _WordVocab:
+  vocab_size = 400
+
+  @staticmethod
+  def encode(text):
+    return text.split()
+
+
+@pytest.mark.parametrize("latex", [False, True])
+def test_fit_turns_variants_on_for_equation_chains_and_off_for_latex(caplog, latex):
+  problems = {"train": [], "valid": [], "test": []}
+  for i, p in enumerate(_problems(
+      (lambda a, b: rf"$a = {a}$, so $\boxed{{{a + b}}}$") if latex else
+      (lambda a, b: f"{a} + {b} = {a + b}. The final answer is {a + b}."), n=200)):
+    p.update(id=f"train/{i}", prompt_ids=[5] * 20, solution=p["solution"] if i % 5 == 0 else "")
+    problems["train"].append(p)
+  config = _load(f"{REPO}/configs/jsonl_math.py", None)
+  with caplog.at_level(logging.INFO):
+    fit.fit(config, problems, _WordVocab())
+  off = [r.getMessage() for r in caplog.records if "solution variants: off" in r.getMessage()]
+  row = config.data.inputs_length + config.data.targets_length
+  if latex:
+    assert config.data.solution_variants == -1 and len(off) == 1 and "0 of 40" in off[0]
+    assert config.base_trainer.num_train_steps == fit.MIN_BASE_STEPS  # epochs, not the budget
+  else:
+    assert config.data.solution_variants > 1 and not off
+    assert config.base_trainer.num_train_steps == fit.BASE_TOKEN_BUDGET // (32 * row)
