@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from restem_jax import train_data
-from restem_jax import vocab as vocab_lib
+from restem_jax.data import vocab as vocab_lib
+from restem_jax.training import batches
 
 Fraction = fractions.Fraction
 
@@ -367,7 +367,7 @@ def variant_rows(problems: Sequence[Mapping[str, Any]], vocab, *, per_solution: 
     drill_share: the equation drill's share of the rows' tokens (0: none).
 
   Returns:
-    {feature: [N, inputs_length + targets_length]} as `train_data.decoder_rows` builds them, or
+    {feature: [N, inputs_length + targets_length]} as `batches.decoder_rows` builds them, or
     None (one log line says why) when fewer than `MIN_CHAIN_FRACTION` of the solutions (or fewer
     than `MIN_CHAINS`) are exact equation chains, or per_solution is 0.
   """
@@ -410,5 +410,5 @@ def variant_rows(problems: Sequence[Mapping[str, Any]], vocab, *, per_solution: 
                "(%d per solution, %d dropped: no exact draw or too long) and %d equation drill "
                "rows (%d tokens)", len(chains), solved, num_variants, per_solution, dropped,
                len(drill), sum(len(b) for _, b in drill))
-  return train_data.decoder_rows(examples, inputs_length + targets_length, pack=pack,
+  return batches.decoder_rows(examples, inputs_length + targets_length, pack=pack,
                                  start_id=vocab_lib.decoder_start_id(vocab))

@@ -18,7 +18,6 @@ import jax
 import ml_collections
 from etils import epath
 
-from restem_jax import rewards as rewards_lib
 from restem_jax.data import fit
 from restem_jax.data import hf_tokenizer
 from restem_jax.data import tasks
@@ -26,6 +25,7 @@ from restem_jax.data import vocab as vocab_lib
 from restem_jax.loop import preflight
 from restem_jax.loop import run_dir
 from restem_jax.model import checkpoints
+from restem_jax import rewards as rewards_lib
 
 
 @dataclasses.dataclass

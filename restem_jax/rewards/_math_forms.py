@@ -31,8 +31,8 @@ import dataclasses
 import fractions
 import re
 
-from restem_jax.rewards import _math_expr as ex
 from restem_jax.rewards._math_clean import Marks, clean, split_top
+from restem_jax.rewards import _math_expr as ex
 from restem_jax.rewards._math_question import KNOWN_UNITS, Question, canonical_unit, read_question
 
 __all__ = ["Answer", "Question", "as_interval", "canonical_unit", "clean", "read_answer",

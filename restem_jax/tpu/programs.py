@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from restem_jax import model as model_lib
-from restem_jax import sampling
 from restem_jax.model import partitioning
+from restem_jax import sampling
 from restem_jax.tpu import specs
 from restem_jax.training import steps as train_steps
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from restem_jax import model as model_lib
 from restem_jax.config_lib import model_config
+from restem_jax import model as model_lib
 from restem_jax.tpu import aot
 from restem_jax.tpu import specs
 

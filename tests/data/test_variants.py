@@ -10,7 +10,7 @@ import pytest
 from restem_jax.data import fit
 from restem_jax.data import variants
 
-from test_configs import REPO, _load
+from tests.test_configs import REPO, _load
 
 Q = ("Ava has 47 stamps. She buys 6 packs with 8 stamps in each. She shares them among 5 "
      "friends and keeps one share. Her 2 cats watch. How many stamps does Ava have now?")
