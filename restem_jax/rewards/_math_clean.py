@@ -1,9 +1,11 @@
 """Clean-up of a LaTeX final answer before it is read (`_math_forms.read_answer`).
 
-`clean` removes what does not change the value (`\\left`/`\\right`, `\\text{}` wrappers,
-thousands separators, degree marks, dollar signs, Unicode minus and roots) and records in
-`Marks` what the removed marks said (a degree sign, a percent sign, a unit), so a reader can
-still use them; `matching_brace` and `split_top` find braces and top-level separators.
+`clean` strips presentation that does not change the value (`\\boxed`, `\\left`/`\\right` and
+sizes, spacing, `\\text{}` wrappers, thousands separators, Unicode symbols, plain-text `sqrt`
+and `pi`) and returns in `Marks` what the marks it removed said (%, a degree sign, $); a decimal
+with an ellipsis that shows its period becomes a repeating decimal. `unwrap` removes a command
+around its argument (the math reward's normalizer uses it too); `matching_brace` and `split_top`
+find a closing brace and the top-level separators of a list.
 """
 
 from __future__ import annotations
@@ -48,7 +50,9 @@ def matching_brace(s: str, i: int) -> int | None:
   return None
 
 
-def _unwrap(s: str, pattern: re.Pattern, pad: str = "") -> str:
+def unwrap(s: str, pattern: re.Pattern, pad: str = "") -> str:
+  """Replaces `\\cmd{X}` by X (between `pad`s) for every match of pattern (brace-matched,
+  innermost last; at most 50, so bounded)."""
   for _ in range(50):
     m = pattern.search(s)
     if not m:
@@ -74,7 +78,7 @@ def clean(s: str) -> tuple[str, Marks]:
     s = s.replace(char, tex)
   # Plain-text maths from chat models: sqrt(2), pi, inf.
   s = re.sub(r"(?<![\\a-zA-Z])(sqrt|pi|infty|sin|cos|tan|ln|log)(?![a-zA-Z])", r"\\\1", s)
-  s = _unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
+  s = unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
   s = s.replace("\\\\", "\x01")  # a matrix row break survives the escape clean-up below
   dollar = "\\$" in s or bool(re.search(r"\$\s*\d", s)) and s.count("$") == 1
   s = s.replace("\\$", " ").replace("$", " ")
@@ -91,7 +95,7 @@ def clean(s: str) -> tuple[str, Marks]:
   s = re.sub(r"\\rangle(?![a-zA-Z])", ")", s)
   s = re.sub(r"\\mathbb\s*\{?\s*R\s*\}?", " allreals ", s)
   s = re.sub(r"\\(?:emptyset|varnothing)(?![a-zA-Z])|\\\{\s*\\\}", " emptyset ", s)
-  s = _unwrap(s, _TEXT_CMD_RE, pad=" ")
+  s = unwrap(s, _TEXT_CMD_RE, pad=" ")
   s = re.sub(r"\\(?:rm|bf|it|mathrm)(?![a-zA-Z])", " ", s)
   s = re.sub(r"(?<![\\a-zA-Z}^_])\{\s*([A-Za-z]{2,}[A-Za-z ]*)\}", r" \1 ", s)  # {\rm cm}
   degree = bool(_DEGREE_RE.search(s))

@@ -205,19 +205,6 @@ _MATH_WORDS = frozenset(
 _MAX_ANSWER_CHARS = 1000  # longer "answers" are compared as strings only
 
 
-def _unwrap_commands(s: str, pattern: re.Pattern) -> str:
-  """Replaces `\\cmd{X}` by X for every match of pattern (brace-matched, innermost last)."""
-  for _ in range(50):  # bounded: each pass removes one command
-    match = pattern.search(s)
-    if not match:
-      break
-    close = _clean.matching_brace(s, match.end() - 1)
-    if close is None:
-      break
-    s = s[:match.start()] + s[match.end():close] + s[close + 1:]
-  return s
-
-
 def normalize_answer(answer: str) -> str:
   """Minerva-style normalization of an extracted answer (a string; never raises).
 
@@ -230,14 +217,14 @@ def normalize_answer(answer: str) -> str:
   if not isinstance(answer, str):
     return ""
   s = answer.strip().replace("\u2212", "-")  # Unicode minus sign
-  s = _unwrap_commands(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
+  s = _clean.unwrap(s, re.compile(r"\\(?:boxed|fbox)\s*\{"))
   s = s.replace("\\$", "").replace("$", "")
   s = re.sub(r"\\[()\[\]]", "", s)
   s = _LEFT_RIGHT_RE.sub("", s)
   s = _SPACING_RE.sub(" ", s)
   s = re.sub(r"\\[dt]frac(?![a-zA-Z])", r"\\frac", s)
   s = re.sub(r"\\[dt]binom(?![a-zA-Z])", r"\\binom", s)
-  s = _unwrap_commands(s, _TEXT_CMD_RE)
+  s = _clean.unwrap(s, _TEXT_CMD_RE)
   s = _DEGREE_RE.sub("", s)
   s = s.replace("\\%", "").replace("%", "")
   s = s.replace("{,}", ",")

@@ -291,16 +291,9 @@ class RolloutEngine:
     samples. `self.stats` then holds the call's row-steps and tokens.
     """
     s = self.sampler
-    ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
-    if len(set(map(str, ids))) != len(ids):
-      raise ValueError("problem ids must be unique: they seed each problem's samples")
     capacity = self.capacity if batch_size is None else batch_size
-    if num_samples < 1 or capacity < 1 or max_new_tokens < 1:
-      raise ValueError(f"num_samples={num_samples}, batch_size={capacity} and "
-                       f"max_new_tokens={max_new_tokens} must all be >= 1")
-    if first_sample < 0:
-      raise ValueError(f"first_sample={first_sample} must be >= 0")
-    s.check_prompts(ids, prompts, max_new_tokens)
+    ids, prompts = s.check_request(ids, prompts, num_samples=num_samples, batch_size=capacity,
+                                   max_new_tokens=max_new_tokens, first_sample=first_sample)
     self.stats = RolloutStats()
     if not prompts:
       return []

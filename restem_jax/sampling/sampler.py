@@ -326,6 +326,22 @@ class Sampler:
             f"prompt length {limit} (model max_len {self.cfg.max_len} - max_new_tokens "
             f"{max_new_tokens}); nothing is truncated silently")
 
+  def check_request(self, ids: Sequence[Any], prompts: Sequence[Sequence[int]], *,
+                    num_samples: int, batch_size: int, max_new_tokens: int, first_sample: int
+                    ) -> tuple[list[Any], list[list[int]]]:
+    """A `generate` call's arguments checked (ValueError names the bad one); returns the ids
+    and prompts as lists. The static path and the rollout engine both run it."""
+    ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
+    if len(set(map(str, ids))) != len(ids):
+      raise ValueError("problem ids must be unique: they seed each problem's samples")
+    if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
+      raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and "
+                       f"max_new_tokens={max_new_tokens} must all be >= 1")
+    if first_sample < 0:
+      raise ValueError(f"first_sample={first_sample} must be >= 0")
+    self.check_prompts(ids, prompts, max_new_tokens)
+    return ids, prompts
+
   def generate(self, ids: Sequence[Any], prompts: Sequence[Sequence[int]], *, num_samples: int,
                strategy: Strategy, max_new_tokens: int, seed: int = 0, iteration: int = 0,
                stop_strings: Sequence[str] = (), batch_size: int = 64,
@@ -367,15 +383,9 @@ class Sampler:
           max_new_tokens=max_new_tokens, seed=seed, iteration=iteration,
           stop_strings=stop_strings, batch_size=batch_size, shared_prefix=shared_prefix,
           on_batch=on_batch, first_sample=first_sample)
-    ids, prompts = list(ids), [list(map(int, p)) for p in prompts]
-    if len(set(map(str, ids))) != len(ids):
-      raise ValueError("problem ids must be unique: they seed each problem's samples")
-    if num_samples < 1 or batch_size < 1 or max_new_tokens < 1:
-      raise ValueError(f"num_samples={num_samples}, batch_size={batch_size} and "
-                       f"max_new_tokens={max_new_tokens} must all be >= 1")
-    if first_sample < 0:
-      raise ValueError(f"first_sample={first_sample} must be >= 0")
-    self.check_prompts(ids, prompts, max_new_tokens)
+    ids, prompts = self.check_request(ids, prompts, num_samples=num_samples,
+                                      batch_size=batch_size, max_new_tokens=max_new_tokens,
+                                      first_sample=first_sample)
     stop = self._stop_table(stop_strings)
     n = _largest_divisor_at_most(num_samples, batch_size)
     # Rows are split over the (data, fsdp) devices, so B = num_prompts * n must be a multiple
