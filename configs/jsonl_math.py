@@ -51,6 +51,10 @@ def get_config(arg: str | None = None):
   # where the solutions are not equation chains); -1 turns them off.
   c.data.solution_variants = AUTO
   c.sampling.max_new_tokens = AUTO
+  # From scratch, where the worked solutions write `A op B = C`: the value after each "=" the
+  # model writes is exact (restem_jax/sampling/calculator.py), so a model that has learnt which
+  # numbers to combine, but not yet multi-digit arithmetic, gets rewards; -1 turns it off.
+  c.sampling.calculator = AUTO
   c.sampling.batch_size = 256
   c.base_trainer.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine",
                         warmup_steps=50, num_train_steps=AUTO, eval_every=200)

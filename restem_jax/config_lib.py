@@ -47,7 +47,8 @@ def embedded_task_config(kind: str, **overrides) -> ml_collections.ConfigDict:
 # Keys added to the schema after run directories were written: such a run computed what these
 # values compute, so its saved config is completed with them (`loop.run`) and it still resumes.
 ADDED_DEFAULTS = {"restem": {"budget": "uniform", "max_samples_per_problem": 0,
-                             "round_samples": 0, "dedup": False, "finetune_from": "base"}}
+                             "round_samples": 0, "dedup": False, "finetune_from": "base"},
+                  "sampling": {"calculator": -1}}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -88,6 +89,10 @@ def base_config() -> ml_collections.ConfigDict:
       "max_new_tokens": 128,
       "batch_size": 64,  # rows decoded together
       "stop_strings": (),
+      # The number written right after `A op B =` is the exact value (sampling/calculator.py):
+      # 1 on, -1 off, 0 (AUTO, configs/jsonl_math.py) on for a from-scratch model whose worked
+      # solutions write such equations (data.fit).
+      "calculator": -1,
   })
 
   # ReST^EM (paper: N = 32 for MATH, 64 for APPS; K = 10; top-k 40, temperature 0.7).

@@ -26,6 +26,10 @@ A config may set these fields to `AUTO` (0), meaning "derive from the data":
   data.solution_variants         (where the config has it) number variants per human solution
                                  (`restem_jax.data.variants`): as many as one pass of the base's
                                  steps takes besides the equation drill; -1 is off
+  sampling.calculator            from scratch: on (1) where at least half of the worked solutions
+                                 write `A op B = C` equations and the vocabulary writes each digit
+                                 as a piece (`sampling.calculator.applies`), else off (-1); with a
+                                 base checkpoint off
   restem.num_samples             N: the largest of 4, 8, 16, 32 whose samples (train problems x
                                  N x max_new_tokens decode steps) fit `SAMPLE_TOKEN_BUDGET`, at
                                  least 4: each iteration's Generate step costs about the same on
@@ -56,6 +60,7 @@ from typing import Any
 import ml_collections
 
 from restem_jax.data import variants
+from restem_jax.sampling import calculator
 
 AUTO = 0
 _SPECIAL_AND_BYTE_PIECES = 3 + 256  # pad / eos / unk + byte fallback (vocab.train_sentencepiece)
@@ -189,8 +194,13 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
           d.inputs_length + d.targets_length) * (1 - variants.DRILL_SHARE)
       d.solution_variants = max(1, math.ceil(
           rows_tokens / (m["solution_tokens"] + m["prompt_tokens"])) - 1)
+    if s.get("calculator") == AUTO:
+      s.calculator = 1 if calculator.applies(problems, vocab, mc.vocab_size) else -1
     model_vocab, max_len, where = mc.vocab_size, mc.max_len, "model"
   else:
+    if s.get("calculator") == AUTO:
+      logging.info("calculator: off (a base checkpoint writes its own arithmetic)")
+      s.calculator = -1
     model_vocab, max_len, where = base_model.vocab_size, base_model.max_len, "the base checkpoint"
 
   r = config.restem
@@ -239,6 +249,7 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
            "base_trainer.num_train_steps": int(config.base_trainer.num_train_steps),
            "restem.num_samples": int(r.num_samples),
            "data.solution_variants": int(d.get("solution_variants", -1)),
+           "sampling.calculator": int(s.get("calculator", -1)),
            "longest_prompt": [any_id, any_prompt], "longest_solution": [sol_id, sol_len],
            "num_solutions": m["num_solutions"]}
   logging.info("sizes fitted to the data: %s", sizes)

@@ -144,8 +144,9 @@ class Run:
       self._samplers.clear()
       params, cfg = checkpoints.load(model_dir, self.mesh)
       vocab = self.data.vocab
-      self._samplers[key] = sampling.Sampler(params, cfg, mesh=self.mesh, vocab=vocab,
-                                             eos_id=vocab.eos_id)
+      self._samplers[key] = sampling.Sampler(
+          params, cfg, mesh=self.mesh, vocab=vocab, eos_id=vocab.eos_id,
+          calculator_on=self.config.sampling.get("calculator", -1) > 0)
     return self._samplers[key]
 
   def _valid_reward_fn(self, start_dir: str):

@@ -41,6 +41,9 @@ _STOP = flags.DEFINE_multi_string("stop", [], "Stop string (repeatable); Python 
                                   "as \\n are decoded.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Rows decoded together.")
 _MESH = flags.DEFINE_list("mesh", ["-1", "1", "1"], "Mesh shape (data, fsdp, model).")
+_CALCULATOR = flags.DEFINE_bool(
+    "calculator", False, "The number written right after `A op B =` is the exact value "
+    "(restem_jax/sampling/calculator.py), as a run with sampling.calculator on samples.")
 cli.define_debug_flag()
 
 
@@ -110,8 +113,11 @@ def _sample() -> None:
   if vocab is None:
     logging.warning("%s has no vocabulary: output 'text' will be null", _CHECKPOINT.value)
   ids, prompts = read_prompts(_PROMPTS.value, vocab)
+  if _CALCULATOR.value and vocab is None:
+    raise cli.UserError(f"--calculator needs a vocabulary; {_CHECKPOINT.value} has none")
   sampler = sampling.Sampler(params, cfg, mesh=mesh, vocab=vocab,
-                             eos_id=vocab.eos_id if vocab is not None else 1)
+                             eos_id=vocab.eos_id if vocab is not None else 1,
+                             calculator_on=_CALCULATOR.value)
   strategy = sampling.make_strategy(_TEMPERATURE.value, _TOP_K.value, _TOP_P.value)
   logging.info("sampling %d prompts x %d with %s", len(prompts), _NUM_SAMPLES.value, strategy)
   bar, on_batch = shards.progress_bar(len(prompts))

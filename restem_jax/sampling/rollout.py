@@ -44,6 +44,7 @@ import numpy as np
 from restem_jax import model as model_lib
 from restem_jax.model import decode_step
 from restem_jax.model import partitioning
+from restem_jax.sampling import calculator
 from restem_jax.sampling import sampler as sampler_lib
 from restem_jax.sampling import strategies
 
@@ -152,7 +153,7 @@ def _fill_rows(params, layers, cache: decode_step.Cache, prefix_C, prompts_PL, l
 
 def _run(params, layers, state: _State, members_PM, row_prompt_B, row_member_B, admit_B,
          new_token_B, new_cached_B, new_hash_B, new_sample_B, seed, iteration, stop_next_SQV,
-         stop_len_S, target, strategy: strategies.Strategy, steps: int, *,
+         stop_len_S, calc_V, target, strategy: strategies.Strategy, steps: int, *,
          cfg: model_lib.ModelConfig, eos_id: int | None, pad_id: int):
   """Admits new rows, then decodes until `steps` steps or `target` rows are done.
 
@@ -195,7 +196,7 @@ def _run(params, layers, state: _State, members_PM, row_prompt_B, row_member_B, 
     logits_BV = nn.with_logical_constraint(logits_BV, ("activation_batch", "activation_vocab"))
     token_B, logprob_B, stop_state_BS, ended_B, reason_B = strategies.choose_token(
         strategy, logits_BV, gumbel(t_B) if gumbel_SBX is None else gumbel_SBX[i], live_B,
-        st.reason_B, st.stop_state_BS, eos_id, stop_next_SQV, stop_len_S)
+        st.reason_B, st.stop_state_BS, eos_id, stop_next_SQV, stop_len_S, calc_V)
     col_B = jnp.where(live_B, t_B, T)  # finished rows write nothing (T is dropped)
     rows_B = jnp.arange(B)
     return i + 1, st.replace(
@@ -269,7 +270,7 @@ class RolloutEngine:
     self._fill_rows = jax.jit(functools.partial(_fill_rows, cfg=cfg), donate_argnums=(2,))
     self._run = jax.jit(functools.partial(_run, cfg=cfg, eos_id=sampler.eos_id,
                                           pad_id=sampler.pad_id),
-                        static_argnums=(16, 17), donate_argnums=(2,))
+                        static_argnums=(17, 18), donate_argnums=(2,))
     self._split = jax.jit(functools.partial(decode_step.split_layers, cfg))
 
   def _layers(self):
@@ -454,7 +455,8 @@ class _Job:
     own_len = T if self.shared else self.kv_len + T
     # pylint: disable=protected-access
     self.state = engine._init(B, T, own_len, max(self.pool, 1), self.kv_len,
-                              int(self.stop[1].shape[0]), shared=self.shared)
+                              int(self.stop[1].shape[0]) + calculator.columns(self.stop[2]),
+                              shared=self.shared)
     rows = s._rows  # pylint: disable=protected-access
     while True:
       admit = np.zeros((B,), bool)

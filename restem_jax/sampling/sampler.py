@@ -47,6 +47,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from restem_jax import model as model_lib
 from restem_jax.model import decode_step
 from restem_jax.model import partitioning
+from restem_jax.sampling import calculator
 from restem_jax.sampling.stop_strings import StopTable, cut_at_stop, piece_bytes
 from restem_jax.sampling.strategies import (FINISH_REASONS, NOISE_LIMIT, Strategy, choose_token,
                                             gumbel)
@@ -106,7 +107,7 @@ def prefill(cfg: model_lib.ModelConfig, params, layers: list, prompts_PL: Array,
 
 
 def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, sample_index_B,
-              seed, iteration, stop_next_SQV, stop_len_S, strategy: Strategy,
+              seed, iteration, stop_next_SQV, stop_len_S, calc_V, strategy: Strategy,
               samples_per_prompt: int, max_new_tokens: int, share_prompt: bool, *,
               cfg: model_lib.ModelConfig, eos_id: int | None, pad_id: int):
   """Samples `samples_per_prompt` continuations of each of P prompts (rows p*n .. p*n+n-1).
@@ -132,7 +133,7 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
   cache = decode_step.init_cache(cfg, prompt_kv, cached_P, n, T, share_prompt)
   cached_B = rows(cached_P, 0)
   keys_B = row_keys(seed, iteration, problem_hash_B, sample_index_B)
-  num_stops = stop_len_S.shape[0]
+  num_stops = stop_len_S.shape[0] + calculator.columns(calc_V)  # automaton state columns
   # Step t of row b draws with fold_in(keys_B[b], t). The hash runs as a rolled loop on CPU,
   # a dozen small ops a call, so the keys (and, when they fit in NOISE_LIMIT, the Gumbel
   # variates themselves) are drawn for all steps here, in one vectorised call each.
@@ -151,7 +152,7 @@ def _generate(params, prefix_C, prompts_PL, lengths_P, live_B, problem_hash_B, s
     live_B = ~state.done_B
     token_B, logprob_B, stop_state_BS, ended_B, reason_B = choose_token(
         strategy, logits_BV, gumbel_BX, live_B, state.reason_B, state.stop_state_BS, eos_id,
-        stop_next_SQV, stop_len_S)
+        stop_next_SQV, stop_len_S, calc_V)
     return state.replace(
         step=t + 1,
         token_B=token_B,
@@ -230,7 +231,8 @@ class Sampler:
   def __init__(self, params, cfg: model_lib.ModelConfig, *,
                mesh: jax.sharding.Mesh | None = None,
                rules: partitioning.Rules = partitioning.DEFAULT_RULES, vocab=None,
-               eos_id: int | None = 1, pad_id: int = 0, batching: str = "continuous"):
+               eos_id: int | None = 1, pad_id: int = 0, batching: str = "continuous",
+               calculator_on: bool = False):
     """Places `params` on `mesh` as `rules` say.
 
     Args:
@@ -248,6 +250,8 @@ class Sampler:
         next sample at once) or "static" (batches of P prompts x n samples run to their longest
         row). The samples are the same token for token. A mesh spanning processes samples
         statically (the engine is tested on one process's devices only).
+      calculator_on: the number a sample writes right after `A op B =` is the exact value
+        (`calculator.py`; needs a vocab that writes each digit as a piece of its own).
     """
     self.cfg = cfg
     self.mesh = mesh or partitioning.make_mesh((-1, 1, 1), jax.local_devices())
@@ -267,7 +271,12 @@ class Sampler:
     self._param_shardings = shardings["params"]
     self.set_params(params)
     self.row_shards = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    self._stop_tables: dict[tuple[str, ...], tuple[Array, Array]] = {}
+    self._stop_tables: dict[tuple[str, ...], tuple[Array, Array, Array]] = {}
+    if calculator_on and vocab is None:
+      raise ValueError("the calculator needs a vocabulary: pass vocab= to the Sampler")
+    self.calculator_on = calculator_on
+    self._calc_table = (calculator.table(vocab, cfg.vocab_size) if calculator_on
+                        else calculator.empty())
     # Rows over (data, fsdp); prompts (P of them, maybe fewer than the devices) replicated.
     rows = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp")))
     rows2 = NamedSharding(self.mesh, PartitionSpec(("data", "fsdp"), None))
@@ -277,10 +286,10 @@ class Sampler:
     # between samplers with different rules would reuse the wrong trace.
     self._generate = jax.jit(
         functools.partial(_generate, cfg=cfg, eos_id=eos_id, pad_id=pad_id),
-        static_argnums=(11, 12, 13, 14),  # strategy, n, max_new_tokens, share_prompt
+        static_argnums=(12, 13, 14, 15),  # strategy, n, max_new_tokens, share_prompt
         in_shardings=(self._param_shardings, self._replicated, self._replicated,
                       self._replicated, rows, rows, rows, self._replicated, self._replicated,
-                      self._replicated, self._replicated),
+                      self._replicated, self._replicated, self._replicated),
         out_shardings=(rows2, rows2, rows, rows))
 
   def set_params(self, params) -> None:
@@ -293,8 +302,9 @@ class Sampler:
       raise ValueError(f"the parameters' shapes do not match the model config {self.cfg}")
     self.params = jax.device_put(params, self._param_shardings)
 
-  def _stop_table(self, stop_strings: Sequence[str]) -> tuple[Array, Array]:
-    """The stop strings' transition table and lengths, on the devices (built once each)."""
+  def _stop_table(self, stop_strings: Sequence[str]) -> tuple[Array, Array, Array]:
+    """The stop strings' transition table and lengths, and the calculator's table (empty when
+    it is off), on the devices (built once each)."""
     key = tuple(stop_strings)
     if key not in self._stop_tables:
       if not key:
@@ -304,7 +314,8 @@ class Sampler:
       else:
         table = StopTable.build(key, piece_bytes(self.vocab))
       self._stop_tables[key] = (jax.device_put(table.next_state_SQV, self._replicated),
-                                jax.device_put(table.lengths_S, self._replicated))
+                                jax.device_put(table.lengths_S, self._replicated),
+                                jax.device_put(self._calc_table, self._replicated))
     return self._stop_tables[key]
 
   def max_prompt_len(self, max_new_tokens: int) -> int:

@@ -14,6 +14,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from restem_jax.sampling import calculator
+
 Array = jax.Array
 
 FINISH_REASONS = ("length", "eos", "stop")  # index = the code the decode loop records
@@ -203,22 +205,32 @@ def make_strategy(temperature: float, top_k: int = 0, top_p: float = 1.0) -> Str
 
 def choose_token(strategy: Strategy, logits_BV: Array, gumbel_BX: Array, live_B: Array,
                  reason_B: Array, stop_state_BS: Array, eos_id: int | None,
-                 stop_next_SQV: Array, stop_len_S: Array):
+                 stop_next_SQV: Array, stop_len_S: Array, calc_V: Array):
   """One decoding step's token per row, its log-probability and how rows finish.
 
-  The static sampler's loop and the rollout engine's both call it. Returns (token_B,
-  logprob_B, stop_state_BS advanced by the token, ended_B: the token is EOS or completes a stop
-  string, reason_B: that reason for the live rows it ends, unchanged otherwise).
+  The static sampler's loop and the rollout engine's both call it. `stop_state_BS` holds each
+  row's S stop-string automaton states, then (where `calc_V` is a `calculator.table`, not
+  empty) the calculator's `calculator.COLUMNS`. Returns (token_B, logprob_B, stop_state_BS
+  advanced by the token, ended_B: the token is EOS or completes a stop string, reason_B: that
+  reason for the live rows it ends, unchanged otherwise).
   """
+  num_stops = stop_len_S.shape[0]
+  calc_BC = stop_state_BS[:, num_stops:]
+  if calc_V.shape[0]:
+    logits_BV = calculator.mask_logits(calc_V, calc_BC, logits_BV)
   token_B = strategy.choose(logits_BV, gumbel_BX)
+  if calc_V.shape[0]:
+    token_B = calculator.override(calc_V, calc_BC, token_B)
+    calc_BC = calculator.advance(calc_V, calc_BC, token_B)
   logprob_B = (jnp.take_along_axis(logits_BV, token_B[:, None], axis=-1)[:, 0]
                - jax.nn.logsumexp(logits_BV, axis=-1))
   hit_eos_B = (token_B == eos_id) if eos_id is not None else jnp.zeros_like(live_B)
   hit_stop_B = jnp.zeros_like(live_B)
-  num_stops = stop_len_S.shape[0]
+  stops_BS = stop_state_BS[:, :num_stops]
   if num_stops:
-    stop_state_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stop_state_BS,
-                                  token_B[:, None]].astype(jnp.int32)
-    hit_stop_B = jnp.any(stop_state_BS == stop_len_S[None, :], axis=-1)
+    stops_BS = stop_next_SQV[jnp.arange(num_stops)[None, :], stops_BS,
+                             token_B[:, None]].astype(jnp.int32)
+    hit_stop_B = jnp.any(stops_BS == stop_len_S[None, :], axis=-1)
   reason_B = jnp.where(live_B & hit_eos_B, _EOS, jnp.where(live_B & hit_stop_B, _STOP, reason_B))
+  stop_state_BS = jnp.concatenate([stops_BS, calc_BC], axis=1) if calc_V.shape[0] else stops_BS
   return token_B, logprob_B, stop_state_BS, hit_eos_B | hit_stop_B, reason_B

@@ -24,6 +24,7 @@ import ml_collections
 from restem_jax import model as model_lib
 from restem_jax.model import partitioning
 from restem_jax import sampling
+from restem_jax.sampling import calculator
 from restem_jax.tpu import specs
 from restem_jax.training import steps as train_steps
 
@@ -275,8 +276,10 @@ def compile_sampler(cfg: model_lib.ModelConfig, config, mesh, rules, chip,
   replicated = partitioning.replicated(mesh)
   arr = lambda shape, dtype, sharding=replicated: jax.ShapeDtypeStruct(shape, dtype,
                                                                         sharding=sharding)
+  calc_on = config.sampling.get("calculator", -1) > 0
   stop_tables = (arr((len(stops), max_q, cfg.vocab_size), jnp.int16),
-                 arr((len(stops),), jnp.int32))
+                 arr((len(stops),), jnp.int32),
+                 arr((cfg.vocab_size + 10 if calc_on else 0,), jnp.int32))
   sampler = _AbstractSampler(params, cfg, mesh=mesh, rules=rules, stop_tables=stop_tables)
   engine = rollout.RolloutEngine(sampler)
   T = int(s.max_new_tokens)
@@ -319,7 +322,7 @@ def _compile_engine(name, engine, params, layers, num_samples, strategy, capacit
   rows = sampler._rows
   arr = lambda shape, dtype, sharding=replicated: jax.ShapeDtypeStruct(shape, dtype,
                                                                         sharding=sharding)
-  num_stops = int(stop_tables[1].shape[0])
+  num_stops = int(stop_tables[1].shape[0]) + calculator.columns(stop_tables[2])
   job = _engine_layout(engine, num_samples, strategy, capacity, prompt_len, T, num_stops)
   B, M, pool, kv_len, shared = job.B, job.M, job.pool, job.kv_len, job.shared
   own_len = T if shared else kv_len + T
