@@ -23,8 +23,11 @@ large data set cannot run for hours. A size given explicitly is checked against 
 Where the worked solutions are chains of equations over the question's numbers ("6 * 8 = 48.
 47 + 48 = 95."), the base also trains on number variants of them and on a drill of their
 equations (`restem_jax.data.variants`, `data.solution_variants`), for the whole base token
-budget; where they are not (LaTeX, prose), that is off, said in one log line.
-README "A laptop recipe for your own math data" has the figures. `:smoke` is the same loop
+budget; where they are not (LaTeX, prose), that is off, said in one log line. Where they write
+`A op B = C` equations, the from-scratch model also samples with a calculator
+(`restem_jax.sampling.calculator`, `sampling.calculator`): the value it writes after each such
+`=` is exact, as GSM8K's calculator annotations were; it still chooses every equation and writes
+the final answer itself. README "A laptop recipe for your own math data" has the figures. `:smoke` is the same loop
 shrunk for a few dozen problems (about 100 CPU-seconds).
 """
 
@@ -57,9 +60,9 @@ def get_config(arg: str | None = None):
   c.sampling.calculator = AUTO
   c.sampling.batch_size = 256
   c.base_trainer.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine",
-                        warmup_steps=50, num_train_steps=AUTO, eval_every=200)
+                        warmup_steps=50, num_train_steps=AUTO, eval_every=300)
   c.finetune.update(optimizer="adamw", learning_rate=3e-3, schedule="cosine", warmup_steps=10,
-                    num_train_steps=120, eval_every=40)
+                    num_train_steps=120, eval_every=60)
   # From scratch, the base already is the model trained on the human solutions, so sft_human
   # would only train it further on them; with a base checkpoint, --config.baselines.sft_human=True
   # adds that baseline.

@@ -70,7 +70,7 @@ BASE_EPOCHS = 50  # passes over the human solutions when base_trainer.num_train_
 MIN_BASE_STEPS = 200
 # Compute budgets of the AUTO counts, sized so that configs/jsonl_math.py's whole run (base,
 # 3 iterations, evaluations) fits half an hour of a 2-core CPU on a few thousand problems.
-BASE_TOKEN_BUDGET = 6_000_000  # row tokens (padding included) the base trains on, at most
+BASE_TOKEN_BUDGET = 5_000_000  # row tokens (padding included) the base trains on, at most
 SAMPLE_TOKEN_BUDGET = 3_000_000  # decode steps of one Generate step, at most (N >= 4 aside)
 # A given data.inputs_length / targets_length may cut at most this share of the train / valid
 # prompts or human solutions (with a warning); more is an error.
@@ -235,6 +235,8 @@ def fit(config: ml_collections.ConfigDict, problems: Mapping[str, Sequence[Mappi
                      f"sampling.max_new_tokens {s.max_new_tokens} exceed the max_len {max_len} "
                      f"of {where}: lower max_new_tokens or data.num_shots"
                      + (f", raise --config.model.max_len {fix}" if base_model is None else ""))
+  if s.get("calculator", -1) > 0:
+    calculator.table(vocab, model_vocab)  # a vocabulary it cannot read: one line, now
   if vocab.vocab_size > model_vocab:
     raise ValueError(f"the vocabulary has {vocab.vocab_size} pieces, more than "
                      f"{where}.vocab_size {model_vocab}: raise --config.model.vocab_size {fix}")

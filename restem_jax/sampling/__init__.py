@@ -4,6 +4,7 @@
   sampler.py       `Sampler`: each prompt prefilled once, its N samples decoded in a jitted loop
   rollout.py       the rollout engine: continuous batching, finished rows take new work at once
   stop_strings.py  stop strings matched exactly on device by a byte-level automaton
+  calculator.py    the exact value after `A op B =`, written in the decode step (sampling.calculator)
   shards.py        the Generate step on disk: sample shards written atomically, resumed by index
   cli.py           `python -m restem_jax.sample`: samples from a checkpoint for a prompts file
 

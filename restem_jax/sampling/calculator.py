@@ -12,15 +12,18 @@ by the exact value. The reward still checks only the final answer, which the mod
 itself.
 
 How it runs: each row carries a parser state (`COLUMNS` int32 columns beside the stop strings'
-automaton states). Tokens are classed once per vocabulary (`table`): a digit, spaces, one of
-+ - * / (also x-like "×", "÷"), "=", or anything else. The parser follows `A op B =` with A, B
-non-negative integers (up to `MAX_OPERAND`); at `=` it computes the value (addition, a
-non-negative difference, a product that fits 31 bits, an exact quotient; anything else, or a
-longer expression such as `2 + 3 * 4 =`, is left to the model). Then, when the model's next
-non-space token is a digit, that token and the following ones are the value's digits, and the
-token after the last one cannot be a digit (its logits are masked), so the number ends there.
-A forced token's log-probability is the model's own for that token. Everything is fixed-shape
-array work in the step, the same in the static sampler and the rollout engine.
+automaton states) that reads the tokens the row writes (not its prompt). Tokens are classed once
+per vocabulary (`table`): a digit, spaces, one of + - * / (also "×", "÷"), "=", "." or ",", or
+anything else (newlines included). The parser follows `A op B =` with A and B whole numbers up
+to `MAX_OPERAND`, where A starts the expression. At the `=` it computes the value: a sum, a
+non-negative difference, a product that fits 31 bits, an exact quotient. Everything else is left
+to the model: a longer expression (`2 + 3 * 4 =`, `x - 5 + 3 =`: anything after an operator
+that did not follow a number), a negative operand, a decimal or a number with a thousands comma.
+When the model's next non-space token after a computed `=` is a digit, that token and the next
+ones are the value's digits, and the token after the last one cannot be a digit (its logits are
+masked), so the number ends there; the value then is the A of a chained `= 48 + 2 =`. A forced
+token's log-probability is the model's own for it. All of it is fixed-shape array work in the
+decode step, shared by the static sampler and the rollout engine (`strategies.choose_token`).
 
 The vocabulary must write every digit as a piece of its own (SentencePiece's split_digits, as
 `data.vocab.train_sentencepiece` does): `table` refuses one whose pieces hold several digits.

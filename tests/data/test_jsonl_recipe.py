@@ -250,3 +250,55 @@ def test_a_derived_number_of_samples_passes_the_checks_before_the_data_is_read(
     loop.run(config, tmp_path / "run")
   plan = stopped.value.args[0]
   assert plan.budget == budget and plan.num_samples == config.restem.num_samples >= 4
+
+
+def test_the_calculator_is_on_for_a_from_scratch_model_of_equation_chains_only(tmp_path, caplog):
+  """sampling.calculator AUTO: on where the worked solutions write `A op B = C` and the model is
+  trained here; off, in one log line, for prose / LaTeX solutions and for a base checkpoint."""
+  paths = _write(tmp_path, {"train": 60, "test": 20})
+  config = _config(paths, "smoke")
+  run = _prepared_run(tmp_path, config)
+  assert config.sampling.calculator == 1 and run.sizes["sampling.calculator"] == 1
+  latex = {s: [{**p, "solution": p["solution"] and
+                f"We add: $\\frac{{1}}{{2}}$ and get $\\boxed{{{p['answer']}}}$."}
+               for p in ps] for s, ps in run.problems.items()}
+  prose = _config(paths, "smoke")
+  with caplog.at_level("INFO"):
+    fit.fit(prose, latex, run.vocab)
+  assert prose.sampling.calculator == -1
+  assert any("calculator: off: 0 of" in r.getMessage() for r in caplog.records)
+  with_base = _config(paths, "smoke")
+  base = ml_collections.ConfigDict({"vocab_size": 4096, "max_len": 2048})
+  fit.fit(with_base, run.problems, run.vocab, base_model=base)
+  assert with_base.sampling.calculator == -1
+  given = _config(paths, "smoke", **{"sampling.calculator": -1})
+  fit.fit(given, run.problems, run.vocab)
+  assert given.sampling.calculator == -1  # an explicit setting stays
+
+
+def test_the_run_samples_with_the_calculator(tmp_path):
+  """The loop's samplers (Generate step, evaluation, the trainer's validation reward) come from
+  `Run.sampler`, which turns the calculator on as the fitted config says."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from restem_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  from restem_jax import sampling  # pylint: disable=g-import-not-at-top
+  from restem_jax.loop import stages  # pylint: disable=g-import-not-at-top
+  from restem_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
+
+  paths = _write(tmp_path, {"train": 60, "test": 20})
+  config = _config(paths, "smoke")  # sampling.calculator AUTO: on for these solutions
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  data = loop.prepare(config, workdir)
+  cfg = model_lib.ModelConfig.from_dict(config.model.to_dict())
+  params = nn.unbox(model_lib.Decoder(cfg).init(jax.random.key(0), np.zeros((1, 1), np.int32)))
+  model_dir = checkpoints.save(workdir / "m", params["params"], cfg, vocab_path=data.vocab_path)
+  run = stages.Run(config, workdir, data)
+  for for_training in (False, True):
+    sampler = run.sampler(str(model_dir), for_training=for_training)
+    assert sampler.calculator_on
+  got = sampler.generate(["a"], [data.problems["test"][0]["prompt_ids"]], num_samples=2,
+                         strategy=sampling.Greedy(), max_new_tokens=8)
+  assert len(got[0]) == 2

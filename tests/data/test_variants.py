@@ -148,6 +148,8 @@ def test_fit_turns_variants_on_for_equation_chains_and_off_for_latex(caplog, lat
     p.update(id=f"train/{i}", prompt_ids=[5] * 20, solution=p["solution"] if i % 5 == 0 else "")
     problems["train"].append(p)
   config = _load(f"{REPO}/configs/jsonl_math.py", None)
+  config.sampling.calculator = -1  # it reads token pieces, which _WordVocab has not (tested in
+  # test_jsonl_recipe.py)
   with caplog.at_level(logging.INFO):
     fit.fit(config, problems, _WordVocab())
   off = [r.getMessage() for r in caplog.records if "solution variants: off" in r.getMessage()]
