@@ -13,8 +13,8 @@ itself.
 
 How it runs: each row carries a parser state (`COLUMNS` int32 columns beside the stop strings'
 automaton states) that reads the tokens the row writes (not its prompt). Tokens are classed once
-per vocabulary (`table`): a digit, spaces, one of + - * / (also "×", "÷"), "=", "." or ",", or
-anything else (newlines included). The parser follows `A op B =` with A and B whole numbers up
+per vocabulary (`table`): a digit, spaces, one of + - * / (also "x" and "×" as a piece of its
+own, "÷"), "=", "." or ",", or anything else (newlines included). The parser follows `A op B =` with A and B whole numbers up
 to `MAX_OPERAND`, where A starts the expression. At the `=` it computes the value: a sum, a
 non-negative difference, a product that fits 31 bits, an exact quotient. Everything else is left
 to the model: a longer expression (`2 + 3 * 4 =`, `x - 5 + 3 =`: anything after an operator
@@ -41,8 +41,8 @@ from restem_jax.sampling.stop_strings import piece_bytes
 
 # Token classes: 0-9 a digit, then these; -1 anything else (newlines included).
 SPACE, PLUS, MINUS, TIMES, DIVIDE, EQUALS, POINT, OTHER = 10, 11, 12, 13, 14, 15, 16, -1
-_OPERATORS = {b"+": PLUS, b"-": MINUS, b"*": TIMES, "×".encode(): TIMES, b"/": DIVIDE,
-              "÷".encode(): DIVIDE, b"=": EQUALS}
+_OPERATORS = {b"+": PLUS, b"-": MINUS, b"*": TIMES, b"x": TIMES, "×".encode(): TIMES,
+              b"/": DIVIDE, "÷".encode(): DIVIDE, b"=": EQUALS}
 # Parser phases (column 0 of a row's state).
 # TAINT: inside a longer expression or a number with a decimal point or a thousands comma
 # (nothing there is computed); NUMBER_POINT: a number followed by "." or ",".
@@ -183,7 +183,7 @@ def advance(calc_V, state_BC, token_B):
 
 # An equation the calculator computes, as text: A op B = C with whole numbers, not inside a
 # longer expression or a decimal.
-_EQUATION = re.compile(r"(?<![\d.,+\-*/×÷] )(?<![\d.,+\-*/×÷])\d+ *[-+*/×÷] *\d+ *= *\d+")
+_EQUATION = re.compile(r"(?<![\d.,+\-*/x×÷] )(?<![\d.,+\-*/x×÷])\d+ *[-+*/x×÷] *\d+ *= *\d+")
 MIN_FRACTION = 0.5
 
 

@@ -59,6 +59,7 @@ def write(vocab, proposals, fallback="."):
      "6 * 8 = 48. 47 + 48 = 95. The final answer is 95."),
     ("12 / 4 = 5 and 7 / 7 = 3 and 90 - 25 = 11", "12 / 4 = 3 and 7 / 7 = 1 and 90 - 25 = 65"),
     ("6 × 7 = 13, 8 ÷ 2 = 9", "6 × 7 = 42, 8 ÷ 2 = 4"),
+    ("6 x 7 = 13, 3x4=19", "6 x 7 = 42, 3x4=12"),
     ("6*8=11", "6*8=48"),                       # no spaces
     ("<<6*8=11>>11", "<<6*8=48>>11"),          # GSM8K's annotations
     ("6 * 8 = 11 + 2 = 99.", "6 * 8 = 48 + 2 = 50."),  # a chain goes on from the exact value
@@ -101,12 +102,12 @@ def test_table_refuses_a_vocabulary_with_multi_digit_pieces():
 
 
 SMALL = CharVocab(extra=())
-SMALL.pieces = ["<pad>", "</s>"] + list("0123456789 +*=x")
+SMALL.pieces = ["<pad>", "</s>"] + list("0123456789 +*=y")
 SMALL.index = {p: i for i, p in enumerate(SMALL.pieces)}
-# An equation the parser computes (a subset of them): all that stands between the start, an x or
+# An equation the parser computes (a subset of them): all that stands between the start, a y or
 # an "=" and the next "=" is `A op B` (operands of at most 6 digits, spaces around them), then
 # the digits written after the "=".
-EQUATION = re.compile(r"(?:^|(?<=[x=])) *(\d{1,6}) *([+*]) *(\d{1,6}) *= *(\d+)")
+EQUATION = re.compile(r"(?:^|(?<=[y=])) *(\d{1,6}) *([+*]) *(\d{1,6}) *= *(\d+)")
 
 
 def wrong_values(texts):
@@ -138,13 +139,13 @@ def sample_small(small_model, batching, on):
   cfg, params = small_model
   sampler = sampling.Sampler(params, cfg, mesh=mesh_of((1, 1, 1)), vocab=SMALL, eos_id=None,
                              batching=batching, calculator_on=on)
-  prompts = [SMALL.encode(t) for t in ("12+7=19 ", "3*4=12 x", "5 + 6 = 11 ", "x")]
+  prompts = [SMALL.encode(t) for t in ("12+7=19 ", "3*4=12 y", "5 + 6 = 11 ", "y")]
   return sampler.generate(["a", "b", "c", "d"], prompts, num_samples=64,
                           strategy=sampling.Temperature(1.5), max_new_tokens=100, batch_size=128)
 
 
 def test_sampler_writes_exact_values(small_model):
-  """A random model over digits, spaces, + * = and x writes many equations: with the calculator
+  """A random model over digits, spaces, + * = and y writes many equations: with the calculator
   every computed one is exact, without it most are not."""
   texts = lambda got: [s.text for per in got for s in per]
   with_calc = texts(sample_small(small_model, "static", True))
