@@ -13,6 +13,7 @@ BENCHMARKS = {
     "training": "restem_jax.bench.training",
     "rewards": "restem_jax.bench.rewards",
     "rollout": "restem_jax.bench.rollout",
+    "calculator": "restem_jax.bench.calculator",
 }
 
 
