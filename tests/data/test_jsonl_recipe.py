@@ -9,7 +9,6 @@ import pytest
 
 from restem_jax.data import fit
 from restem_jax.data import synthetic_math
-from restem_jax.data import tasks
 from restem_jax.data import variants
 from restem_jax import loop
 from restem_jax.loop import estep
