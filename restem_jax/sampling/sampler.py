@@ -19,7 +19,10 @@ devices, which can change the last bits of the logits.)
 
 Stop strings are matched on device, exactly, by a byte-level automaton (`stop_strings.py`): a
 row stops at the token that completes a stop string, however the tokenizer split it, and no
-compute is spent after it; the host then cuts the text before the stop string.
+compute is spent after it; the host then cuts the text before the stop string. With
+`calculator_on`, the same step also runs the calculator (`calculator.py`): after `A op B =` a
+row writes the exact value's digits, and the token after them is drawn (and its log-probability
+taken) with the digits masked out.
 
 What a sample holds: `tokens` are the generated ids up to and including the token that ended the
 sample (the EOS, or the token that completed a stop string); `logprob` is the sum of the model's
