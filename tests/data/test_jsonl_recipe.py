@@ -4,7 +4,10 @@ any training; the word-problem generator used to measure the recipe."""
 import json
 import re
 
+import flax.linen as nn
+import jax
 import ml_collections
+import numpy as np
 import pytest
 
 from restem_jax.data import fit
@@ -12,6 +15,10 @@ from restem_jax.data import synthetic_math
 from restem_jax.data import variants
 from restem_jax import loop
 from restem_jax.loop import estep
+from restem_jax.loop import stages
+from restem_jax import model as model_lib
+from restem_jax.model import checkpoints
+from restem_jax import sampling
 
 from tests.test_configs import REPO, _load
 
@@ -278,14 +285,6 @@ def test_the_calculator_is_on_for_a_from_scratch_model_of_equation_chains_only(t
 def test_the_run_samples_with_the_calculator(tmp_path):
   """The loop's samplers (Generate step, evaluation, the trainer's validation reward) come from
   `Run.sampler`, which turns the calculator on as the fitted config says."""
-  import flax.linen as nn  # pylint: disable=g-import-not-at-top
-  import jax  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  from restem_jax import model as model_lib  # pylint: disable=g-import-not-at-top
-  from restem_jax import sampling  # pylint: disable=g-import-not-at-top
-  from restem_jax.loop import stages  # pylint: disable=g-import-not-at-top
-  from restem_jax.model import checkpoints  # pylint: disable=g-import-not-at-top
-
   paths = _write(tmp_path, {"train": 60, "test": 20})
   config = _config(paths, "smoke")  # sampling.calculator AUTO: on for these solutions
   workdir = tmp_path / "run"
