@@ -10,10 +10,13 @@ reported too: on a shared machine it is the figure least affected by other jobs)
 cross-entropy on every position, no z-loss, no gradient clipping, plain AdamW.
 
 GFLOP/s use the trainer's `flops_per_token` (PaLM's 6N + 12 L H Q T) for both, and are
-compared with a float32 matmul ceiling measured in this run (also with `--dtype bfloat16`:
-bfloat16 compute with float32 weights, optimizer and loss on both sides, for the verdict on mixed
-precision): the faster of a JAX and a torch
+compared with a float32 matmul ceiling measured in this run: the faster of a JAX and a torch
 2048 x 2048 x 2048 matmul, best of the measurements before and after the training steps.
+
+`--dtype bfloat16` is mixed precision on both sides: ours with `model.matmul_dtype =
+"bfloat16"` (every product and its gradients on bfloat16 operands, float32 accumulation;
+activations, weights, AdamW and the loss float32), the peer under torch's CPU bfloat16 autocast.
+Our float32 step runs alternately with them, so the line also gives bfloat16 against float32.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from restem_jax import host_memory
 from restem_jax.bench import host
 from restem_jax.bench import peers
 from restem_jax import model as model_lib
@@ -46,8 +50,9 @@ LR = 1e-4
 
 
 def _model_config(name: str, dtype: str = "float32") -> model_lib.ModelConfig:
-  """The preset in the Llama layout; `dtype` is the compute dtype (weights stay float32)."""
-  return model_lib.preset(name, dtype=dtype, param_dtype="float32", remat=False,
+  """The preset in the Llama layout, float32; `dtype` "bfloat16": bfloat16 products."""
+  return model_lib.preset(name, dtype="float32", param_dtype="float32", remat=False,
+                          matmul_dtype="bfloat16" if dtype == "bfloat16" else "",
                           **model_lib.LLAMA_STYLE)
 
 
@@ -91,7 +96,7 @@ class Ours:
 class Peer:
   """Hugging Face LlamaForCausalLM + torch AdamW, eager; float32, or bfloat16 autocast.
 
-  With `cfg.dtype == "bfloat16"` the forward and backward run under torch's CPU bfloat16
+  With `cfg.matmul_dtype == "bfloat16"` the forward and backward run under torch's CPU bfloat16
   autocast (weights and AdamW state stay float32, the loss is taken in float32), the usual
   torch mixed precision and the same split as ours.
   """
@@ -103,7 +108,7 @@ class Peer:
     self.opt = torch.optim.AdamW(self.model.parameters(), lr=LR, betas=(0.9, 0.999), eps=1e-8,
                                  weight_decay=0.01)
     self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
-    self.bf16 = cfg.dtype == "bfloat16"
+    self.bf16 = cfg.matmul_dtype == "bfloat16"
 
   def step(self, tokens_BL1: np.ndarray) -> float:
     torch = self.torch
@@ -208,19 +213,28 @@ def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32") -> dic
   """Alternates ours and the peer on one shape; returns tokens/s, GFLOP/s and losses."""
   cfg = _model_config(name, dtype)
   ours, peer = Ours(cfg), Peer(cfg)
-  ours_s, peer_s = [], []
+  # With bfloat16 products, our float32 step too (same initial weights and batches).
+  ours32 = Ours(_model_config(name)) if dtype == "bfloat16" else None
+  ours_s, peer_s, ours32_s = [], [], []
   for i in range(warmup + steps):
     tokens = _batch(cfg, seed=i)
     ours_loss = ours.step(tokens)
     peer_loss = peer.step(tokens)
+    if ours32 is not None:
+      ours32_loss = ours32.step(tokens)
     if i >= warmup:
       ours_s.append(ours.seconds)
       peer_s.append(peer.seconds)
+      if ours32 is not None:
+        ours32_s.append(ours32.seconds)
   tokens_per_step = BATCH * LENGTH
   flops_token = train_steps.flops_per_token(cfg, LENGTH)
   ours_tok = tokens_per_step / statistics.median(ours_s)
   peer_tok = tokens_per_step / statistics.median(peer_s)
-  return {
+  extra = {} if ours32 is None else {
+      "ours_float32_step_s": ours32_s, "ours_float32_loss": ours32_loss,
+      "ratio_vs_float32": statistics.median(ours32_s) / statistics.median(ours_s)}
+  return extra | {
       "ours_step_s": ours_s, "peer_step_s": peer_s,
       "ours_tok_s": ours_tok, "peer_tok_s": peer_tok, "ratio": ours_tok / peer_tok,
       "ratio_best": min(peer_s) / min(ours_s),
@@ -237,8 +251,9 @@ def main(argv: list[str]) -> int:
   parser.add_argument("--steps", type=int, default=7, help="timed steps per side (median)")
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
-                      help="compute dtype of both sides (bfloat16: ours with float32 weights, "
-                           "optimizer and loss; the peer under torch's bfloat16 autocast)")
+                      help="products of both sides (bfloat16: ours with model.matmul_dtype "
+                           "bfloat16, everything else float32, and our float32 step alongside; "
+                           "the peer under torch's bfloat16 autocast)")
   parser.add_argument("--profile", default="",
                       help="a directory: instead of the benchmark, trace ours' float32 step on "
                            "each shape and print its op time per HLO instruction")
@@ -262,8 +277,10 @@ def main(argv: list[str]) -> int:
   ceiling = {k: max(v, matmul_ceiling_gflops()[k]) for k, v in ceiling.items()}
   best_ceiling = max(ceiling.values())
 
-  print(f"train step, {args.dtype} CPU ({host.cpu_model()}), batch {BATCH} x {LENGTH} tokens, {threads} threads, "
-        f"median of {args.steps} steps after {args.warmup} warm-up, AdamW")
+  print(f"train step, {args.dtype} CPU ({host.cpu_model()}), batch {BATCH} x {LENGTH} tokens, "
+        f"{threads} threads, "
+        f"median of {args.steps} steps after {args.warmup} warm-up, AdamW; "
+        f"C allocator {host_memory.status()}")
   print(f"float32 matmul ceiling: jax {ceiling['jax']:.1f} GFLOP/s, "
         f"torch {ceiling['torch']:.1f} GFLOP/s")
   print(f"{'shape':6} {'params':>10} {'ours tok/s':>11} {'peer tok/s':>11} {'ratio':>6} "
@@ -277,9 +294,15 @@ def main(argv: list[str]) -> int:
           f"peer: {' '.join(f'{t:.2f}' for t in r['peer_step_s'])}; "
           f"fastest-step ratio {r['ratio_best']:.2f}x; "
           f"loss after the last step: ours {r['ours_loss']:.3f}, peer {r['peer_loss']:.3f}")
+    if "ratio_vs_float32" in r:
+      print(f"{name} our float32 step seconds: "
+            f"{' '.join(f'{t:.2f}' for t in r['ours_float32_step_s'])}; bfloat16 products "
+            f"{r['ratio_vs_float32']:.2f}x of float32; loss after the last step: float32 "
+            f"{r['ours_float32_loss']:.4f}, bfloat16 products {r['ours_loss']:.4f}")
   summary = {"bench": "training", "cpu_model": host.cpu_model(), "dtype": args.dtype,
              "batch": BATCH, "length": LENGTH, "threads": threads,
-             "load_average": os.getloadavg()[0], "matmul_ceiling_gflops": best_ceiling}
+             "load_average": os.getloadavg()[0], "host_malloc": host_memory.status(),
+             "matmul_ceiling_gflops": best_ceiling}
   for name, r in results.items():
     summary[f"ours_tok_s_{name}"] = r["ours_tok_s"]
     summary[f"peer_tok_s_{name}"] = r["peer_tok_s"]
@@ -289,6 +312,8 @@ def main(argv: list[str]) -> int:
     summary[f"peer_gflops_{name}"] = r["peer_gflops"]
     summary[f"ceiling_fraction_{name}"] = r["ours_gflops"] / best_ceiling
     summary[f"peer_ceiling_fraction_{name}"] = r["peer_gflops"] / best_ceiling
+    if "ratio_vs_float32" in r:
+      summary[f"ratio_vs_float32_{name}"] = r["ratio_vs_float32"]
   summary["peer_attn_implementation"] = next(iter(results.values()))["peer_attn"]
   print(json.dumps(summary))
   return 0

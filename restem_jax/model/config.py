@@ -41,6 +41,12 @@ class ModelConfig:
   max_len: int = 2048
   dtype: str = "float32"  # compute dtype: bfloat16 on TPU/GPU, float32 on CPU
   param_dtype: str = "float32"
+  # The products' operand dtype. "": the compute dtype, as XLA multiplies it. "bfloat16" (with a
+  # float32 `dtype`: mixed precision as torch's autocast does it): every product of the model and
+  # both of its gradients take bfloat16 operands and accumulate and return float32, while the
+  # activations, norms, softmax, loss and weights stay float32 (`transformer.product`). XLA:CPU
+  # then runs them on the CPU's bfloat16 units (AVX512-BF16, AMX) where it has them.
+  matmul_dtype: str = ""
   remat: bool = False  # rematerialise each block in the backward pass
 
   def __post_init__(self):
@@ -63,6 +69,10 @@ class ModelConfig:
       raise ValueError("llama3 rope scaling needs 0 < rope_low_freq_factor < "
                        f"rope_high_freq_factor, got {self.rope_low_freq_factor} and "
                        f"{self.rope_high_freq_factor}")
+
+    if self.matmul_dtype not in ("", "bfloat16", "float32"):
+      raise ValueError(f"unknown matmul_dtype {self.matmul_dtype!r}: use '' (the compute dtype), "
+                       "'bfloat16' or 'float32'")
 
   def replace(self, **kwargs) -> ModelConfig:
     return dataclasses.replace(self, **kwargs)

@@ -223,7 +223,8 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
         parts.append(model_lib.KV(cache.shared_k[i], cache.shared_v[i],
                                   cache.shared_bias_PS[:, None, None], "PKMH,PKHS->PKMS",
                                   "PKMS,PKSH->PKMH", shared))
-      out_BKGH = model_lib.attend(q_BKGH, parts, dtype, normalize_late=True)
+      out_BKGH = model_lib.attend(q_BKGH, parts, dtype, normalize_late=True,
+                                  matmul_dtype=cfg.matmul_dtype)
       return model_lib.attention_out(cfg, w["attn"], out_BKGH), (k_BKHS, v_BKSH)
 
     x_BD, (k_BKHS, v_BKSH) = model_lib.block(

@@ -53,6 +53,63 @@ def _activation(x: Array, *trailing: str) -> Array:
   return nn.with_logical_constraint(x, leading + trailing)
 
 
+def _spelled_out(spec: str, lhs_ndim: int, rhs_ndim: int) -> tuple[str, str, str]:
+  """An einsum spec "lhs,rhs->out" with each `...` replaced by letters of its own."""
+  lhs, rest = spec.split(",")
+  rhs, out = rest.split("->")
+  free = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in spec]
+  counts = [ndim - (len(term) - 3) if "..." in term else 0
+            for term, ndim in ((lhs, lhs_ndim), (rhs, rhs_ndim))]
+  letters = "".join(free[:max(counts)])
+  # Right-aligned, as einsum broadcasts the axes that `...` stands for.
+  return (lhs.replace("...", letters[len(letters) - counts[0]:]),
+          rhs.replace("...", letters[len(letters) - counts[1]:]),
+          out.replace("...", letters))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _narrow_product(spec: str, narrow: str, dtypes: tuple[str, str], a: Array, b: Array) -> Array:
+  """einsum(spec, a, b) on `narrow` operands, accumulated and returned in float32."""
+  del dtypes
+  return jnp.einsum(spec, a.astype(narrow), b.astype(narrow), preferred_element_type=jnp.float32)
+
+
+def _narrow_product_fwd(spec, narrow, dtypes, a, b):
+  a, b = a.astype(narrow), b.astype(narrow)  # kept narrow for the gradients: half the memory
+  return _narrow_product(spec, narrow, dtypes, a, b), (a, b)
+
+
+def _narrow_product_bwd(spec, narrow, dtypes, residuals, g):
+  """Both gradients as products of `narrow` operands accumulated in float32 (JAX's own
+  transpose would multiply the float32 cotangent by a widened operand)."""
+  a, b = residuals
+  lhs, rhs, out = _spelled_out(spec, a.ndim, b.ndim)
+  g = g.astype(narrow)
+  da = jnp.einsum(f"{out},{rhs}->{lhs}", g, b, preferred_element_type=jnp.float32)
+  db = jnp.einsum(f"{lhs},{out}->{rhs}", a, g, preferred_element_type=jnp.float32)
+  return da.astype(dtypes[0]), db.astype(dtypes[1])
+
+
+_narrow_product.defvjp(_narrow_product_fwd, _narrow_product_bwd)
+
+
+def product(spec: str, a: Array, b: Array, matmul_dtype: str = "",
+            preferred_element_type=None) -> Array:
+  """`jnp.einsum(spec, a, b)` of two operands, in the precision `ModelConfig.matmul_dtype` says.
+
+  "" (or the operands' own dtype): einsum as it is. Otherwise the operands are cast to
+  matmul_dtype, and the product and both its gradients are taken on such operands with float32
+  accumulation (`_narrow_product`'s custom VJP): XLA:CPU keeps a bfloat16 x bfloat16 -> float32
+  product native (the CPU's bfloat16 units) but widens one whose result or operand is otherwise.
+  The result is float32 where `preferred_element_type` asks for it, else the operands' dtype.
+  """
+  dtype = jnp.result_type(a, b)
+  if not matmul_dtype or jnp.dtype(matmul_dtype) == dtype:
+    return jnp.einsum(spec, a, b, preferred_element_type=preferred_element_type)
+  out = _narrow_product(spec, matmul_dtype, (a.dtype.name, b.dtype.name), a, b)
+  return out.astype(preferred_element_type or dtype)
+
+
 def embed(cfg: ModelConfig, embedding_VD: Array, tokens: Array) -> Array:
   """The tokens' embeddings [..., D] in the compute dtype (times sqrt(d_model) for Gemma)."""
   x = jnp.take(embedding_VD, tokens, axis=0).astype(cfg.dtype)
@@ -129,15 +186,15 @@ def qkv(cfg: ModelConfig, w, h: Array, cos: Array, sin: Array) -> tuple[Array, A
     values [..., K, H]).
   """
   N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  q = jnp.einsum("...D,DNH->...NH", h, w["query"])
+  q = product("...D,DNH->...NH", h, w["query"], cfg.matmul_dtype)
   if "key_value" in w:
-    kv = jnp.einsum("...D,DCKH->...CKH", h, w["key_value"])
+    kv = product("...D,DCKH->...CKH", h, w["key_value"], cfg.matmul_dtype)
     if cfg.qkv_bias:
       q, kv = q + w["query_bias"], kv + w["key_value_bias"]
     k, v = kv[..., 0, :, :], kv[..., 1, :, :]
   else:
-    k = jnp.einsum("...D,DKH->...KH", h, w["key"])
-    v = jnp.einsum("...D,DKH->...KH", h, w["value"])
+    k = product("...D,DKH->...KH", h, w["key"], cfg.matmul_dtype)
+    v = product("...D,DKH->...KH", h, w["value"], cfg.matmul_dtype)
     if cfg.qkv_bias:
       q, k, v = q + w["query_bias"], k + w["key_bias"], v + w["value_bias"]
   q = _activation(rotate(q, cos, sin), "activation_heads", "activation_kv")
@@ -165,7 +222,8 @@ class KV(NamedTuple):
   group: Any = None
 
 
-def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False) -> Array:
+def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False,
+           matmul_dtype: str = "") -> Array:
   """Softmax attention of queries over several parts of keys/values, as one softmax.
 
   Args:
@@ -179,6 +237,7 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
       and the division is on the [.., H] outputs, not on the [.., S] weights (one query a row:
       the decode step); the `mix` outputs must then be laid out as the scores without their
       slots, plus H. The two round differently in the last bits.
+    matmul_dtype: the products' operand dtype (`ModelConfig.matmul_dtype`, `product`).
 
   Returns:
     The outputs in the compute dtype, laid out as the rows' `mix` einsums make them.
@@ -187,8 +246,8 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
     raise ValueError("attend: grouped parts need normalize_late=True")
   scores = []
   for part in parts:
-    s = jnp.einsum(part.scores, q if part.group is None else part.group.to_part(q), part.keys,
-                   preferred_element_type=jnp.float32)
+    s = product(part.scores, q if part.group is None else part.group.to_part(q), part.keys,
+                matmul_dtype, preferred_element_type=jnp.float32)
     scores.append(jnp.where(part.mask, s, NEG_INF) if part.mask.dtype == jnp.bool_
                   else s + part.mask)
   if not normalize_late:
@@ -198,7 +257,7 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
     for part, s in zip(parts, scores):
       w = weights if len(parts) == 1 else weights[..., start:start + s.shape[-1]]
       start += s.shape[-1]
-      o = jnp.einsum(part.mix, w, part.values)
+      o = product(part.mix, w, part.values, matmul_dtype)
       out = o if out is None else out + o
     return out
 
@@ -215,8 +274,8 @@ def attend(q: Array, parts: Sequence[KV], dtype, *, normalize_late: bool = False
   for part, s in zip(parts, scores):
     e = jnp.exp(s - of_part(part, m)[..., None])
     d = rows(part, e.sum(-1))
-    o = rows(part, jnp.einsum(part.mix, e.astype(dtype), part.values,
-                              preferred_element_type=jnp.float32))
+    o = rows(part, product(part.mix, e.astype(dtype), part.values, matmul_dtype,
+                           preferred_element_type=jnp.float32))
     out, denom = (o, d) if out is None else (out + o, denom + d)
   return (out / denom[..., None]).astype(dtype)
 
@@ -229,8 +288,8 @@ def attention_out(cfg: ModelConfig, w, out: Array) -> Array:
   N, H = cfg.num_heads, cfg.head_dim
   lead = out.shape[:-3]
   if w["out"].ndim == 2:
-    return jnp.einsum("...X,XD->...D", out.reshape(lead + (N * H,)), w["out"])
-  return jnp.einsum("...NH,NHD->...D", out.reshape(lead + (N, H)), w["out"])
+    return product("...X,XD->...D", out.reshape(lead + (N * H,)), w["out"], cfg.matmul_dtype)
+  return product("...NH,NHD->...D", out.reshape(lead + (N, H)), w["out"], cfg.matmul_dtype)
 
 
 def mlp(cfg: ModelConfig, w, h: Array) -> Array:
@@ -240,14 +299,15 @@ def mlp(cfg: ModelConfig, w, h: Array) -> Array:
   `decode_step.split_layers`); "wo" [F, D].
   """
   if "wi_gate_up" in w:
-    gate_up = jnp.einsum("...D,DCF->...CF", h, w["wi_gate_up"])
+    gate_up = product("...D,DCF->...CF", h, w["wi_gate_up"], cfg.matmul_dtype)
     gate, up = gate_up[..., 0, :], gate_up[..., 1, :]
   else:
-    gate = jnp.einsum("...D,DF->...F", h, w["wi_gate"])
-    up = jnp.einsum("...D,DF->...F", h, w["wi_up"])
+    gate = product("...D,DF->...F", h, w["wi_gate"], cfg.matmul_dtype)
+    up = product("...D,DF->...F", h, w["wi_up"], cfg.matmul_dtype)
   act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
       jax.nn.gelu, approximate=True)
-  return jnp.einsum("...F,FD->...D", _activation(act(gate) * up, "activation_mlp"), w["wo"])
+  return product("...F,FD->...D", _activation(act(gate) * up, "activation_mlp"), w["wo"],
+                 cfg.matmul_dtype)
 
 
 def block(cfg: ModelConfig, x: Array, norm_fn: Callable[[str], Callable[[Array], Array]],
@@ -280,13 +340,13 @@ def unembed(cfg: ModelConfig, x: Array, embedding_VD: Array, unembed_DV: Array |
   """Logits [..., V] in float32 of the final-normed x: tied to the embedding (divided by
   sqrt(d_model) with `scale_tied_logits`: PaLM, T5X) or through the untied unembed_DV."""
   if cfg.tied_embeddings:
-    logits = jnp.einsum("...D,VD->...V", x, embedding_VD.astype(cfg.dtype),
-                        preferred_element_type=jnp.float32)
+    logits = product("...D,VD->...V", x, embedding_VD.astype(cfg.dtype), cfg.matmul_dtype,
+                     preferred_element_type=jnp.float32)
     if cfg.scale_tied_logits:
       logits = logits * (cfg.d_model ** -0.5)
   else:
-    logits = jnp.einsum("...D,DV->...V", x, unembed_DV.astype(cfg.dtype),
-                        preferred_element_type=jnp.float32)
+    logits = product("...D,DV->...V", x, unembed_DV.astype(cfg.dtype), cfg.matmul_dtype,
+                     preferred_element_type=jnp.float32)
   return _activation(logits, "activation_vocab")
 
 
@@ -375,7 +435,8 @@ class Attention(nn.Module):
     if cache_k_BSKH is not None:
       parts.insert(0, KV(cache_k_BSKH.astype(cfg.dtype), cache_v_BSKH.astype(cfg.dtype),
                          cache_mask_BLS[:, None, None], "BLKGH,BSKH->BKGLS", "BKGLS,BSKH->BLKGH"))
-    return attention_out(cfg, w, attend(q_BLKGH, parts, cfg.dtype)), k_BLKH, v_BLKH
+    return attention_out(cfg, w, attend(q_BLKGH, parts, cfg.dtype,
+                                       matmul_dtype=cfg.matmul_dtype)), k_BLKH, v_BLKH
 
 
 class Mlp(nn.Module):

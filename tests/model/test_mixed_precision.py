@@ -1,0 +1,123 @@
+"""`ModelConfig.matmul_dtype`: bfloat16 products with float32 accumulation, forward and backward.
+
+Checked against products written out by hand on bfloat16-rounded operands (not against the
+function's own path), and in the compiled train step: every dot of it has bfloat16 operands and a
+float32 result, which is what XLA:CPU runs on the CPU's bfloat16 units.
+"""
+
+import collections
+import re
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from restem_jax import model as model_lib
+from restem_jax.model import partitioning
+from restem_jax.model import transformer
+from restem_jax.training import steps as train_steps
+from restem_jax.training import trainer
+
+CFG = model_lib.preset("tiny", num_layers=2, d_model=64, num_heads=4, num_kv_heads=1,
+                       head_dim=16, d_ff=128, vocab_size=96, max_len=32)
+SPECS = ["...D,DF->...F", "...D,DNH->...NH", "BLKGH,BMKH->BKGLM", "BKGLM,BMKH->BLKGH",
+         "...NH,NHD->...D", "...D,VD->...V"]
+SHAPES = {"...D,DF->...F": ((2, 3, 8), (8, 5)), "...D,DNH->...NH": ((2, 3, 8), (8, 2, 4)),
+          "BLKGH,BMKH->BKGLM": ((2, 3, 1, 2, 4), (2, 3, 1, 4)),
+          "BKGLM,BMKH->BLKGH": ((2, 1, 2, 3, 3), (2, 3, 1, 4)),
+          "...NH,NHD->...D": ((2, 3, 2, 4), (2, 4, 8)), "...D,VD->...V": ((2, 3, 8), (6, 8))}
+
+
+def _rounded(x):
+  return np.asarray(jnp.asarray(x).astype(jnp.bfloat16).astype(jnp.float32), np.float64)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_product_and_its_gradients_are_bfloat16_products(spec):
+  a_shape, b_shape = SHAPES[spec]
+  ka, kb, kg = jax.random.split(jax.random.key(0), 3)
+  a = jax.random.normal(ka, a_shape, jnp.float32)
+  b = jax.random.normal(kb, b_shape, jnp.float32)
+  out, vjp = jax.vjp(lambda x, y: transformer.product(spec, x, y, "bfloat16"), a, b)
+  g = jax.random.normal(kg, out.shape, jnp.float32)
+  da, db = vjp(g)
+  assert out.dtype == da.dtype == db.dtype == jnp.float32
+  # By hand, in float64 on the bfloat16-rounded operands (and cotangent).
+  ra, rb, rg = _rounded(a), _rounded(b), _rounded(g)
+  want_da = jax.grad(lambda x: jnp.vdot(rg, jnp.einsum(spec, x, rb)))(ra)
+  want_db = jax.grad(lambda y: jnp.vdot(rg, jnp.einsum(spec, ra, y)))(rb)
+  np.testing.assert_allclose(out, np.einsum(spec, ra, rb), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(da, want_da, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(db, want_db, rtol=1e-5, atol=1e-5)
+  # Not the float32 product: the rounding of the operands shows.
+  assert np.max(np.abs(np.asarray(out) - np.einsum(spec, np.asarray(a, np.float64),
+                                                  np.asarray(b, np.float64)))) > 1e-4
+
+
+def test_default_is_the_plain_einsum():
+  a = jax.random.normal(jax.random.key(1), (3, 8))
+  b = jax.random.normal(jax.random.key(2), (8, 4))
+  for dtype in ("", "float32"):
+    np.testing.assert_array_equal(transformer.product("...D,DF->...F", a, b, dtype),
+                                  jnp.einsum("...D,DF->...F", a, b))
+
+
+def test_spelled_out_right_aligns_the_ellipsis():
+  assert transformer._spelled_out("...D,DF->...F", 3, 2) == ("abD", "DF", "abF")  # pylint: disable=protected-access
+  assert transformer._spelled_out("...KGH,...SKH->...KGS", 4, 5) == (  # pylint: disable=protected-access
+      "bKGH", "abSKH", "abKGS")
+
+
+def test_model_in_mixed_precision_is_close_to_float32():
+  tokens = jax.random.randint(jax.random.key(3), (2, 12), 0, CFG.vocab_size)
+  params = nn.unbox(model_lib.Decoder(CFG).init(jax.random.key(0), tokens))["params"]
+  mixed = CFG.replace(matmul_dtype="bfloat16")
+
+  def loss(cfg, p):
+    logits, _ = model_lib.Decoder(cfg).apply({"params": p}, tokens)
+    return jnp.mean(jax.nn.logsumexp(logits, -1) - logits[..., 0])
+
+  (l32, g32), (l16, g16) = (jax.value_and_grad(loss, 1)(c, params) for c in (CFG, mixed))
+  assert abs(float(l16) - float(l32)) < 1e-2 * abs(float(l32))
+  for x, y in zip(jax.tree.leaves(g16), jax.tree.leaves(g32)):
+    assert x.dtype == jnp.float32
+    np.testing.assert_allclose(x, y, rtol=0.1, atol=0.05 * float(jnp.max(jnp.abs(y))))
+  assert float(l16) != float(l32)  # it did compute in bfloat16
+
+
+def test_bad_matmul_dtype_is_an_error():
+  with pytest.raises(ValueError, match="unknown matmul_dtype 'float16'"):
+    CFG.replace(matmul_dtype="float16")
+
+
+def _dot_types(hlo: str) -> collections.Counter:
+  """(lhs, rhs, result) element types of every dot in an optimised HLO module's text."""
+  counts = collections.Counter()
+  for computation in hlo.split("\n\n"):
+    types = dict(re.findall(r"%([\w.\-]+) = (\w+)\[", computation))
+    for m in re.finditer(r"= (\w+)\[[^\n]*? dot\(%([\w.\-]+), %([\w.\-]+)\)", computation):
+      counts[(types[m.group(2)], types[m.group(3)], m.group(1))] += 1
+  return counts
+
+
+@pytest.mark.parametrize("matmul_dtype, want", [("", ("f32", "f32", "f32")),
+                                                ("bfloat16", ("bf16", "bf16", "f32"))])
+def test_every_dot_of_the_cpu_train_step_has_the_operands_asked_for(matmul_dtype, want):
+  cfg = CFG.replace(matmul_dtype=matmul_dtype)
+  config = trainer.default_config()
+  config.update(optimizer="adamw", batch_size=2, num_microbatches=1)
+  mesh = partitioning.make_mesh((1, 1, 1), jax.devices()[:1])
+  fns = train_steps.make_train_fns(cfg, config, mesh)
+  params = nn.unbox(jax.jit(lambda k: model_lib.Decoder(cfg).init(
+      k, jnp.zeros((1, 1), jnp.int32)))(jax.random.key(0)))["params"]
+  state = fns.init_state(params)
+  tokens = np.ones((2, 8), np.int32)
+  batch = fns.put_batch({"decoder_input_tokens": tokens, "decoder_target_tokens": tokens,
+                         "decoder_loss_weights": np.ones((2, 8), np.float32)})
+  types = _dot_types(fns.train_step_hlo(state, batch, jax.random.key(1)))
+  # 2 layers x (7 products forward, 14 backward) + the logits' 3 (the embedding lookup's
+  # gradient is a scatter, not a dot).
+  assert sum(types.values()) >= 40, types
+  assert set(types) == {want}, types
