@@ -14,10 +14,10 @@
 from restem_jax.model.config import LLAMA_STYLE, PRESETS, ModelConfig, preset
 from restem_jax.model.transformer import (KV, NEG_INF, Attention, Block, Cache, Decoder, Mlp,
                                           Norm, attend, attention_out, block, count_params, embed,
-                                          masks, mlp, norm, prompt_kv, qkv, rope_cos_sin,
+                                          masks, mlp, norm, product, prompt_kv, qkv, rope_cos_sin,
                                           rope_inv_freq, rotate, unembed)
 
 __all__ = ["LLAMA_STYLE", "PRESETS", "ModelConfig", "preset", "KV", "NEG_INF", "Attention",
            "Block", "Cache", "Decoder", "Mlp", "Norm", "attend", "attention_out", "block",
-           "count_params", "embed", "masks", "mlp", "norm", "prompt_kv", "qkv", "rope_cos_sin",
-           "rope_inv_freq", "rotate", "unembed"]
+           "count_params", "embed", "masks", "mlp", "norm", "product", "prompt_kv", "qkv",
+           "rope_cos_sin", "rope_inv_freq", "rotate", "unembed"]
