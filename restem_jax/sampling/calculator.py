@@ -14,9 +14,10 @@ itself.
 How it runs: each row carries a parser state (`COLUMNS` int32 columns beside the stop strings'
 automaton states) that reads the tokens the row writes (not its prompt). Tokens are classed once
 per vocabulary (`table`): a digit, spaces, one of + - * / (also "x" and "×" as a piece of its
-own, "÷"), "=", "." or ",", or anything else (newlines included). The parser follows `A op B =` with A and B whole numbers up
-to `MAX_OPERAND`, where A starts the expression. At the `=` it computes the value: a sum, a
-non-negative difference, a product that fits 31 bits, an exact quotient. Everything else is left
+own, "÷"), "=", "." or ",", or anything else (newlines included). The parser follows `A op B =`
+with A and B whole numbers up to `MAX_OPERAND`, where A starts the expression. At the `=` it
+computes the value: a sum, a non-negative difference, a product that fits 31 bits, an exact
+quotient. Everything else is left
 to the model: a longer expression (`2 + 3 * 4 =`, `x - 5 + 3 =`: anything after an operator
 that did not follow a number), a negative operand, a decimal or a number with a thousands comma.
 When the model's next non-space token after a computed `=` is a digit, that token and the next
