@@ -87,7 +87,14 @@ def _narrow_product_bwd(spec, narrow, dtypes, residuals, g):
   g = g.astype(narrow)
   da = jnp.einsum(f"{out},{rhs}->{lhs}", g, b, preferred_element_type=jnp.float32)
   db = jnp.einsum(f"{lhs},{out}->{rhs}", a, g, preferred_element_type=jnp.float32)
-  return da.astype(dtypes[0]), db.astype(dtypes[1])
+  return _summed_to(da, a.shape).astype(dtypes[0]), _summed_to(db, b.shape).astype(dtypes[1])
+
+
+def _summed_to(grad: Array, shape: tuple[int, ...]) -> Array:
+  """The gradient of an operand that `...` broadcast (size 1 against the other's size n):
+  summed over those axes, back to the operand's shape."""
+  axes = tuple(i for i, (g, s) in enumerate(zip(grad.shape, shape)) if s == 1 and g != 1)
+  return grad.sum(axes, keepdims=True) if axes else grad
 
 
 _narrow_product.defvjp(_narrow_product_fwd, _narrow_product_bwd)

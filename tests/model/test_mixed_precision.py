@@ -23,11 +23,15 @@ from restem_jax.training import trainer
 CFG = model_lib.preset("tiny", num_layers=2, d_model=64, num_heads=4, num_kv_heads=1,
                        head_dim=16, d_ff=128, vocab_size=96, max_len=32)
 SPECS = ["...D,DF->...F", "...D,DNH->...NH", "BLKGH,BMKH->BKGLM", "BKGLM,BMKH->BLKGH",
-         "...NH,NHD->...D", "...D,VD->...V"]
+         "...NH,NHD->...D", "...D,VD->...V",
+         # `...` broadcasting a size-1 axis of either operand: its gradient is summed back.
+         "...LD,...DF->...LF", "...ij,...jk->...ik"]
 SHAPES = {"...D,DF->...F": ((2, 3, 8), (8, 5)), "...D,DNH->...NH": ((2, 3, 8), (8, 2, 4)),
           "BLKGH,BMKH->BKGLM": ((2, 3, 1, 2, 4), (2, 3, 1, 4)),
           "BKGLM,BMKH->BLKGH": ((2, 1, 2, 3, 3), (2, 3, 1, 4)),
-          "...NH,NHD->...D": ((2, 3, 2, 4), (2, 4, 8)), "...D,VD->...V": ((2, 3, 8), (6, 8))}
+          "...NH,NHD->...D": ((2, 3, 2, 4), (2, 4, 8)), "...D,VD->...V": ((2, 3, 8), (6, 8)),
+          "...LD,...DF->...LF": ((2, 3, 4), (1, 4, 5)),
+          "...ij,...jk->...ik": ((1, 3, 4), (2, 2, 4, 5))}
 
 
 def _rounded(x):
