@@ -9,6 +9,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+# The parts of the model whose products `ModelConfig.float32_products` may keep float32.
+PRODUCT_PARTS = ("logits", "attention", "projections", "mlp")
+
+
+def _parts(names: str) -> list[str]:
+  return [n.strip() for n in names.split(",") if n.strip()]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Architecture of the decoder. Frozen and hashable, so it can be a static jit argument."""
@@ -42,11 +50,17 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype: bfloat16 on TPU/GPU, float32 on CPU
   param_dtype: str = "float32"
   # The products' operand dtype. "": the compute dtype, as XLA multiplies it. "bfloat16" (with a
-  # float32 `dtype`: mixed precision as torch's autocast does it): every product of the model and
-  # both of its gradients take bfloat16 operands and accumulate and return float32, while the
-  # activations, norms, softmax, loss and weights stay float32 (`transformer.product`). XLA:CPU
-  # then runs them on the CPU's bfloat16 units (AVX512-BF16, AMX) where it has them.
+  # float32 `dtype`: mixed precision as torch's autocast does it): the model's products (but
+  # float32_products') and both of their gradients take bfloat16 operands and accumulate and
+  # return float32, while the activations, norms, softmax, loss and weights stay float32
+  # (`transformer.product`). XLA:CPU runs them on the CPU's bfloat16 units (AVX512-BF16, AMX).
   matmul_dtype: str = ""
+  # With a narrower matmul_dtype, the parts of the model whose products (and their gradients)
+  # keep float32 operands, comma-separated: "logits" (the unembedding), "attention" (the scores
+  # and the weighted values), "projections" (query, key, value, output), "mlp". With the logits
+  # float32 the demo's models scored as float32's on average over three seeds; with every
+  # product bfloat16 ("") 3 to 4 points lower (BENCHMARKS.md, "Training").
+  float32_products: str = "logits"
   remat: bool = False  # rematerialise each block in the backward pass
 
   def __post_init__(self):
@@ -73,6 +87,16 @@ class ModelConfig:
     if self.matmul_dtype not in ("", "bfloat16", "float32"):
       raise ValueError(f"unknown matmul_dtype {self.matmul_dtype!r}: use '' (the compute dtype), "
                        "'bfloat16' or 'float32'")
+
+    unknown = set(_parts(self.float32_products)) - set(PRODUCT_PARTS)
+    if unknown:
+      raise ValueError(f"unknown float32_products {sorted(unknown)}: use a comma-separated "
+                       f"subset of {', '.join(PRODUCT_PARTS)}")
+
+  def matmul_dtype_of(self, part: str) -> str:
+    """The operand dtype of `part`'s products (one of PRODUCT_PARTS): "" when float32_products
+    names it, else matmul_dtype."""
+    return "" if part in _parts(self.float32_products) else self.matmul_dtype
 
   def replace(self, **kwargs) -> ModelConfig:
     return dataclasses.replace(self, **kwargs)

@@ -224,7 +224,7 @@ def decode_step(cfg: model_lib.ModelConfig, params, layers: list, token_B: Array
                                   cache.shared_bias_PS[:, None, None], "PKMH,PKHS->PKMS",
                                   "PKMS,PKSH->PKMH", shared))
       out_BKGH = model_lib.attend(q_BKGH, parts, dtype, normalize_late=True,
-                                  matmul_dtype=cfg.matmul_dtype)
+                                  matmul_dtype=cfg.matmul_dtype_of("attention"))
       return model_lib.attention_out(cfg, w["attn"], out_BKGH), (k_BKHS, v_BKSH)
 
     x_BD, (k_BKHS, v_BKSH) = model_lib.block(

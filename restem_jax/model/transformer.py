@@ -193,15 +193,15 @@ def qkv(cfg: ModelConfig, w, h: Array, cos: Array, sin: Array) -> tuple[Array, A
     values [..., K, H]).
   """
   N, K, H = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-  q = product("...D,DNH->...NH", h, w["query"], cfg.matmul_dtype)
+  q = product("...D,DNH->...NH", h, w["query"], cfg.matmul_dtype_of("projections"))
   if "key_value" in w:
-    kv = product("...D,DCKH->...CKH", h, w["key_value"], cfg.matmul_dtype)
+    kv = product("...D,DCKH->...CKH", h, w["key_value"], cfg.matmul_dtype_of("projections"))
     if cfg.qkv_bias:
       q, kv = q + w["query_bias"], kv + w["key_value_bias"]
     k, v = kv[..., 0, :, :], kv[..., 1, :, :]
   else:
-    k = product("...D,DKH->...KH", h, w["key"], cfg.matmul_dtype)
-    v = product("...D,DKH->...KH", h, w["value"], cfg.matmul_dtype)
+    k = product("...D,DKH->...KH", h, w["key"], cfg.matmul_dtype_of("projections"))
+    v = product("...D,DKH->...KH", h, w["value"], cfg.matmul_dtype_of("projections"))
     if cfg.qkv_bias:
       q, k, v = q + w["query_bias"], k + w["key_bias"], v + w["value_bias"]
   q = _activation(rotate(q, cos, sin), "activation_heads", "activation_kv")
@@ -294,9 +294,10 @@ def attention_out(cfg: ModelConfig, w, out: Array) -> Array:
   """
   N, H = cfg.num_heads, cfg.head_dim
   lead = out.shape[:-3]
+  narrow = cfg.matmul_dtype_of("projections")
   if w["out"].ndim == 2:
-    return product("...X,XD->...D", out.reshape(lead + (N * H,)), w["out"], cfg.matmul_dtype)
-  return product("...NH,NHD->...D", out.reshape(lead + (N, H)), w["out"], cfg.matmul_dtype)
+    return product("...X,XD->...D", out.reshape(lead + (N * H,)), w["out"], narrow)
+  return product("...NH,NHD->...D", out.reshape(lead + (N, H)), w["out"], narrow)
 
 
 def mlp(cfg: ModelConfig, w, h: Array) -> Array:
@@ -306,15 +307,15 @@ def mlp(cfg: ModelConfig, w, h: Array) -> Array:
   `decode_step.split_layers`); "wo" [F, D].
   """
   if "wi_gate_up" in w:
-    gate_up = product("...D,DCF->...CF", h, w["wi_gate_up"], cfg.matmul_dtype)
+    gate_up = product("...D,DCF->...CF", h, w["wi_gate_up"], cfg.matmul_dtype_of("mlp"))
     gate, up = gate_up[..., 0, :], gate_up[..., 1, :]
   else:
-    gate = product("...D,DF->...F", h, w["wi_gate"], cfg.matmul_dtype)
-    up = product("...D,DF->...F", h, w["wi_up"], cfg.matmul_dtype)
+    gate = product("...D,DF->...F", h, w["wi_gate"], cfg.matmul_dtype_of("mlp"))
+    up = product("...D,DF->...F", h, w["wi_up"], cfg.matmul_dtype_of("mlp"))
   act = jax.nn.silu if cfg.mlp_activation == "silu" else functools.partial(
       jax.nn.gelu, approximate=True)
   return product("...F,FD->...D", _activation(act(gate) * up, "activation_mlp"), w["wo"],
-                 cfg.matmul_dtype)
+                 cfg.matmul_dtype_of("mlp"))
 
 
 def block(cfg: ModelConfig, x: Array, norm_fn: Callable[[str], Callable[[Array], Array]],
@@ -346,13 +347,14 @@ def unembed(cfg: ModelConfig, x: Array, embedding_VD: Array, unembed_DV: Array |
             ) -> Array:
   """Logits [..., V] in float32 of the final-normed x: tied to the embedding (divided by
   sqrt(d_model) with `scale_tied_logits`: PaLM, T5X) or through the untied unembed_DV."""
+  narrow = cfg.matmul_dtype_of("logits")
   if cfg.tied_embeddings:
-    logits = product("...D,VD->...V", x, embedding_VD.astype(cfg.dtype), cfg.matmul_dtype,
+    logits = product("...D,VD->...V", x, embedding_VD.astype(cfg.dtype), narrow,
                      preferred_element_type=jnp.float32)
     if cfg.scale_tied_logits:
       logits = logits * (cfg.d_model ** -0.5)
   else:
-    logits = product("...D,DV->...V", x, unembed_DV.astype(cfg.dtype), cfg.matmul_dtype,
+    logits = product("...D,DV->...V", x, unembed_DV.astype(cfg.dtype), narrow,
                      preferred_element_type=jnp.float32)
   return _activation(logits, "activation_vocab")
 
@@ -442,8 +444,8 @@ class Attention(nn.Module):
     if cache_k_BSKH is not None:
       parts.insert(0, KV(cache_k_BSKH.astype(cfg.dtype), cache_v_BSKH.astype(cfg.dtype),
                          cache_mask_BLS[:, None, None], "BLKGH,BSKH->BKGLS", "BKGLS,BSKH->BLKGH"))
-    return attention_out(cfg, w, attend(q_BLKGH, parts, cfg.dtype,
-                                       matmul_dtype=cfg.matmul_dtype)), k_BLKH, v_BLKH
+    out = attend(q_BLKGH, parts, cfg.dtype, matmul_dtype=cfg.matmul_dtype_of("attention"))
+    return attention_out(cfg, w, out), k_BLKH, v_BLKH
 
 
 class Mlp(nn.Module):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from restem_jax import model as model_lib
+from restem_jax.model import decode_step
 from restem_jax.model import partitioning
 from restem_jax.model import transformer
 from restem_jax.training import steps as train_steps
@@ -106,10 +107,15 @@ def _dot_types(hlo: str) -> collections.Counter:
   return counts
 
 
-@pytest.mark.parametrize("matmul_dtype, want", [("", ("f32", "f32", "f32")),
-                                                ("bfloat16", ("bf16", "bf16", "f32"))])
-def test_every_dot_of_the_cpu_train_step_has_the_operands_asked_for(matmul_dtype, want):
-  cfg = CFG.replace(matmul_dtype=matmul_dtype)
+# The dots of CFG's train step (2 layers) each part of the model owns, forward and backward.
+DOTS = {"logits": 3, "attention": 2 * 6, "projections": 2 * 12, "mlp": 2 * 9}
+
+
+@pytest.mark.parametrize("matmul_dtype, float32_products", [
+    ("", "logits"), ("bfloat16", ""), ("bfloat16", "logits"), ("bfloat16", "attention, mlp")])
+def test_every_dot_of_the_cpu_train_step_has_the_operands_asked_for(matmul_dtype,
+                                                                    float32_products):
+  cfg = CFG.replace(matmul_dtype=matmul_dtype, float32_products=float32_products)
   config = trainer.default_config()
   config.update(optimizer="adamw", batch_size=2, num_microbatches=1)
   mesh = partitioning.make_mesh((1, 1, 1), jax.devices()[:1])
@@ -123,5 +129,44 @@ def test_every_dot_of_the_cpu_train_step_has_the_operands_asked_for(matmul_dtype
   types = _dot_types(fns.train_step_hlo(state, batch, jax.random.key(1)))
   # 2 layers x (7 products forward, 14 backward) + the logits' 3 (the embedding lookup's
   # gradient is a scatter, not a dot).
-  assert sum(types.values()) >= 40, types
-  assert set(types) == {want}, types
+  wide = (sum(DOTS.values()) if not matmul_dtype else
+          sum(DOTS[p.strip()] for p in float32_products.split(",") if p.strip()))
+  want = {("f32", "f32", "f32"): wide, ("bf16", "bf16", "f32"): sum(DOTS.values()) - wide}
+  assert types == {k: v for k, v in want.items() if v}, types
+
+
+def _forward_and_decode(cfg, params, tokens):
+  """The Decoder's logits of `tokens` and the decode step's for one token after them."""
+  logits, _ = model_lib.Decoder(cfg).apply({"params": params}, tokens)
+  layers = decode_step.split_layers(cfg, params)
+  lengths = jnp.full((tokens.shape[0],), tokens.shape[1], jnp.int32)
+  prompt_kv = model_lib.prompt_kv(cfg, params, tokens, last_layer=layers[-1])
+  cache = decode_step.init_cache(cfg, prompt_kv, lengths, 1, 1, share_prompt=False)
+  step, _ = decode_step.decode_step(cfg, params, layers, tokens[:, -1], lengths, jnp.int32(0),
+                                    cache)
+  return logits, step
+
+
+def test_float32_products_covers_every_product_and_each_part_counts():
+  tokens = jax.random.randint(jax.random.key(3), (2, 12), 0, CFG.vocab_size)
+  params = nn.unbox(model_lib.Decoder(CFG).init(jax.random.key(0), tokens))["params"]
+  def run(cfg, params, tokens):
+    return [np.asarray(x) for x in jax.jit(_forward_and_decode, static_argnums=0)(
+        cfg, params, tokens)]
+  full = run(CFG.replace(float32_products=""), params, tokens)
+  # Every part named: each product of the forward pass and of the decode step is float32's.
+  every = run(CFG.replace(matmul_dtype="bfloat16", float32_products=",".join(DOTS)), params,
+              tokens)
+  for got, want in zip(every, full):
+    np.testing.assert_array_equal(got, want)
+  for part in DOTS:  # each part left out: its products are bfloat16 in both
+    rest = ",".join(p for p in DOTS if p != part)
+    narrowed = run(CFG.replace(matmul_dtype="bfloat16", float32_products=rest), params, tokens)
+    for got, want in zip(narrowed, full):
+      assert not np.array_equal(got, want), part
+      np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * float(np.abs(want).max()))
+
+
+def test_bad_float32_products_is_an_error():
+  with pytest.raises(ValueError, match=r"unknown float32_products \['softmax'\]"):
+    CFG.replace(float32_products="logits,softmax")
