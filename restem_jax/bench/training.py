@@ -49,11 +49,14 @@ LENGTH = 256
 LR = 1e-4
 
 
-def _model_config(name: str, dtype: str = "float32") -> model_lib.ModelConfig:
-  """The preset in the Llama layout, float32; `dtype` "bfloat16": bfloat16 products."""
+def _model_config(name: str, dtype: str = "float32",
+                  float32_products: str | None = None) -> model_lib.ModelConfig:
+  """The preset in the Llama layout, float32; `dtype` "bfloat16": bfloat16 products, but those
+  of `float32_products` (None: the model's default, the logits)."""
+  extra = {} if float32_products is None else {"float32_products": float32_products}
   return model_lib.preset(name, dtype="float32", param_dtype="float32", remat=False,
                           matmul_dtype="bfloat16" if dtype == "bfloat16" else "",
-                          **model_lib.LLAMA_STYLE)
+                          **model_lib.LLAMA_STYLE, **extra)
 
 
 def _batch(cfg: model_lib.ModelConfig, seed: int) -> np.ndarray:
@@ -98,7 +101,8 @@ class Peer:
 
   With `cfg.matmul_dtype == "bfloat16"` the forward and backward run under torch's CPU bfloat16
   autocast (weights and AdamW state stay float32, the loss is taken in float32), the usual
-  torch mixed precision and the same split as ours.
+  torch mixed precision and the same split as ours; where ours keeps the logits' product float32
+  (`float32_products`), the peer's output layer runs outside autocast on float32 inputs too.
   """
 
   def __init__(self, cfg: model_lib.ModelConfig):
@@ -109,6 +113,14 @@ class Peer:
                                  weight_decay=0.01)
     self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
     self.bf16 = cfg.matmul_dtype == "bfloat16"
+    if self.bf16 and not cfg.matmul_dtype_of("logits"):
+      head = self.model.lm_head
+
+      def float32_head(x):
+        with torch.autocast("cpu", enabled=False):
+          return torch.nn.functional.linear(x.float(), head.weight)
+
+      head.forward = float32_head
 
   def step(self, tokens_BL1: np.ndarray) -> float:
     torch = self.torch
@@ -209,9 +221,10 @@ def profile(name: str, directory: str, steps: int = 2, top: int = 15) -> None:
     print(f"  {ms:8.1f} ms {100 * ms / total:5.1f}%  {op:32} {ops[op][1][-90:]}")
 
 
-def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32") -> dict[str, float]:
+def run_shape(name: str, steps: int, warmup: int, dtype: str = "float32",
+              float32_products: str | None = None) -> dict[str, float]:
   """Alternates ours and the peer on one shape; returns tokens/s, GFLOP/s and losses."""
-  cfg = _model_config(name, dtype)
+  cfg = _model_config(name, dtype, float32_products)
   ours, peer = Ours(cfg), Peer(cfg)
   # With bfloat16 products, our float32 step too (same initial weights and batches).
   ours32 = Ours(_model_config(name)) if dtype == "bfloat16" else None
@@ -254,6 +267,10 @@ def main(argv: list[str]) -> int:
                       help="products of both sides (bfloat16: ours with model.matmul_dtype "
                            "bfloat16, everything else float32, and our float32 step alongside; "
                            "the peer under torch's bfloat16 autocast)")
+  parser.add_argument("--float32_products", default=None,
+                      help="with --dtype bfloat16: the model parts whose products stay float32 "
+                           "(model.float32_products; default the model's, 'logits'; '' none), "
+                           "the peer's output layer with them when they hold 'logits'")
   parser.add_argument("--profile", default="",
                       help="a directory: instead of the benchmark, trace ours' float32 step on "
                            "each shape and print its op time per HLO instruction")
@@ -270,14 +287,18 @@ def main(argv: list[str]) -> int:
   # gradients of a freshly initialised model would otherwise slow it down).
   torch.set_flush_denormal(True)
   ceiling = matmul_ceiling_gflops()
-  results = {name: run_shape(name, args.steps, args.warmup, args.dtype)
+  results = {name: run_shape(name, args.steps, args.warmup, args.dtype, args.float32_products)
              for name in args.shapes.split(",")}
   # Measured again at the end and the best kept: on a shared machine a single measurement may
   # land in a busy moment and flatter the fractions below.
   ceiling = {k: max(v, matmul_ceiling_gflops()[k]) for k, v in ceiling.items()}
   best_ceiling = max(ceiling.values())
 
-  print(f"train step, {args.dtype} CPU ({host.cpu_model()}), batch {BATCH} x {LENGTH} tokens, "
+  kept = (_model_config("tiny", args.dtype, args.float32_products).float32_products
+          if args.dtype == "bfloat16" else "")
+  print(f"train step, {args.dtype} CPU ({host.cpu_model()}), "
+        + (f"float32 products: {kept or 'none'}, " if args.dtype == "bfloat16" else "")
+        + f"batch {BATCH} x {LENGTH} tokens, "
         f"{threads} threads, "
         f"median of {args.steps} steps after {args.warmup} warm-up, AdamW; "
         f"C allocator {host_memory.status()}")
@@ -300,6 +321,7 @@ def main(argv: list[str]) -> int:
             f"{r['ratio_vs_float32']:.2f}x of float32; loss after the last step: float32 "
             f"{r['ours_float32_loss']:.4f}, bfloat16 products {r['ours_loss']:.4f}")
   summary = {"bench": "training", "cpu_model": host.cpu_model(), "dtype": args.dtype,
+             "float32_products": kept,
              "batch": BATCH, "length": LENGTH, "threads": threads,
              "load_average": os.getloadavg()[0], "host_malloc": host_memory.status(),
              "matmul_ceiling_gflops": best_ceiling}

@@ -29,9 +29,9 @@ def test_bfloat16_run_has_every_side(monkeypatch):
                            head_dim=32, d_ff=128, vocab_size=64, max_len=16)
   original = training._model_config  # pylint: disable=protected-access
 
-  def micro_config(name, dtype="float32"):
+  def micro_config(name, dtype="float32", float32_products=None):
     del name
-    return original("tiny", dtype).replace(**{k: getattr(micro, k) for k in (
+    return original("tiny", dtype, float32_products).replace(**{k: getattr(micro, k) for k in (
         "num_layers", "d_model", "num_heads", "head_dim", "d_ff", "vocab_size", "max_len")})
 
   monkeypatch.setattr(training, "_model_config", micro_config)
@@ -43,3 +43,17 @@ def test_bfloat16_run_has_every_side(monkeypatch):
   # Same model, same batches: bfloat16 products stay near the float32 loss (ln 64 = 4.16).
   assert abs(r["ours_loss"] - r["ours_float32_loss"]) < 0.05
   assert abs(r["ours_loss"] - 4.16) < 0.5 and abs(r["peer_loss"] - 4.16) < 0.5
+
+
+def test_peer_keeps_the_output_layer_float32_where_ours_does():
+  import torch  # pylint: disable=g-import-not-at-top
+  from restem_jax import model as model_lib  # pylint: disable=g-import-not-at-top
+  micro = dict(num_layers=1, d_model=64, num_heads=2, head_dim=32, d_ff=128, vocab_size=64,
+               max_len=16)
+  x = torch.ones(2, 3, 64)
+  for kept, want in (("logits", torch.float32), ("", torch.bfloat16)):
+    cfg = training._model_config("tiny", "bfloat16", kept).replace(**micro)  # pylint: disable=protected-access
+    peer = training.Peer(cfg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+      assert peer.model.lm_head(x).dtype == want, kept
+      assert peer.model.model.layers[0].mlp.up_proj(x).dtype == torch.bfloat16
