@@ -158,6 +158,16 @@ def test_vocabulary_larger_than_the_model_fails_before_any_stage(tmp_path):
   assert seconds < 30 and not (tmp_path / "w" / "stages").exists()
 
 
+@pytest.mark.parametrize("override, needle", [
+    ("--config.model.float32_products=logits,softmax", "unknown float32_products ['softmax']"),
+    ("--config.model.norm=batchnorm", "unknown norm 'batchnorm'"),
+    ("--config.model.num_kv_heads=3", "not a multiple of num_kv_heads=3")])
+def test_bad_model_field_fails_before_any_stage(tmp_path, override, needle):
+  out, _ = _main("--config=configs/demo.py:smoke", f"--workdir={tmp_path / 'w'}", override)
+  _assert_one_error(out, "--config.model: ", needle)
+  assert not (tmp_path / "w" / "stages").exists()
+
+
 def test_missing_split_path_and_checkpoint(tmp_path, data):
   out, _ = _main(JSONL_SMOKE, f"--workdir={tmp_path / 'w'}",
                  f"--config.data.train_path={data / 'train.jsonl'}")

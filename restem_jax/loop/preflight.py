@@ -145,9 +145,22 @@ def check_inputs(config: ml_collections.ConfigDict) -> None:
                       f"--config.data.valid_path")
 
 
+def check_model(config: ml_collections.ConfigDict) -> None:
+  """`--config.model`'s fields make a model (`ModelConfig`'s own checks, AUTO sizes aside)."""
+  from restem_jax.model.config import ModelConfig  # pylint: disable=g-import-not-at-top: JAX
+  fields = config.model.to_dict()
+  auto = {k: 1 for k in ("vocab_size", "max_len") if not fields.get(k)}  # derived later
+  try:
+    ModelConfig.from_dict({**fields, **auto})
+  except (ValueError, ZeroDivisionError) as e:
+    raise UserError(f"--config.model: {e}") from e
+
+
 def check_run(config: ml_collections.ConfigDict) -> None:
-  """`check_inputs`, then each data set's source built and its splits counted (TensorFlow)."""
+  """`check_inputs` and `check_model`, then each data set's source built and its splits counted
+  (TensorFlow)."""
   check_inputs(config)
+  check_model(config)
   data = config.data
   main_splits = ("test",) if data.kind == "humaneval" else ("train", "test")
   check_source(data.kind, task_options(data.kind, data), "data", main_splits)
