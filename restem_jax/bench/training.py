@@ -113,7 +113,7 @@ class Peer:
                                  weight_decay=0.01)
     self.attn = self.model.config._attn_implementation  # pylint: disable=protected-access
     self.bf16 = cfg.matmul_dtype == "bfloat16"
-    if self.bf16 and not cfg.matmul_dtype_of("logits"):
+    if self.bf16 and cfg.matmul_dtype_of("logits") == "float32":
       head = self.model.lm_head
 
       def float32_head(x):

@@ -55,8 +55,8 @@ class ModelConfig:
   # return float32, while the activations, norms, softmax, loss and weights stay float32
   # (`transformer.product`). XLA:CPU runs them on the CPU's bfloat16 units (AVX512-BF16, AMX).
   matmul_dtype: str = ""
-  # With a narrower matmul_dtype, the parts of the model whose products (and their gradients)
-  # keep float32 operands, comma-separated: "logits" (the unembedding), "attention" (the scores
+  # With a matmul_dtype set, the parts of the model whose products (and their gradients) take
+  # float32 operands instead, comma-separated: "logits" (the unembedding), "attention" (the scores
   # and the weighted values), "projections" (query, key, value, output), "mlp". With the logits
   # float32 the demo's models scored as float32's on average over three seeds; with every
   # product bfloat16 ("") 3 to 4 points lower (BENCHMARKS.md, "Training").
@@ -94,9 +94,11 @@ class ModelConfig:
                        f"subset of {', '.join(PRODUCT_PARTS)}")
 
   def matmul_dtype_of(self, part: str) -> str:
-    """The operand dtype of `part`'s products (one of PRODUCT_PARTS): "" when float32_products
-    names it, else matmul_dtype."""
-    return "" if part in _parts(self.float32_products) else self.matmul_dtype
+    """The operand dtype of `part`'s products (one of PRODUCT_PARTS): matmul_dtype, or float32
+    where float32_products names the part and matmul_dtype is set."""
+    if self.matmul_dtype and part in _parts(self.float32_products):
+      return "float32"
+    return self.matmul_dtype
 
   def replace(self, **kwargs) -> ModelConfig:
     return dataclasses.replace(self, **kwargs)

@@ -167,6 +167,17 @@ def test_float32_products_covers_every_product_and_each_part_counts():
       np.testing.assert_allclose(got, want, rtol=0.05, atol=0.05 * float(np.abs(want).max()))
 
 
+def test_matmul_dtype_of_a_part():
+  mixed = CFG.replace(matmul_dtype="bfloat16", float32_products="logits, mlp")
+  assert [mixed.matmul_dtype_of(p) for p in DOTS] == ["float32", "bfloat16", "bfloat16",
+                                                       "float32"]
+  # Without a matmul_dtype the products are the compute dtype's, named or not.
+  assert {CFG.replace(dtype="bfloat16").matmul_dtype_of(p) for p in DOTS} == {""}
+  # A bfloat16 model with float32 products: the named parts are float32 too.
+  wide = CFG.replace(dtype="bfloat16", matmul_dtype="float32", float32_products="logits")
+  assert {wide.matmul_dtype_of(p) for p in DOTS} == {"float32"}
+
+
 def test_bad_float32_products_is_an_error():
   with pytest.raises(ValueError, match=r"unknown float32_products \['softmax'\]"):
     CFG.replace(float32_products="logits,softmax")
