@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import select
+import signal
 import sys
 import threading
 import traceback
@@ -84,6 +85,24 @@ def describe(error: BaseException) -> str | None:
   return None
 
 
+_INTERRUPTED = threading.Event()
+
+
+def _on_ctrl_c(signum, frame) -> None:
+  """SIGINT: remembered, then KeyboardInterrupt as by default (`check_interrupted`)."""
+  del signum, frame
+  _INTERRUPTED.set()
+  raise KeyboardInterrupt
+
+
+def check_interrupted() -> None:
+  """Raises KeyboardInterrupt if Ctrl-C came during `run_main` and the exception it raised was
+  lost (raised inside a callback or finalizer that library code ran and swallowed); long
+  commands call this at their checkpoints (`run_dir.stage`), so one Ctrl-C always stops them."""
+  if _INTERRUPTED.is_set():
+    raise KeyboardInterrupt
+
+
 def run_main(fn: Callable[[], int | None], argv: Sequence[str] | None = None, *,
              resumable: bool = False, on_exit: Callable[[], None] | None = None) -> int:
   """Runs a CLI's work and returns its exit status, reporting expected failures in one line.
@@ -99,6 +118,11 @@ def run_main(fn: Callable[[], int | None], argv: Sequence[str] | None = None, *,
     exceptions propagate with their tracebacks.
   """
   debug = debug_requested(argv)
+  _INTERRUPTED.clear()
+  own_handler = (threading.current_thread() is threading.main_thread()
+                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+  if own_handler:  # not where SIGINT is ignored (a background job) or handled by the caller
+    signal.signal(signal.SIGINT, _on_ctrl_c)
   try:
     status = fn()
     return 0 if status is None else int(status)
@@ -122,6 +146,8 @@ def run_main(fn: Callable[[], int | None], argv: Sequence[str] | None = None, *,
     print(f"error: {message}", file=sys.stderr, flush=True)
     return EXIT_USAGE
   finally:
+    if own_handler:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
     if on_exit is not None:
       on_exit()
 

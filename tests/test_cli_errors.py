@@ -301,6 +301,32 @@ def test_run_main_sorts_expected_failures_from_bugs(capsys, monkeypatch):
     cli.run_main(fail(cli.UserError("x")), ["prog"])
 
 
+def test_a_ctrl_c_that_library_code_swallows_still_stops_the_run(tmp_path, capsys,
+                                                                 monkeypatch):
+  monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+  done = []
+
+  def work():
+    try:  # library code that catches everything, the interrupt included
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(5)
+    except BaseException:  # pylint: disable=broad-except
+      pass
+    for name in ("first", "second"):
+      run_dir.stage(tmp_path, name, lambda: done.append(name) or {})
+
+  try:
+    assert cli.run_main(work, ["prog"], resumable=True) == 130
+    assert done == [] and "resume" in capsys.readouterr().err
+    # The handler is restored and the next command starts afresh.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert cli.run_main(lambda: done.append(run_dir.stage(tmp_path, "again", dict)), ["prog"]) == 0
+    assert done == [{}]
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
 def test_checkpoint_file_names_agree_with_checkpoints():
   from restem_jax.model import checkpoints
   assert cli.CHECKPOINT_CONFIG_FILE == checkpoints.CONFIG_FILE

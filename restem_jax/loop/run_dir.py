@@ -22,6 +22,7 @@ from typing import Any
 
 from etils import epath
 
+from restem_jax import cli
 from restem_jax.cli import UserError
 from restem_jax import file_io
 
@@ -48,6 +49,7 @@ def stage(workdir: epath.PathLike, name: str, fn: Callable[[], Any], write: bool
 
   `write`: whether this host writes the marker (process 0 of a multi-host run).
   """
+  cli.check_interrupted()  # a Ctrl-C that library code swallowed stops the run here
   marker = epath.Path(workdir) / STAGES_DIR / f"{name}.json"
   if marker.exists():
     return json.loads(marker.read_text())
@@ -57,6 +59,7 @@ def stage(workdir: epath.PathLike, name: str, fn: Callable[[], Any], write: bool
   if write:
     file_io.write_text_atomic(marker, json.dumps(result, indent=2))
   logging.info("stage %s: done in %.1fs", name, time.time() - start)
+  cli.check_interrupted()
   return result
 
 
