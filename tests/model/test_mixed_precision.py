@@ -2,7 +2,8 @@
 
 Checked against products written out by hand on bfloat16-rounded operands (not against the
 function's own path), and in the compiled train step: every dot of it has bfloat16 operands and a
-float32 result, which is what XLA:CPU runs on the CPU's bfloat16 units.
+float32 result (what XLA:CPU runs on the CPU's bfloat16 units), but those of the parts
+`float32_products` names, which are float32 products, counted part by part.
 """
 
 import collections
