@@ -58,7 +58,7 @@ class ModelConfig:
   # With a matmul_dtype set, the parts of the model whose products (and their gradients) take
   # float32 operands instead, comma-separated: "logits" (the unembedding), "attention" (the scores
   # and the weighted values), "projections" (query, key, value, output), "mlp". With the logits
-  # float32 the demo's models scored as float32's on average over three seeds; with every
+  # float32 the demo's models scored as float32's on average over five seeds; with every
   # product bfloat16 ("") 3 to 4 points lower (BENCHMARKS.md, "Training").
   float32_products: str = "logits"
   remat: bool = False  # rematerialise each block in the backward pass
